@@ -1,0 +1,204 @@
+"""Command line: `python -m bench run | table | list`.
+
+Every bad option or value ends with one line on stderr that says what to do, and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, parse_overrides
+from .datasets.base import DataError
+from .grid import expand, parse_seeds
+from .protocol import DEFAULT_GRID, all_grid
+
+EXIT_BAD_INPUT = 2
+RESULTS_ENV = "BENCH_RESULTS"
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of argparse's usage block
+        raise UsageError(f"{message} (see `python -m {self.prog} --help`)")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bench", description="Federated learning under label heterogeneity.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    sub.required = True
+
+    def out_option(sp):
+        sp.add_argument("--out", default=os.environ.get(RESULTS_ENV, "results"),
+                        help=f"results folder (default: ${RESULTS_ENV} or ./results)")
+
+    run = sub.add_parser("run", help="run a grid of experiments (default: the digits grid)")
+    run.add_argument("--methods", type=_csv, help="comma list, e.g. fedavg,scaffold")
+    run.add_argument("--datasets", type=_csv, help="comma list, e.g. digits")
+    run.add_argument("--splits", type=_csv,
+                     help="comma list: iid, dirichlet:ALPHA, silos, classes:K")
+    run.add_argument("--seeds", help="e.g. 0,1,2 or 0-4")
+    run.add_argument("--all", action="store_true",
+                     help="every registered dataset, method and split preset, 3 seeds")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting: rounds=30, lr=0.1, n_clients=20, fedprox.mu=0.1")
+    run.add_argument("--dry-run", action="store_true", help="list the runs and their configs")
+    run.add_argument("--force", action="store_true", help="rerun runs that are already stored")
+    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    run.add_argument("--data-root", default=None, help="where datasets live")
+    out_option(run)
+
+    table = sub.add_parser("table", help="tables of the stored runs (Markdown and CSV)")
+    table.add_argument("--datasets", type=_csv)
+    table.add_argument("--methods", type=_csv)
+    table.add_argument("--final", action="store_true",
+                       help="last-round metrics instead of the validation-selected round")
+    table.add_argument("--on", choices=("test", "val"), default="test",
+                       help="report test metrics (default) or the validation ones used to tune")
+    out_option(table)
+
+    sub.add_parser("list", help="registered methods, datasets and splits")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"run": cmd_run, "table": cmd_table, "list": cmd_list}[args.command](args)
+    except (UsageError, ConfigError, DataError) as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def cmd_list(args) -> int:
+    from .datasets.registry import DATASETS
+    from .datasets.splits import SPLITS, _usage
+    from .methods.registry import METHODS, method_params
+
+    print("methods:")
+    for name, cls in METHODS.items():
+        params = ", ".join(f"{k}={v}" for k, v in method_params(name).items())
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        print(f"  {name:12s} {doc[0] if doc else ''}{f'  [{params}]' if params else ''}")
+    print("datasets:")
+    for name, entry in DATASETS.items():
+        i = entry.info
+        print(f"  {name:12s} {i.n_classes} classes, {i.channels} channel(s), {i.resolution} px")
+    print("splits:")
+    for name in SPLITS:
+        print(f"  {_usage(name).removeprefix('usage: ')}")
+    return 0
+
+
+def _selection(args) -> tuple[list, list, list, list]:
+    base = all_grid() if args.all else DEFAULT_GRID
+    datasets = args.datasets or base["datasets"]
+    methods = args.methods or base["methods"]
+    splits = args.splits or base["splits"]
+    seeds = parse_seeds(args.seeds) if args.seeds else base["seeds"]
+    return datasets, methods, splits, seeds
+
+
+def cmd_run(args) -> int:
+    import json
+
+    from .runner import check_splits, execute, pick_device
+    from .store import RecordStore
+
+    overrides = parse_overrides(args.overrides)
+    configs = expand(*_selection(args), overrides)
+    if args.dry_run:
+        for c in configs:
+            print(json.dumps({"run_id": c.run_id, **c.to_dict()}, sort_keys=True))
+        print(f"{len(configs)} runs (dry run: nothing executed)", file=sys.stderr)
+        return 0
+    device = pick_device(args.device)
+    check_splits(configs, args.data_root)
+    store = RecordStore(args.out, warn=_say)
+    todo, records = [], {}
+    for c in configs:
+        rec = None if args.force else store.load(c)
+        if rec is None:
+            todo.append(c)
+        else:
+            records[c.run_id] = rec
+    _say(f"{len(configs)} runs: {len(records)} already stored, {len(todo)} to run "
+         f"on {device} -> {store.root}")
+    from tqdm.auto import tqdm
+
+    done = 0
+    try:
+        with tqdm(total=len(todo), desc="runs", unit="run", dynamic_ncols=True,
+                  disable=not sys.stderr.isatty()) as bar:
+            for c in todo:
+                t = time.perf_counter()
+                rec = execute(c, device, args.data_root, progress=_progress_factory(tqdm))
+                path = store.write(rec)
+                records[c.run_id] = rec
+                done += 1
+                bar.update(1)
+                m = rec["metrics"]["selected"]
+                auroc = m["auroc"]
+                tqdm.write(f"[{done}/{len(todo)}] {c.label}: acc {m['accuracy']:.3f}, auroc "
+                           f"{'n/a' if auroc is None else f'{auroc:.3f}'} "
+                           f"({time.perf_counter() - t:.0f} s) -> {path}", file=sys.stderr)
+    except KeyboardInterrupt:
+        _say(f"interrupted: {done} of {len(todo)} runs stored; rerun the same command to resume")
+        return 130
+    _print_tables([records[c.run_id] for c in configs], Path(args.out), "last_run")
+    return 0
+
+
+def _progress_factory(tqdm):
+    """Bars over rounds on a terminal; in a log (CI) only the one line per finished run."""
+    def progress(total: int, desc: str):
+        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+                    disable=not sys.stderr.isatty())
+    return progress
+
+
+def cmd_table(args) -> int:
+    from .store import RecordStore
+
+    records = RecordStore(args.out, warn=_say).all_records()
+    records = [r for r in records
+               if (not args.datasets or r["config"]["dataset"] in args.datasets)
+               and (not args.methods or r["config"]["method"] in args.methods)]
+    if not records:
+        raise DataError(f"no stored runs under {args.out}; run `python -m bench run` first")
+    _print_tables(records, Path(args.out), "summary", final=args.final, on=args.on)
+    return 0
+
+
+def _print_tables(records: list[dict], out: Path, name: str, final: bool = False,
+                  on: str = "test") -> None:
+    from .table import markdown, records_frame, summarise
+
+    which = "final" if final else "selected"
+    summary = summarise(records_frame(records, which, on))
+    round_name = "final round" if final else "validation-selected round"
+    text = markdown(summary, title=f"{on} {{metric}} (%), {round_name}")
+    stem = f"{name}_{which}" + ("_val" if on == "val" else "")
+    tables = out / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(tables / f"{stem}.csv", index=False)
+    (tables / f"{stem}.md").write_text(text)
+    print(text)
+    _say(f"tables written to {tables}/{stem}.md and .csv")
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

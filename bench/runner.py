@@ -1,0 +1,137 @@
+"""One run as one call: config -> dataset -> split -> method -> metrics -> record."""
+from __future__ import annotations
+
+import datetime
+import functools
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import NO_SPLIT, ConfigError, RunConfig
+from .datasets.base import ImageDataset
+from .datasets.registry import load_dataset
+from .datasets.splits import parse_split
+from .methods.base import RunContext
+from .methods.data import DeviceData
+from .methods.models import build_model, count_parameters
+from .methods.registry import build_method
+from .methods.rng import Streams
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: valid choices: auto, cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: valid choices: auto, cpu, cuda, cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return device
+
+
+@functools.lru_cache(maxsize=4)
+def cached_dataset(name: str, root: str | None) -> ImageDataset:
+    """Datasets are loaded once per process and shared by the runs of a grid."""
+    return load_dataset(name, root)
+
+
+def client_indices(config: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
+    """The run's partition of the training indices (the whole set for pooled methods)."""
+    if config.split == NO_SPLIT:
+        return [np.arange(len(labels))]
+    spec = parse_split(config.split)
+    return spec(labels, config.n_clients, Streams(config.seed).numpy("split"))
+
+
+def check_splits(configs: list[RunConfig], data_root: str | None = None) -> None:
+    """Draw every partition of a grid before running any of it, so an impossible split
+    (too few samples for a Dirichlet draw, silos with the wrong client count) stops the grid
+    with a clear error before anything is computed."""
+    seen = set()
+    for c in configs:
+        key = (c.dataset, c.split, c.n_clients, c.seed)
+        if key not in seen:
+            seen.add(key)
+            client_indices(c, cached_dataset(c.dataset, data_root).y_train.numpy())
+
+
+def execute(config: RunConfig, device: torch.device, data_root: str | None = None,
+            progress=None) -> dict:
+    """Run `config` and return its record (not yet stored)."""
+    t0 = time.perf_counter()
+    dataset = cached_dataset(config.dataset, data_root)
+    data = DeviceData(dataset, config.resolution, device)
+    t1 = time.perf_counter()
+    labels = dataset.y_train.numpy()
+    parts = client_indices(config, labels)
+    t2 = time.perf_counter()
+    streams = Streams(config.seed)
+    ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in parts], config.train,
+                     streams, **({"progress": progress} if progress else {}))
+    method = build_method(config.method, config.method_params)
+    result = method.run(ctx)
+    t3 = time.perf_counter()
+    n_classes = dataset.info.n_classes
+    return {
+        "run_id": config.run_id,
+        "config": config.to_dict(),
+        "dataset_info": {"n_classes": n_classes, "class_names": list(dataset.info.class_names),
+                         "sizes": dataset.sizes, "metric": dataset.info.metric},
+        "split": {"client_sizes": [len(p) for p in parts],
+                  "client_class_counts": [np.bincount(labels[p], minlength=n_classes).tolist()
+                                          for p in parts]},
+        "model_parameters": _parameter_count(config, dataset),
+        "metrics": result.metrics,
+        "curves": result.curves,
+        "communication": result.communication,
+        "timings": {"load": t1 - t0, "split": t2 - t1, **result.timings,
+                    "method_total": t3 - t2, "total": t3 - t0},
+        "extra": result.extra,
+        "environment": environment(device),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _parameter_count(config: RunConfig, dataset: ImageDataset) -> int:
+    with torch.device("meta"):  # shapes only: no memory, no draw from any RNG
+        model = build_model(config.train.model, dataset.info.channels, dataset.info.n_classes,
+                            config.resolution, config.train.norm)
+    return count_parameters(model)
+
+
+def environment(device: torch.device) -> dict:
+    import sklearn
+
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the code that ran, with '+dirty' when the tree had local changes."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("+dirty" if dirty.strip() else "")) if sha else None

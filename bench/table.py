@@ -1,0 +1,84 @@
+"""Tables from stored records only: mean +- sample std over seeds, in percent.
+
+Each cell shows how many seeds stand behind it; a cell of one seed has no std. Methods that do
+not depend on the split (centralized) appear with the same value in every split column.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from .config import NO_SPLIT
+from .methods.registry import METHODS
+
+TABLE_METRICS = ("accuracy", "auroc")
+SCALAR_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
+
+
+def records_frame(records: list[dict], which: str = "selected", on: str = "test") -> pd.DataFrame:
+    """One row per run: its identity and its `which` (selected | final) metrics on `on`
+    (test | val)."""
+    rows = []
+    for r in records:
+        c, m = r["config"], r["metrics"][which]
+        m = m.get("val", {}) if on == "val" else m
+        rows.append({"dataset": c["dataset"], "method": c["method"], "split": c["split"],
+                     "seed": c["seed"], "n_clients": c["n_clients"], "run_id": r["run_id"],
+                     **{k: m.get(k) for k in SCALAR_METRICS}})
+    return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
+                                       "run_id", *SCALAR_METRICS])
+
+
+def split_order(split: str) -> tuple:
+    """From homogeneous to pathological: iid, dirichlet (alpha descending), classes, silos."""
+    name, _, rest = split.partition(":")
+    value = float(rest.split("=")[-1]) if "=" in rest else 0.0
+    rank = {"iid": 0, "dirichlet": 1, "classes": 2, "silos": 3}.get(name, 4)
+    return (rank, -value if name == "dirichlet" else value, split)
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Long summary: dataset, method, split, metric, mean, std, n (pooled rows broadcast)."""
+    long = frame.melt(id_vars=["dataset", "method", "split", "seed"], value_vars=SCALAR_METRICS,
+                      var_name="metric").dropna(subset=["value"])
+    long["value"] = long["value"].astype(float) * 100
+    g = long.groupby(["dataset", "method", "split", "metric"])["value"]
+    out = g.agg(mean="mean", std="std", n="count").reset_index()
+    pooled = out[out["split"] == NO_SPLIT]
+    expanded = [out[out["split"] != NO_SPLIT]]
+    for dataset, rows in pooled.groupby("dataset"):
+        splits = sorted(set(frame.loc[(frame["dataset"] == dataset)
+                                      & (frame["split"] != NO_SPLIT), "split"]))
+        for s in splits or [NO_SPLIT]:
+            expanded.append(rows.assign(split=s))
+    return pd.concat(expanded, ignore_index=True)
+
+
+def _cell(mean: float, std: float, n: int) -> str:
+    if n > 1:
+        return f"{mean:.1f} ± {std:.1f} (n={n})"
+    return f"{mean:.1f} (n=1)"
+
+
+def markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "test {metric} (%), "
+             "validation-selected round") -> str:
+    """One Markdown table per dataset and metric: methods x splits."""
+    blocks = []
+    method_rank = {m: i for i, m in enumerate(METHODS)}
+    for dataset in sorted(summary["dataset"].unique()):
+        for metric in metrics:
+            part = summary[(summary["dataset"] == dataset) & (summary["metric"] == metric)]
+            if part.empty:
+                continue
+            splits = sorted(part["split"].unique(), key=split_order)
+            methods = sorted(part["method"].unique(), key=lambda m: method_rank.get(m, 99))
+            lines = [f"**{dataset}: {title.format(metric=metric)}, mean ± std over seeds**", "",
+                     "| method | " + " | ".join(splits) + " |",
+                     "|---|" + "---|" * len(splits)]
+            for method in methods:
+                cells = []
+                for s in splits:
+                    row = part[(part["method"] == method) & (part["split"] == s)]
+                    cells.append(_cell(*row[["mean", "std", "n"]].iloc[0]) if len(row) else "")
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

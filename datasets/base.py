@@ -1,0 +1,87 @@
+"""The one in-memory dataset type shared by every dataset family.
+
+A dataset is three pairs of tensors, loaded once: uint8 images (N, C, H, W) and int64 labels
+for train, validation and test. A client is an index array into the training tensors, never a
+copy. Each dataset module states its own facts in a `DatasetInfo`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class DataError(Exception):
+    """Missing, corrupt or unusable data. The message says what to do; the CLI exits 2."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Facts a dataset module states about itself (never inferred from its name)."""
+
+    name: str
+    class_names: tuple[str, ...]
+    channels: int
+    resolution: int  # native side length in pixels (images are square)
+    metric: str  # the headline metric of this dataset's tables
+    augmentation: str  # augmentation family applied to training batches ("none", "cifar", ...)
+    citation: str
+    licence: str
+    val_source: str  # where the validation split comes from (official, or how it was carved)
+    test_source: str
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class ImageDataset:
+    info: DatasetInfo
+    x_train: torch.Tensor  # uint8 (N, C, H, W)
+    y_train: torch.Tensor  # int64 (N,)
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    def __post_init__(self) -> None:
+        for part in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
+            if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != self.info.channels:
+                raise DataError(
+                    f"{self.info.name} {part}: images must be uint8 (N, {self.info.channels}, H, W), "
+                    f"got {x.dtype} {tuple(x.shape)}"
+                )
+            if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+                raise DataError(f"{self.info.name} {part}: labels must be int64 ({x.shape[0]},)")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.info.n_classes):
+                raise DataError(
+                    f"{self.info.name} {part}: labels outside 0..{self.info.n_classes - 1}"
+                )
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {p: len(getattr(self, f"y_{p}")) for p in ("train", "val", "test")}
+
+
+def stratified_holdout(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (kept, held_out), holding out `fraction` of every class.
+
+    Each class contributes round(fraction * count) samples (at least one when the class has two
+    or more), so rare classes are represented in the held-out part.
+    """
+    labels = np.asarray(labels)
+    kept, held = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_held = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            n_held = min(max(n_held, 1), len(idx) - 1)
+        held.append(idx[:n_held])
+        kept.append(idx[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))

@@ -1,0 +1,91 @@
+"""What every method shares: the training settings, the run context and the Method protocol."""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from .data import DeviceData
+from .models import build_model
+from .rng import Streams
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by every method of a table (one protocol for all)."""
+
+    model: str = "cnn"
+    norm: str = "group"  # batch | group | none
+    rounds: int = 30  # communication rounds; pooled / local-only training runs rounds x local_epochs epochs
+    local_epochs: int = 2  # epochs over a client's data per round
+    batch_size: int = 64
+    lr: float = 0.05  # SGD learning rate at round 0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: str = "cosine"  # cosine (over rounds, to 0) | constant
+    client_fraction: float = 1.0  # share of clients sampled per round (at least one)
+
+    def lr_at(self, step: int, total: int) -> float:
+        if self.lr_schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+def _null_progress(total: int, desc: str):
+    return contextlib.nullcontext(_NullBar())
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix_str(self, s: str) -> None: ...
+
+
+@dataclass
+class RunContext:
+    """Everything a method's `run` may use; built by the harness for one run."""
+
+    data: DeviceData
+    clients: list[torch.Tensor]  # one device index tensor into data.x_train per client
+    train: TrainConfig
+    streams: Streams
+    # progress(total, desc) -> context manager yielding an object with update() / set_postfix_str()
+    progress: Callable[[int, str], Any] = _null_progress
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def n_classes(self) -> int:
+        return self.data.info.n_classes
+
+    def new_model(self, purpose: str = "init") -> nn.Module:
+        """A freshly initialised classifier on the device, seeded by the run's `purpose` stream."""
+        with self.streams.global_torch(purpose):
+            model = build_model(self.train.model, self.data.info.channels, self.n_classes,
+                                self.data.resolution, self.train.norm)
+        model = model.to(self.device)
+        if self.data.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+
+@dataclass
+class MethodResult:
+    metrics: dict  # {"selected": {...}, "final": {...}} test metrics (+ the validation ones)
+    curves: dict  # name -> list, one entry per round / epoch
+    communication: dict  # bytes, see methods/communication.py
+    timings: dict = field(default_factory=dict)  # phase -> seconds
+    extra: dict = field(default_factory=dict)
+
+
+class Method(Protocol):
+    name: ClassVar[str]
+    uses_split: ClassVar[bool]  # False: the result does not depend on the client split
+    Params: ClassVar[type]  # a frozen dataclass of the method's own hyperparameters
+
+    def run(self, ctx: RunContext) -> MethodResult: ...

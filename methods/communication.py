@@ -1,0 +1,35 @@
+"""Bytes on the wire, counted at the tensors' real dtypes (float32 weights: 4 bytes each)."""
+from __future__ import annotations
+
+import torch
+
+
+def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+class CommLog:
+    """Accumulates what the server sends down and the clients send up."""
+
+    def __init__(self) -> None:
+        self.down = self.up = 0
+        self.per_round: list[int] = []  # cumulative bytes (up + down) after each round
+        self.down_per_client = self.up_per_client = 0  # one client, one round (the latest)
+
+    def client(self, down: int, up: int) -> None:
+        self.down += down
+        self.up += up
+        self.down_per_client, self.up_per_client = down, up
+
+    def end_round(self) -> None:
+        self.per_round.append(self.down + self.up)
+
+    def summary(self, rounds: int) -> dict:
+        return {
+            "rounds": rounds,
+            "down_bytes_per_client_round": self.down_per_client,
+            "up_bytes_per_client_round": self.up_per_client,
+            "total_down_bytes": self.down,
+            "total_up_bytes": self.up,
+            "total_bytes": self.down + self.up,
+        }

@@ -1,0 +1,106 @@
+"""Test metrics and validation-based selection.
+
+Metrics (scikit-learn): accuracy, balanced accuracy, macro one-vs-rest AUROC (for two classes,
+the AUROC of the positive class), macro F1, per-class accuracy (recall) and the confusion
+matrix. The round whose test metrics are reported is the one with the best validation
+accuracy (ties: lower validation loss, then the earlier round); the test set never takes part
+in that choice.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
+                             f1_score, roc_auc_score)
+from torch import nn
+
+from .data import DeviceData
+
+CURVE_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "loss")
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, data: DeviceData, x: torch.Tensor,
+                  batch_size: int = 1024) -> np.ndarray:
+    """Class probabilities (float64, on the CPU) for uint8 images `x` already on the device."""
+    model.eval()
+    cuda = data.device.type == "cuda"
+    out = []
+    for chunk in torch.split(x, batch_size):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            logits = model(data.to_float(chunk))
+        out.append(F.log_softmax(logits.float(), dim=1))
+    return torch.cat(out).exp().double().cpu().numpy()
+
+
+def classification_metrics(proba: np.ndarray, labels: np.ndarray, n_classes: int,
+                           detail: bool = True) -> dict:
+    labels = np.asarray(labels)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    pred = proba.argmax(axis=1)
+    classes = np.arange(n_classes)
+    m = {
+        "accuracy": float(accuracy_score(labels, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+        "f1_macro": float(f1_score(labels, pred, labels=classes, average="macro", zero_division=0)),
+        "loss": float(-np.log(np.clip(proba[np.arange(len(labels)), labels], 1e-12, None)).mean()),
+        "auroc": _auroc(proba, labels, n_classes),
+    }
+    if detail:
+        cm = confusion_matrix(labels, pred, labels=classes)
+        support = cm.sum(axis=1)
+        m["per_class_accuracy"] = [float(cm[c, c] / support[c]) if support[c] else None
+                                   for c in classes]
+        m["confusion_matrix"] = cm.tolist()
+    return m
+
+
+def _auroc(proba: np.ndarray, labels: np.ndarray, n_classes: int) -> float | None:
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None  # undefined with one class in the labels
+    if n_classes == 2:
+        return float(roc_auc_score(labels, proba[:, 1]))
+    if len(present) < n_classes:  # macro over the classes present in the labels
+        return float(np.mean([roc_auc_score(labels == c, proba[:, c]) for c in present]))
+    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro",
+                               labels=np.arange(n_classes)))
+
+
+class Selection:
+    """Per-round validation and test curves, and the validation-selected round."""
+
+    def __init__(self, data: DeviceData):
+        self.data = data
+        self.curves: dict[str, list] = {"round": []}
+        self.best: dict | None = None
+        self.last: dict | None = None
+        self._best_key: tuple | None = None
+
+    def evaluate(self, model: nn.Module, step: int, **extra: float) -> dict:
+        """Evaluate `model` on val and test after round (or epoch) `step` and record it."""
+        d = self.data
+        n = d.info.n_classes
+        val = classification_metrics(predict_proba(model, d, d.x_val), d.y_val.cpu().numpy(), n,
+                                     detail=False)
+        test = classification_metrics(predict_proba(model, d, d.x_test),
+                                      d.y_test.cpu().numpy(), n)
+        return self.record(step, val, test, **extra)
+
+    def record(self, step: int, val: dict, test: dict, **extra: float) -> dict:
+        self.curves["round"].append(step)
+        for split, m in (("val", val), ("test", test)):
+            for k in CURVE_METRICS:
+                self.curves.setdefault(f"{split}_{k}", []).append(m[k])
+        for k, v in extra.items():
+            self.curves.setdefault(k, []).append(v)
+        entry = {**test, "round": step, "val": val}
+        key = (val["accuracy"], -val["loss"])
+        if self._best_key is None or key > self._best_key:
+            self.best, self._best_key = entry, key
+        self.last = entry
+        return entry
+
+    def metrics(self) -> dict:
+        return {"selected": self.best, "final": self.last}

@@ -1,0 +1,37 @@
+"""FedProx (Li et al., MLSys 2020, Eq. 2).
+
+Client k minimises  F_k(w) + (mu / 2) * ||w - w_t||^2  around the global weights w_t; the
+proximal term's gradient mu * (w - w_t) is added to every local step's gradient. The server
+is FedAvg's. The paper's baselines use mu in {0.001, 0.01, 0.1}.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .fedavg import FedAvg, State
+from .training import TrainHooks
+
+
+class ProximalHooks(TrainHooks):
+    def __init__(self, mu: float, anchor: list[torch.Tensor]):
+        self.mu, self.anchor = mu, anchor
+
+    def adjust_gradients(self, params: list[torch.Tensor]) -> None:
+        for p, w0 in zip(params, self.anchor):
+            p.grad.add_(p.detach() - w0, alpha=self.mu)
+
+
+class FedProx(FedAvg):
+    name = "fedprox"
+
+    @dataclass(frozen=True)
+    class Params:
+        mu: float = 0.01  # weight of the proximal term
+
+    def client_hooks(self, model: nn.Module, global_state: State, server: State,
+                     client: dict) -> TrainHooks:
+        anchor = [global_state[name] for name, _ in model.named_parameters()]
+        return ProximalHooks(self.params.mu, anchor)

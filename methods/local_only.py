@@ -1,0 +1,80 @@
+"""Local-only training: each client trains alone on its own data, the lower bound.
+
+Client k trains a fresh model for rounds x local_epochs epochs (the same passes as in FL) and
+is evaluated on the global validation and test sets after every local_epochs epochs; its
+reported round is chosen on validation data. The run's metrics are the mean over clients of
+their selected test metrics, with the spread (std, min, max) and every client's numbers.
+Nothing is communicated.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import MethodResult, RunContext
+from .evaluation import Selection
+from .training import train_local
+
+SCALARS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "loss")
+
+
+class LocalOnly:
+    name = "local_only"
+    uses_split = True
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, params=None):
+        self.params = params if params is not None else self.Params()
+
+    def run(self, ctx: RunContext) -> MethodResult:
+        cfg = ctx.train
+        selections = []
+        timings = {"train": 0.0, "eval": 0.0}
+        with ctx.progress(len(ctx.clients) * cfg.rounds, f"{self.name} client rounds") as bar:
+            for k, idx in enumerate(ctx.clients):
+                model = ctx.new_model()  # every client starts from the same initialisation
+                sel = Selection(ctx.data)
+                for r in range(cfg.rounds):
+                    t0 = time.perf_counter()
+                    stats = train_local(model, ctx.data, idx, cfg, cfg.lr_at(r, cfg.rounds),
+                                        cfg.local_epochs, ctx.streams.torch(f"batches/r{r}/c{k}"))
+                    t1 = time.perf_counter()
+                    sel.evaluate(model, r + 1, train_loss=stats.mean_loss)
+                    timings["train"] += t1 - t0
+                    timings["eval"] += time.perf_counter() - t1
+                    bar.update(1)
+                selections.append(sel)
+        metrics = {part: _summarise([getattr(s, part) for s in selections])
+                   for part in ("best", "last")}
+        curves = {"round": selections[0].curves["round"]}
+        for key in selections[0].curves:
+            if key != "round":
+                curves[key] = _mean_curve([s.curves[key] for s in selections])
+        return MethodResult({"selected": metrics["best"], "final": metrics["last"]}, curves,
+                            {"rounds": 0, "total_bytes": 0}, timings)
+
+
+def _summarise(entries: list[dict]) -> dict:
+    out = {}
+    for key in SCALARS:
+        values = [e[key] for e in entries if e[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+        if values:
+            out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            out[f"{key}_min"], out[f"{key}_max"] = float(min(values)), float(max(values))
+    pcs = np.array([e["per_class_accuracy"] for e in entries], dtype=float)
+    out["per_class_accuracy"] = np.nanmean(pcs, axis=0).tolist()
+    out["clients"] = [{k: e[k] for k in (*SCALARS, "round")} for e in entries]
+    return out
+
+
+def _mean_curve(curves: list[list]) -> list:
+    arr = np.array([[np.nan if v is None else v for v in c] for c in curves], dtype=float)
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(arr, axis=0)
+    return [None if np.isnan(v) else float(v) for v in mean]

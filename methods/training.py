@@ -1,0 +1,61 @@
+"""The one local-training loop. Methods change it only through `TrainHooks`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import TrainConfig
+from .data import DeviceData
+
+
+class TrainHooks:
+    """Small terms a method adds to local training. The default adds nothing (FedAvg)."""
+
+    def adjust_gradients(self, params: list[torch.Tensor]) -> None:
+        """Called after backward, before the optimiser step; may edit `p.grad` in place."""
+
+
+@dataclass
+class LocalStats:
+    steps: int  # optimiser steps actually taken
+    samples: int  # samples seen (with repeats over epochs)
+    mean_loss: float
+
+
+def train_local(
+    model: nn.Module,
+    data: DeviceData,
+    indices: torch.Tensor,
+    cfg: TrainConfig,
+    lr: float,
+    epochs: int,
+    gen: torch.Generator,
+    hooks: TrainHooks | None = None,
+) -> LocalStats:
+    """`epochs` passes of SGD (momentum, weight decay from `cfg`) over `data.x_train[indices]`.
+
+    A fresh optimiser per call: momentum buffers start at zero for every client update, as in
+    the reference FL implementations. bf16 autocast on CUDA, float32 on the CPU.
+    """
+    hooks = hooks or TrainHooks()
+    params = [p for p in model.parameters()]
+    opt = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    model.train()
+    cuda = data.device.type == "cuda"
+    steps = samples = 0
+    loss_sum = torch.zeros((), device=data.device)
+    for _ in range(epochs):
+        for x, y in data.batches(indices, cfg.batch_size, gen):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            hooks.adjust_gradients(params)
+            opt.step()
+            steps += 1
+            samples += len(y)
+            loss_sum += loss.detach() * len(y)
+    return LocalStats(steps, samples, float(loss_sum) / max(samples, 1))

@@ -1,0 +1,129 @@
+"""The command line as a user runs it: errors, dry runs, a small grid end to end, resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.cli import main
+from conftest import ROOT, tiny_overrides
+
+
+def run_cli(*args: str, cwd=None, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--methods", "fedavgg"], "valid choices: centralized, local_only, fedavg"),
+    (["run", "--datasets", "nope"], "valid choices: digits"),
+    (["run", "--splits", "dirichlet:abc"], "alpha must be a float"),
+    (["run", "--splits", "zipf"], "valid choices: iid, dirichlet, silos, classes"),
+    (["run", "--set", "rounds=many"], "expected a int"),
+    (["run", "--set", "bogus=1"], "valid keys:"),
+    (["run", "--set", "fedprox.nu=1"], "valid: mu"),
+    (["run", "--set", "lr_schedule=step"], "valid choices: cosine, constant"),
+    (["run", "--seeds", "a-b"], "expected integers"),
+    (["run", "--device", "tpu"], "valid choices: auto, cpu, cuda"),
+    (["run", "--splits", "silos", "--set", "n_clients=3", "--methods", "fedavg"],
+     "one client per class"),
+    (["run", "--nonsense"], "unrecognized arguments"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):
+    rc = main([*args, "--out", str(tmp_path)] if args[0] == "run" else args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("bench: error:"), err
+    assert needle in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_lists_resolved_configs(capsys):
+    assert main(["run", "--dry-run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    configs = [json.loads(line) for line in out]
+    # 4 split-dependent methods x 4 splits + one pooled centralized run
+    assert len(configs) == 17
+    assert {c["method"] for c in configs} == {"centralized", "local_only", "fedavg", "fedprox",
+                                             "scaffold"}
+    assert all(c["train"]["local_epochs"] == 10 and c["resolution"] == 8 for c in configs)
+
+
+def test_grid_end_to_end_then_skip_then_force(tmp_path, capsys):
+    args = ["run", "--methods", "centralized,fedavg,local_only", "--splits", "silos,iid",
+            "--out", str(tmp_path), *tiny_overrides()]
+    assert main(args) == 0
+    cap = capsys.readouterr()
+    assert "| fedavg |" in cap.out and "silos" in cap.out
+    files = sorted((tmp_path / "runs").rglob("*.json"))
+    assert len(files) == 5  # centralized once, two splits for the others
+    record = json.loads(files[0].read_text())
+    for key in ("config", "metrics", "curves", "communication", "timings", "environment",
+                "split", "checksum"):
+        assert key in record
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    assert main(args) == 0
+    assert "5 already stored, 0 to run" in capsys.readouterr().err
+    assert {f: f.stat().st_mtime_ns for f in files} == mtimes
+    assert main([*args, "--force", "--methods", "fedavg", "--splits", "silos"]) == 0
+    assert "0 already stored, 1 to run" in capsys.readouterr().err
+    assert (tmp_path / "tables" / "last_run_selected.csv").exists()
+    assert main(["table", "--out", str(tmp_path)]) == 0
+    assert "| centralized |" in capsys.readouterr().out
+
+
+def test_table_without_runs_is_a_clear_error(tmp_path, capsys):
+    assert main(["table", "--out", str(tmp_path)]) == 2
+    assert "run `python -m bench run` first" in capsys.readouterr().err
+
+
+def test_kill_mid_grid_then_resume(tmp_path):
+    """A grid killed with SIGKILL keeps its finished records and resumes from them."""
+    args = ["run", "--methods", "fedavg,fedprox,scaffold", "--splits", "iid,silos",
+            "--out", str(tmp_path), *tiny_overrides(rounds=3)]
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "runs").rglob("*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stored = len(list((tmp_path / "runs").rglob("*.json")))
+    assert 1 <= stored < 6
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert f"{stored} already stored, {6 - stored} to run" in done.stderr
+    assert len(list((tmp_path / "runs").rglob("*.json"))) == 6
+    assert not list((tmp_path / "runs").rglob("*.tmp"))
+
+
+def test_ctrl_c_reports_and_resumes(tmp_path):
+    args = ["run", "--methods", "fedavg,fedprox", "--splits", "iid,silos",
+            "--out", str(tmp_path), *tiny_overrides(rounds=3)]
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "runs").rglob("*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the grid finished before the interrupt arrived")
+    assert proc.returncode == 130
+    assert "rerun the same command to resume" in err
+
+
+def test_python_m_bench_from_another_folder(tmp_path):
+    """The installed suite runs from anywhere and does not take the name `datasets`."""
+    out = run_cli("list", cwd=tmp_path)
+    assert out.returncode == 0 and "digits" in out.stdout
+    probe = subprocess.run([sys.executable, "-c",
+                            "import importlib.util as u; s = u.find_spec('datasets'); "
+                            "print(s.origin if s else None)"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert str(ROOT) not in probe.stdout

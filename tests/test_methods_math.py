@@ -1,0 +1,110 @@
+"""The methods' updates on tiny analytic models, against numbers derived by hand.
+
+Each client's loss is the 1-D quadratic f_i(w) = (w - b_i)^2 / 2, gradient w - b_i. Local
+training is simulated with plain SGD (w <- w - lr * grad) through the same hooks the harness
+calls, so these tests check each method's own arithmetic, both halves.
+"""
+import pytest
+import torch
+from torch import nn
+
+from bench.methods.fedavg import FedAvg
+from bench.methods.fedprox import FedProx
+from bench.methods.scaffold import Scaffold
+from bench.methods.training import LocalStats
+
+
+class Scalar(nn.Module):
+    def __init__(self, value=0.0):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([value], dtype=torch.float64))
+
+
+def local_sgd(model, hooks, b, lr, steps):
+    p = model.w
+    for _ in range(steps):
+        p.grad = (p.detach() - b).clone()
+        hooks.adjust_gradients([p])
+        with torch.no_grad():
+            p -= lr * p.grad
+    return LocalStats(steps=steps, samples=steps, mean_loss=0.0)
+
+
+def one_round(method, clients, x, server, states, lr, steps, n_total, weights=None):
+    """Run one round over `clients` (list of b_i) and return (new global, server, states)."""
+    model = Scalar()
+    global_state = {"w": torch.tensor([x], dtype=torch.float64)}
+    if server is None:
+        server = method.init_server(model, global_state)
+    acc = method.start_round(global_state)
+    for i, b in enumerate(clients):
+        model.load_state_dict(global_state)
+        state = states.get(i) or method.init_client(global_state, server)
+        hooks = method.client_hooks(model, global_state, server, state)
+        stats = local_sgd(model, hooks, b, lr, steps)
+        msg, states[i] = method.client_message(model, global_state, server, state, hooks, stats, lr)
+        method.accumulate(acc, msg, (weights or [1] * len(clients))[i])
+    new, server = method.aggregate(acc, global_state, server, n_total)
+    return float(new["w"]), server, states
+
+
+def test_fedavg_weights_by_sample_count():
+    """Client models after 1 step of lr 0.5 from 0: 0.5*b. b = (2, -2), n = (1, 3):
+    w = (1 * 1 + 3 * -1) / 4 = -0.5."""
+    w, _, _ = one_round(FedAvg(), [2.0, -2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=2,
+                        weights=[1, 3])
+    assert w == pytest.approx(-0.5, abs=1e-12)
+
+
+def test_fedprox_proximal_gradient():
+    """b = 2, w_t = 0, mu = 0.5, lr = 0.1, two steps:
+    step 1: g = (0 - 2) + 0.5 * (0 - 0) = -2      -> w = 0.2
+    step 2: g = (0.2 - 2) + 0.5 * (0.2 - 0) = -1.7 -> w = 0.37
+    (FedAvg would give 0.2 then 0.2 + 0.18 = 0.38.)"""
+    w, _, _ = one_round(FedProx(FedProx.Params(mu=0.5)), [2.0], 0.0, None, {}, lr=0.1, steps=2,
+                        n_total=1)
+    assert w == pytest.approx(0.37, abs=1e-12)
+    w0, _, _ = one_round(FedAvg(), [2.0], 0.0, None, {}, lr=0.1, steps=2, n_total=1)
+    assert w0 == pytest.approx(0.38, abs=1e-12)
+
+
+def _scaffold_setup():
+    """x = 0, c = 0.5, c_1 = 0.25, c_2 = 1.0, b = (1, -3), lr = 0.1, K = 2.
+    Client 1 (correction c - c_1 = 0.25): y = 0.075, then 0.075 + 0.0675 = 0.1425;
+      option II: c_1+ = c_1 - c + (x - y)/(K lr) = 0.25 - 0.5 - 0.1425/0.2 = -0.9625,
+      dy_1 = 0.1425, dc_1 = -1.2125.
+    Client 2 (correction -0.5): y = -0.25, then -0.475;
+      c_2+ = 1.0 - 0.5 + 0.475/0.2 = 2.875, dy_2 = -0.475, dc_2 = 1.875."""
+    method = Scaffold()
+    model = Scalar()
+    method.init_server(model, {"w": torch.zeros(1, dtype=torch.float64)})
+    server = {"c.w": torch.tensor([0.5], dtype=torch.float64)}
+    states = {0: {"c.w": torch.tensor([0.25], dtype=torch.float64)},
+              1: {"c.w": torch.tensor([1.0], dtype=torch.float64)}}
+    return method, server, states
+
+
+@pytest.mark.parametrize("server_lr,n_total,x_new,c_new", [
+    # x = 0 + eta_g * (0.1425 - 0.475) / 2;  c = 0.5 + (-1.2125 + 1.875) / N
+    (1.0, 2, -0.16625, 0.83125),
+    (0.5, 2, -0.083125, 0.83125),
+    (1.0, 4, -0.16625, 0.665625),  # two of four clients took part: c moves by sum / 4
+])
+def test_scaffold_option_two(server_lr, n_total, x_new, c_new):
+    method, server, states = _scaffold_setup()
+    method.params = Scaffold.Params(server_lr=server_lr)
+    x, server, states = one_round(method, [1.0, -3.0], 0.0, server, states, lr=0.1, steps=2,
+                                  n_total=n_total)
+    assert x == pytest.approx(x_new, abs=1e-12)
+    assert float(server["c.w"]) == pytest.approx(c_new, abs=1e-12)
+    assert float(states[0]["c.w"]) == pytest.approx(-0.9625, abs=1e-12)
+    assert float(states[1]["c.w"]) == pytest.approx(2.875, abs=1e-12)
+
+
+def test_scaffold_uses_steps_actually_taken():
+    """One client, b = 1, c = c_1 = 0, lr 0.1: K = 3 steps give y = 0.1, 0.19, 0.271;
+    c_1+ = (0 - 0.271) / (3 * 0.1) = -0.90333..."""
+    method = Scaffold()
+    x, server, states = one_round(method, [1.0], 0.0, None, {}, lr=0.1, steps=3, n_total=1)
+    assert float(states[0]["c.w"]) == pytest.approx(-0.271 / 0.3, abs=1e-12)
+    assert x == pytest.approx(0.271, abs=1e-12)
