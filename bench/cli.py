@@ -14,6 +14,7 @@ from .config import ConfigError, parse_overrides
 from .datasets.base import DataError
 from .grid import expand, parse_seeds
 from .protocol import DEFAULT_GRID, all_grid
+from .store import CorruptRecord, RecordStore
 
 EXIT_BAD_INPUT = 2
 RESULTS_ENV = "BENCH_RESULTS"
@@ -66,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="report test metrics (default) or the validation ones used to tune")
     out_option(table)
 
+    table.add_argument("--runs", action="store_true",
+                       help="list the individual runs (ids, seeds) instead of the summary")
+
+    unlearn = sub.add_parser("unlearn", help="forget clients of a stored federatedfactory run")
+    unlearn.add_argument("--run", required=True, help="run id (or a unique prefix)")
+    unlearn.add_argument("--clients", required=True, type=_csv, help="client ids, e.g. 3 or 3,5")
+    unlearn.add_argument("--device", default="auto")
+    unlearn.add_argument("--data-root", default=None)
+    out_option(unlearn)
+
     sub.add_parser("list", help="registered methods, datasets and splits")
     return p
 
@@ -73,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"run": cmd_run, "table": cmd_table, "list": cmd_list}[args.command](args)
-    except (UsageError, ConfigError, DataError) as e:
+        commands = {"run": cmd_run, "table": cmd_table, "unlearn": cmd_unlearn, "list": cmd_list}
+        return commands[args.command](args)
+    except (UsageError, ConfigError, DataError, CorruptRecord) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -99,20 +111,28 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _selection(args) -> tuple[list, list, list, list]:
+def _selection(args) -> tuple[list, list, list]:
+    """(datasets, blocks of (methods, splits), seeds): a --methods or --splits given on the
+    command line replaces that side of every block of the base grid."""
     base = all_grid() if args.all else DEFAULT_GRID
     datasets = args.datasets or base["datasets"]
-    methods = args.methods or base["methods"]
-    splits = args.splits or base["splits"]
+    if args.methods and args.splits:
+        blocks = [(args.methods, args.splits)]
+    elif args.methods:
+        splits = sorted({s for _, ss in base["blocks"] for s in ss})
+        blocks = [(args.methods, splits)]
+    elif args.splits:
+        blocks = [(ms, args.splits) for ms, _ in base["blocks"]]
+    else:
+        blocks = base["blocks"]
     seeds = parse_seeds(args.seeds) if args.seeds else base["seeds"]
-    return datasets, methods, splits, seeds
+    return datasets, blocks, seeds
 
 
 def cmd_run(args) -> int:
     import json
 
     from .runner import check_splits, execute, pick_device
-    from .store import RecordStore
 
     overrides = parse_overrides(args.overrides)
     configs = expand(*_selection(args), overrides)
@@ -141,8 +161,10 @@ def cmd_run(args) -> int:
                   disable=not sys.stderr.isatty()) as bar:
             for c in todo:
                 t = time.perf_counter()
-                rec = execute(c, device, args.data_root, progress=_progress_factory(tqdm))
-                path = store.write(rec)
+                rec, artifacts = execute(c, device, args.data_root,
+                                         progress=_progress_factory(tqdm),
+                                         cache_dir=Path(args.out) / "cache")
+                path = store.write(rec, artifacts)
                 records[c.run_id] = rec
                 done += 1
                 bar.update(1)
@@ -167,15 +189,52 @@ def _progress_factory(tqdm):
 
 
 def cmd_table(args) -> int:
-    from .store import RecordStore
-
     records = RecordStore(args.out, warn=_say).all_records()
     records = [r for r in records
                if (not args.datasets or r["config"]["dataset"] in args.datasets)
                and (not args.methods or r["config"]["method"] in args.methods)]
     if not records:
         raise DataError(f"no stored runs under {args.out}; run `python -m bench run` first")
+    if args.runs:
+        from .table import records_frame
+
+        frame = records_frame(records, "final" if args.final else "selected", args.on)
+        print(frame.sort_values(["dataset", "method", "split", "seed"]).to_string(index=False))
+        return 0
     _print_tables(records, Path(args.out), "summary", final=args.final, on=args.on)
+    return 0
+
+
+def cmd_unlearn(args) -> int:
+    from .config import RunConfig
+    from .runner import execute, pick_device
+    from .unlearn import comparison, forget_config
+
+    try:
+        clients = [int(k) for k in args.clients]
+    except ValueError:
+        raise UsageError(f"--clients {','.join(args.clients)}: expected integers") from None
+    store = RecordStore(args.out, warn=_say)
+    before = store.find(args.run)
+    config = forget_config(RunConfig.from_dict(before["config"]), clients)
+    device = pick_device(args.device)
+    from tqdm.auto import tqdm
+
+    t = time.perf_counter()
+    after, artifacts = execute(config, device, args.data_root, progress=_progress_factory(tqdm),
+                               cache_dir=Path(args.out) / "cache")
+    after["unlearning"] = comparison(before, after, clients)
+    after["unlearning"]["seconds"] = time.perf_counter() - t
+    path = store.write(after, artifacts)
+    u = after["unlearning"]
+    print(f"forgot clients {clients} of run {before['run_id']} (classes {u['forgotten_classes']}) "
+          f"in {u['seconds']:.0f} s -> {path}")
+    for mode, m in u["modes"].items():
+        print(f"\n{mode} mode: accuracy {m['accuracy_before']:.3f} -> {m['accuracy_after']:.3f}")
+        print("| class | before | after |\n|---|---|---|")
+        for c, (b, a) in enumerate(zip(m["per_class_before"], m["per_class_after"])):
+            mark = " (forgotten)" if c in u["forgotten_classes"] else ""
+            print(f"| {c}{mark} | {_fmt(b)} | {_fmt(a)} |")
     return 0
 
 
@@ -194,6 +253,10 @@ def _print_tables(records: list[dict], out: Path, name: str, final: bool = False
     (tables / f"{stem}.md").write_text(text)
     print(text)
     _say(f"tables written to {tables}/{stem}.md and .csv")
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def _say(msg: str) -> None:

@@ -70,6 +70,12 @@ def _coerce(key: str, raw: str, like):
         if raw.lower() not in ("true", "false", "1", "0"):
             raise ConfigError(f"--set {key}: expected true or false, got {raw!r}")
         return raw.lower() in ("true", "1")
+    if isinstance(like, tuple):  # comma-separated: "32,64" -> (32, 64); "" -> ()
+        items = [x.strip() for x in raw.split(",") if x.strip()]
+        try:
+            return tuple(int(x) if x.lstrip("-").isdigit() else x for x in items)
+        except ValueError:
+            raise ConfigError(f"--set {key}: expected comma-separated values") from None
     for typ in (int, float, str):
         if isinstance(like, typ):
             try:
@@ -127,8 +133,8 @@ def resolve(dataset: str, method: str, split: str, seed: int,
     else:
         parse_split(split)  # still reject a malformed spec
         canonical, n_clients = NO_SPLIT, 0
-    params = {**method_params(method), **overrides.method.get(method, {})}
     try:
+        params = method_params(method, overrides.method.get(method, {}))
         build_method(method, params)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None

@@ -8,15 +8,17 @@ from __future__ import annotations
 from .config import ConfigError, Overrides, RunConfig, resolve
 
 
-def expand(datasets: list[str], methods: list[str], splits: list[str], seeds: list[int],
+def expand(datasets: list[str], blocks: list[tuple[list[str], list[str]]], seeds: list[int],
            overrides: Overrides | None = None) -> list[RunConfig]:
+    """Every dataset x seed x (method, split) of each block of (methods, splits)."""
     configs: dict[str, RunConfig] = {}
     for dataset in datasets:
         for seed in seeds:
-            for split in splits:
-                for method in methods:
-                    c = resolve(dataset, method, split, seed, overrides)
-                    configs.setdefault(c.run_id, c)
+            for methods, splits in blocks:
+                for split in splits:
+                    for method in methods:
+                        c = resolve(dataset, method, split, seed, overrides)
+                        configs.setdefault(c.run_id, c)
     return list(configs.values())
 
 

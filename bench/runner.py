@@ -63,8 +63,8 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None) -> None
 
 
 def execute(config: RunConfig, device: torch.device, data_root: str | None = None,
-            progress=None) -> dict:
-    """Run `config` and return its record (not yet stored)."""
+            progress=None, cache_dir: Path | None = None) -> tuple[dict, dict]:
+    """Run `config`; return its record (not yet stored) and its artifacts (name -> image)."""
     t0 = time.perf_counter()
     dataset = cached_dataset(config.dataset, data_root)
     data = DeviceData(dataset, config.resolution, device)
@@ -74,12 +74,12 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
     t2 = time.perf_counter()
     streams = Streams(config.seed)
     ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in parts], config.train,
-                     streams, **({"progress": progress} if progress else {}))
+                     streams, cache_dir=cache_dir, **({"progress": progress} if progress else {}))
     method = build_method(config.method, config.method_params)
     result = method.run(ctx)
     t3 = time.perf_counter()
     n_classes = dataset.info.n_classes
-    return {
+    record = {
         "run_id": config.run_id,
         "config": config.to_dict(),
         "dataset_info": {"n_classes": n_classes, "class_names": list(dataset.info.class_names),
@@ -97,6 +97,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
         "environment": environment(device),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    return record, result.artifacts
 
 
 def _parameter_count(config: RunConfig, dataset: ImageDataset) -> int:

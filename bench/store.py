@@ -24,6 +24,27 @@ def _checksum(body: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_png(f, image) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(f, format="PNG")
+
+
 class CorruptRecord(Exception):
     pass
 
@@ -36,22 +57,25 @@ class RecordStore:
     def path(self, config: RunConfig) -> Path:
         return self.root / "runs" / config.dataset / config.method / f"{config.run_id}.json"
 
-    def write(self, record: dict) -> Path:
+    def artifact_path(self, config: RunConfig, name: str) -> Path:
+        return self.path(config).with_name(f"{config.run_id}.{name}.png")
+
+    def write(self, record: dict, artifacts: dict | None = None) -> Path:
+        """Store the record's images first (PNG), then the record that names them."""
+        config = RunConfig.from_dict(record["config"])
+        names = {}
+        for name, image in (artifacts or {}).items():
+            target = self.artifact_path(config, name)
+            _atomic(target, lambda f, image=image: _write_png(f, image))
+            names[name] = target.name
         body = {k: v for k, v in record.items() if k != "checksum"}
+        if names:
+            body["artifacts"] = names
         body["schema"] = SCHEMA
         full = {**body, "checksum": _checksum(body)}
-        path = self.path(RunConfig.from_dict(body["config"]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(full, f, indent=1, sort_keys=True, allow_nan=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        path = self.path(config)
+        _atomic(path, lambda f: f.write(
+            json.dumps(full, indent=1, sort_keys=True, allow_nan=False).encode()))
         return path
 
     @staticmethod
@@ -96,6 +120,15 @@ class RecordStore:
         except CorruptRecord as e:
             self._quarantine(path, str(e))
             return None
+
+    def find(self, run_id: str) -> dict:
+        """The record of `run_id` (a unique prefix is enough)."""
+        matches = sorted((self.root / "runs").glob(f"*/*/{run_id}*.json"))
+        if len(matches) != 1:
+            what = "no stored run" if not matches else f"{len(matches)} stored runs"
+            raise CorruptRecord(f"{what} with id {run_id!r} under {self.root}; "
+                                f"`python -m bench table` lists the stored runs")
+        return self.read(matches[0])
 
     def all_records(self) -> list[dict]:
         """Every valid record under the root; corrupt ones are reported and skipped."""

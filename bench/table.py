@@ -19,11 +19,17 @@ def records_frame(records: list[dict], which: str = "selected", on: str = "test"
     (test | val)."""
     rows = []
     for r in records:
-        c, m = r["config"], r["metrics"][which]
-        m = m.get("val", {}) if on == "val" else m
-        rows.append({"dataset": c["dataset"], "method": c["method"], "split": c["split"],
-                     "seed": c["seed"], "n_clients": c["n_clients"], "run_id": r["run_id"],
-                     **{k: m.get(k) for k in SCALAR_METRICS}})
+        c = r["config"]
+        # a method with several downstream variants (federatedfactory: server, local) gives
+        # one row per variant, named method[variant]
+        variants = r["metrics"].get("variants") or {None: r["metrics"]}
+        for variant, metrics in variants.items():
+            m = metrics[which]
+            m = m.get("val", {}) if on == "val" else m
+            name = c["method"] if variant is None else f"{c['method']}[{variant}]"
+            rows.append({"dataset": c["dataset"], "method": name, "split": c["split"],
+                         "seed": c["seed"], "n_clients": c["n_clients"], "run_id": r["run_id"],
+                         **{k: m.get(k) for k in SCALAR_METRICS}})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", *SCALAR_METRICS])
 
@@ -70,7 +76,8 @@ def markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "test {m
             if part.empty:
                 continue
             splits = sorted(part["split"].unique(), key=split_order)
-            methods = sorted(part["method"].unique(), key=lambda m: method_rank.get(m, 99))
+            methods = sorted(part["method"].unique(),
+                             key=lambda m: (method_rank.get(m.split("[")[0], 99), m))
             lines = [f"**{dataset}: {title.format(metric=metric)}, mean ± std over seeds**", "",
                      "| method | " + " | ".join(splits) + " |",
                      "|---|" + "---|" * len(splits)]

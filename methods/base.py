@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
 import torch
@@ -54,6 +55,7 @@ class RunContext:
     streams: Streams
     # progress(total, desc) -> context manager yielding an object with update() / set_postfix_str()
     progress: Callable[[int, str], Any] = _null_progress
+    cache_dir: Path | None = None  # where methods may keep reusable intermediate work
 
     @property
     def device(self) -> torch.device:
@@ -81,6 +83,7 @@ class MethodResult:
     communication: dict  # bytes, see methods/communication.py
     timings: dict = field(default_factory=dict)  # phase -> seconds
     extra: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict)  # name -> uint8 image array, saved as PNG
 
 
 class Method(Protocol):

@@ -14,7 +14,7 @@ import torch
 
 from .base import MethodResult, RunContext
 from .evaluation import Selection
-from .training import train_local
+from .training import fit
 
 
 class Centralized:
@@ -34,18 +34,15 @@ class Centralized:
         pooled = torch.arange(len(ctx.data.y_train), device=ctx.device)
         model = ctx.new_model()
         selection = Selection(ctx.data)
-        timings = {"train": 0.0, "eval": 0.0}
         with ctx.progress(epochs, f"{self.name} epochs") as bar:
-            for e in range(epochs):
-                t0 = time.perf_counter()
-                stats = train_local(model, ctx.data, pooled, cfg, cfg.lr_at(e, epochs), 1,
-                                    ctx.streams.torch(f"batches/e{e}"))
-                t1 = time.perf_counter()
-                entry = selection.evaluate(model, e + 1, train_loss=stats.mean_loss)
-                timings["train"] += t1 - t0
-                timings["eval"] += time.perf_counter() - t1
+            def on_epoch(epoch, stats):
+                entry = selection.evaluate(model, epoch, train_loss=stats.mean_loss)
                 bar.update(1)
                 bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
+
+            t0 = time.perf_counter()
+            fit(model, ctx.data, pooled, cfg, epochs, ctx.streams, "batches", on_epoch)
+            timings = {"train_and_eval": time.perf_counter() - t0}
         x = ctx.data.x_train
         comm = {"rounds": 0, "total_bytes": x.numel() * x.element_size(),
                 "note": "raw training images uploaded once (uint8)"}

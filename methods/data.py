@@ -6,6 +6,7 @@ works on whole batches on the device (families in `AUGMENTATIONS`).
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable, Iterator
 
 import torch
@@ -49,6 +50,14 @@ class DeviceData:
         self.x_val, self.y_val = put(dataset.x_val), dataset.y_val.to(self.device)
         self.x_test, self.y_test = put(dataset.x_test), dataset.y_test.to(self.device)
         self.augment = AUGMENTATIONS[dataset.info.augmentation]
+
+    def with_train(self, x: torch.Tensor, y: torch.Tensor) -> "DeviceData":
+        """The same validation and test data with another training set (uint8 at this
+        resolution, moved to the device): synthetic, or real plus synthetic."""
+        other = copy.copy(self)
+        other.x_train = resize_uint8(x, self.resolution).to(self.device)
+        other.y_train = y.to(self.device)
+        return other
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 [0, 255] -> float [-1, 1]."""

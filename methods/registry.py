@@ -5,6 +5,7 @@ import dataclasses
 
 from .centralized import Centralized
 from .fedavg import FedAvg
+from .federatedfactory import FederatedFactory
 from .fedprox import FedProx
 from .local_only import LocalOnly
 from .scaffold import Scaffold
@@ -15,12 +16,25 @@ METHODS: dict[str, type] = {
     "fedavg": FedAvg,
     "fedprox": FedProx,
     "scaffold": Scaffold,
+    "federatedfactory": FederatedFactory,
 }
 
 
-def method_params(name: str) -> dict:
-    """The default hyperparameters of a method."""
-    return dataclasses.asdict(METHODS[name].Params())
+def method_params(name: str, given: dict | None = None) -> dict:
+    """A method's hyperparameters: its defaults, under the values of its named preset (for
+    methods with `PRESETS`), under the `given` values."""
+    cls = METHODS[name]
+    given = dict(given or {})
+    params = dataclasses.asdict(cls.Params())
+    presets = getattr(cls, "PRESETS", None)
+    if presets is not None:
+        preset = given.get("preset", params["preset"])
+        if preset not in presets:
+            raise ValueError(f"{name}: unknown preset {preset!r}; valid choices: "
+                             f"{', '.join(presets)}")
+        params.update(presets[preset])
+    params.update(given)
+    return params
 
 
 def build_method(name: str, params: dict | None = None):
@@ -32,4 +46,5 @@ def build_method(name: str, params: dict | None = None):
     if unknown:
         raise ValueError(f"method {name!r} has no parameter {', '.join(sorted(unknown))}; "
                          f"valid: {', '.join(fields) or 'none'}")
-    return cls(cls.Params(**(params or {})))
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in (params or {}).items()}
+    return cls(cls.Params(**params))

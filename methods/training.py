@@ -59,3 +59,14 @@ def train_local(
             samples += len(y)
             loss_sum += loss.detach() * len(y)
     return LocalStats(steps, samples, float(loss_sum) / max(samples, 1))
+
+
+def fit(model: nn.Module, data: DeviceData, indices: torch.Tensor, cfg: TrainConfig, epochs: int,
+        streams, purpose: str, on_epoch) -> None:
+    """Train for `epochs` epochs, cosine (or constant) over epochs, calling
+    `on_epoch(epoch, stats)` after each; the batches of epoch e come from stream
+    `{purpose}/e{e}`."""
+    for e in range(epochs):
+        stats = train_local(model, data, indices, cfg, cfg.lr_at(e, epochs), 1,
+                            streams.torch(f"{purpose}/e{e}"))
+        on_epoch(e + 1, stats)

@@ -47,10 +47,11 @@ def test_dry_run_lists_resolved_configs(capsys):
     assert main(["run", "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     configs = [json.loads(line) for line in out]
-    # 4 split-dependent methods x 4 splits + one pooled centralized run
-    assert len(configs) == 17
+    # 4 split-dependent baselines x 4 splits + one pooled centralized run + FF under silos
+    assert len(configs) == 18
     assert {c["method"] for c in configs} == {"centralized", "local_only", "fedavg", "fedprox",
-                                             "scaffold"}
+                                             "scaffold", "federatedfactory"}
+    assert [c["split"] for c in configs if c["method"] == "federatedfactory"] == ["silos"]
     assert all(c["train"]["local_epochs"] == 10 and c["resolution"] == 8 for c in configs)
 
 

@@ -7,7 +7,7 @@ from bench.runner import execute
 def _run(method, split, seed, **over):
     sets = [f"{k}={v}" for k, v in {"rounds": 2, "local_epochs": 1, **over}.items()]
     c = resolve("digits", method, split, seed, parse_overrides(sets))
-    return execute(c, torch.device("cpu"))
+    return execute(c, torch.device("cpu"))[0]
 
 
 def test_same_config_same_seed_same_numbers():

@@ -1,0 +1,43 @@
+"""Exact unlearning of FederatedFactory runs: forget clients, re-synthesise, retrain.
+
+Forgetting client k of a stored run means running the same config with k added to
+`exclude_clients`: k's modules are left out, the others come from the cache, and synthesis and
+the classifiers are recomputed. The result is the run that never had client k (the same
+config, so the same record identity). Its record gains an `unlearning` entry with the
+per-class test accuracy before and after, for every downstream mode.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .config import ConfigError, RunConfig
+
+
+def forget_config(config: RunConfig, clients: list[int]) -> RunConfig:
+    if config.method != "federatedfactory":
+        raise ConfigError(f"run is a {config.method} run; only federatedfactory runs can unlearn "
+                          f"a client")
+    bad = [k for k in clients if not 0 <= k < config.n_clients]
+    if bad:
+        raise ConfigError(f"--clients {bad}: this run has clients 0..{config.n_clients - 1}")
+    excluded = sorted(set(config.method_params.get("exclude_clients", ())) | set(clients))
+    if len(excluded) >= config.n_clients:
+        raise ConfigError("cannot forget every client")
+    params = {**config.method_params, "exclude_clients": tuple(excluded)}
+    return dataclasses.replace(config, method_params=params)
+
+
+def comparison(before: dict, after: dict, clients: list[int]) -> dict:
+    """Per-class test accuracy before and after, for each downstream mode."""
+    out = {"from_run": before["run_id"], "forgotten_clients": clients,
+           "forgotten_classes": sorted({c for k in clients
+                                        for c, n in enumerate(before["split"]["client_class_counts"][k])
+                                        if n > 0}),
+           "modes": {}}
+    for mode, m in after["metrics"]["variants"].items():
+        b = before["metrics"]["variants"][mode]["selected"]
+        out["modes"][mode] = {"accuracy_before": b["accuracy"],
+                              "accuracy_after": m["selected"]["accuracy"],
+                              "per_class_before": b["per_class_accuracy"],
+                              "per_class_after": m["selected"]["per_class_accuracy"]}
+    return out

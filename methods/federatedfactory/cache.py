@@ -1,0 +1,56 @@
+"""Content-addressed storage of trained modules and sampled images.
+
+A key is the SHA-256 of everything that determines the object: for a module, the bytes of its
+training images, the generator settings and its seed; for samples, the module's key, the
+sampler settings and the seeds. Identical work is therefore done once, whichever run asks
+(downstream variants, classifier seeds, unlearning). Files are written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def content_key(parts: dict, tensor: torch.Tensor | None = None) -> str:
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=list).encode())
+    if tensor is not None:
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+class ContentCache:
+    def __init__(self, root: Path | None):
+        self.root = Path(root) if root is not None else None
+
+    def _path(self, kind: str, key: str) -> Path:
+        return self.root / "federatedfactory" / kind / f"{key}.pt"
+
+    def get(self, kind: str, key: str):
+        if self.root is None:
+            return None
+        path = self._path(kind, key)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # unreadable: recompute and overwrite
+            return None
+
+    def put(self, kind: str, key: str, obj) -> None:
+        if self.root is None:
+            return
+        path = self._path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

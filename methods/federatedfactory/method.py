@@ -1,0 +1,264 @@
+"""FederatedFactory (arXiv 2603.16370): one-round federated learning with generative modules.
+
+1. Every client trains one unconditional diffusion model per class it holds (at least
+   `min_class_samples` images of it), on its own images of that class only, from scratch.
+2. One communication round: the modules are sent once (their bytes are counted).
+3. Synthesis: `samples_per_class` images of every class, shared among the modules that hold it
+   in proportion to their clients' counts; each image from its own seed (synthesis.py).
+4. Downstream, both modes on the table's classifier, optimiser and validation-based selection:
+   - server: one classifier on the synthetic set only;
+   - local: each client trains on its real images plus the synthetic images of the classes it
+     has no module for; test predictions are the product of experts,
+     p(y | x) = softmax(sum_k log softmax f_k(x)).
+   In local mode "real vs synthetic" can reveal the label of a client's own class; server mode
+   has no such shortcut, which is why it is the headline and stored beside local mode.
+
+Exact unlearning: `exclude_clients` leaves a client's modules out, and everything downstream is
+recomputed from the remaining ones: the result is bitwise that of a run that never had the
+client (tests/test_federatedfactory.py). Modules and samples are cached by content (cache.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..base import MethodResult, RunContext
+from ..communication import tensor_bytes
+from ..data import resize_uint8
+from ..evaluation import Selection, classification_metrics, predict_proba
+from ..models import build_model, count_parameters
+from ..rng import Streams
+from ..training import fit
+from .cache import ContentCache, content_key
+from .diagnostics import memorisation, sample_grid
+from .modules import train_module, training_steps
+from .network import build_unet
+from .params import PRESETS, FFParams
+
+
+def _log(proba: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.log(np.clip(proba, 1e-300, None)))
+
+
+def weights_sha256(models) -> str:
+    """A fingerprint of final classifier weights: equal fingerprints mean bitwise-equal weights."""
+    h = hashlib.sha256()
+    for m in models:
+        for name, t in m.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+from .sampler import load_unet, sample
+from .synthesis import image_seeds, shares
+
+GENERATOR_FIELDS = ("gen_channels", "gen_layers_per_block", "gen_attention_levels",
+                    "gen_norm_groups", "gen_images_seen", "gen_batch_size", "gen_lr",
+                    "gen_ema_decay", "train_timesteps")
+SAMPLER_FIELDS = ("sampler", "sampler_steps", "train_timesteps")
+
+
+class FederatedFactory:
+    name = "federatedfactory"
+    uses_split = True
+    Params = FFParams
+    PRESETS = PRESETS
+
+    def __init__(self, params: FFParams | None = None):
+        self.params = params if params is not None else FFParams()
+
+    def run(self, ctx: RunContext) -> MethodResult:
+        p = self.params
+        data, n_classes = ctx.data, ctx.n_classes
+        channels = data.info.channels
+        res = p.gen_resolution or data.resolution
+        shared = p.generator_seed >= 0
+        gen_streams = Streams(p.generator_seed if shared else ctx.streams.seed)
+        cache = ContentCache(ctx.cache_dir)
+        timings: dict[str, float] = {}
+        members = [k for k in range(len(ctx.clients)) if k not in set(p.exclude_clients)]
+
+        # 1. modules: one per (client, class held)
+        t0 = time.perf_counter()
+        gen_cfg = {f: getattr(p, f) for f in GENERATOR_FIELDS}
+        modules: dict[tuple[int, int], dict] = {}
+        module_keys: dict[tuple[int, int], str] = {}
+        holders: dict[int, dict[int, int]] = defaultdict(dict)
+        log = []
+        plan = []
+        for k in members:
+            labels = data.y_train[ctx.clients[k]]
+            for c in range(n_classes):
+                n = int((labels == c).sum())
+                if n >= p.min_class_samples:
+                    plan.append((k, c, n))
+        with ctx.progress(len(plan) * training_steps(p), "generator steps") as bar:
+            for k, c, n in plan:
+                idx = ctx.clients[k][data.y_train[ctx.clients[k]] == c]
+                images = resize_uint8(data.x_train[idx], res)
+                seed = gen_streams.int_seed(f"ff/module/k{k}/c{c}")
+                key = content_key({"module": gen_cfg, "seed": seed}, images)
+                state = cache.get("modules", key)
+                hit = state is not None
+                if not hit:
+                    x = images.float().mul(2 / 255).sub(1)
+                    state = train_module(p, x, seed, bar)
+                    cache.put("modules", key, state)
+                else:
+                    bar.update(training_steps(p))
+                modules[(k, c)], module_keys[(k, c)] = state, key
+                holders[c][k] = n
+                log.append({"client": k, "class": c, "images": n, "cache": "hit" if hit else
+                            "miss", "key": key})
+        timings["modules"] = time.perf_counter() - t0
+
+        # 2. synthesis: class-balanced, each image from its own seed
+        t0 = time.perf_counter()
+        samp_cfg = {f: getattr(p, f) for f in SAMPLER_FIELDS}
+        sx, sy = [], []
+        counts = [0] * n_classes
+        share_plan = {c: shares(holders[c], p.samples_per_class) for c in range(n_classes)}
+        total = sum(sum(s.values()) for s in share_plan.values())
+        with ctx.progress(total, "synthetic images") as bar:
+            for c in range(n_classes):
+                for k, count in share_plan[c].items():
+                    seeds = image_seeds(gen_streams.int_seed("ff/images"), c, k, count)
+                    key = content_key({"samples": samp_cfg, "module": module_keys[(k, c)],
+                                       "seeds": seeds})
+                    imgs = cache.get("samples", key)
+                    if imgs is None:
+                        unet = load_unet(p, modules[(k, c)], channels, res, ctx.device)
+                        imgs = sample(unet, p, seeds, channels, res, ctx.device)
+                        cache.put("samples", key, imgs)
+                    sx.append(resize_uint8(imgs, data.resolution))
+                    sy.append(torch.full((count,), c, dtype=torch.int64))
+                    counts[c] += count
+                    bar.update(count)
+        empty = torch.zeros((0, channels, data.resolution, data.resolution), dtype=torch.uint8)
+        synth_x = torch.cat(sx) if sx else empty
+        synth_y = torch.cat(sy) if sy else torch.zeros(0, dtype=torch.int64)
+        timings["sampling"] = time.perf_counter() - t0
+
+        # 3. downstream classifiers
+        variants, curves = {}, {}
+        self.fingerprints: dict[str, str] = {}
+        for mode in p.modes:
+            t0 = time.perf_counter()
+            if mode == "server":
+                sel = self._server(ctx, synth_x, synth_y)
+            else:
+                sel = self._local(ctx, members, holders, synth_x, synth_y)
+            variants[mode] = sel.metrics()
+            curves.update({f"{mode}/{k}": v for k, v in sel.curves.items()})
+            timings[f"classifier_{mode}"] = time.perf_counter() - t0
+
+        # 4. diagnostics
+        t0 = time.perf_counter()
+        real_x, real_y = data.x_train.cpu(), data.y_train.cpu()
+        memo = memorisation(synth_x, synth_y, real_x, real_y, data.x_test.cpu(),
+                            data.y_test.cpu(), n_classes)
+        grid = sample_grid(synth_x, synth_y, real_x, real_y, n_classes)
+        timings["diagnostics"] = time.perf_counter() - t0
+
+        module_bytes = self._module_bytes(modules)
+        with torch.device("meta"):
+            gen_params = count_parameters(build_unet(p, channels, res))
+        headline = variants[p.modes[0]]
+        return MethodResult(
+            metrics={**headline, "variants": variants},
+            curves=curves,
+            communication=self._communication(ctx, members, module_bytes),
+            timings=timings,
+            extra={"modules": log, "generator_parameters": gen_params,
+                   "generator_resolution": res, "shared_generators": shared,
+                   "generator_seed": p.generator_seed if shared else ctx.streams.seed,
+                   "synthetic_per_class": counts, "memorisation": memo,
+                   "excluded_clients": list(p.exclude_clients),
+                   "classifier_sha256": self.fingerprints},
+            artifacts={"samples": grid},
+        )
+
+    # --- downstream ---------------------------------------------------------------------
+    def _server(self, ctx: RunContext, synth_x, synth_y) -> Selection:
+        data = ctx.data.with_train(synth_x, synth_y)
+        model = ctx.new_model()
+        sel = Selection(data)
+        idx = torch.arange(len(synth_y), device=ctx.device)
+        with ctx.progress(self.params.classifier_epochs, "server classifier epochs") as bar:
+            def on_epoch(epoch, stats):
+                sel.evaluate(model, epoch, train_loss=stats.mean_loss)
+                bar.update(1)
+            fit(model, data, idx, ctx.train, self.params.classifier_epochs, ctx.streams,
+                "ff/server", on_epoch)
+        self.fingerprints["server"] = weights_sha256([model])
+        return sel
+
+    def _local(self, ctx: RunContext, members, holders, synth_x, synth_y) -> Selection:
+        """Each client: own real images + synthetic images of the classes it has no module
+        for; the ensemble (product of experts) is evaluated after every epoch and its epoch
+        chosen on validation data."""
+        d, n_classes, epochs = ctx.data, ctx.n_classes, self.params.classifier_epochs
+        val_sum = torch.zeros(epochs, len(d.y_val), n_classes, dtype=torch.float64)
+        test_sum = torch.zeros(epochs, len(d.y_test), n_classes, dtype=torch.float64)
+        models = []
+        with ctx.progress(len(members) * epochs, "local classifier epochs") as bar:
+            for k in members:
+                own = {c for c in range(n_classes) if k in holders[c]}
+                keep = torch.tensor([int(c) not in own for c in synth_y.tolist()], dtype=torch.bool)
+                x = torch.cat([d.x_train[ctx.clients[k]].cpu(), synth_x[keep]])
+                y = torch.cat([d.y_train[ctx.clients[k]].cpu(), synth_y[keep]])
+                data = d.with_train(x, y)
+                model = ctx.new_model()
+
+                def on_epoch(epoch, stats, model=model):
+                    val_sum[epoch - 1] += _log(predict_proba(model, d, d.x_val))
+                    test_sum[epoch - 1] += _log(predict_proba(model, d, d.x_test))
+                    bar.update(1)
+                fit(model, data, torch.arange(len(y), device=ctx.device), ctx.train, epochs,
+                    ctx.streams, f"ff/local/c{k}", on_epoch)
+                models.append(model)
+        self.fingerprints["local"] = weights_sha256(models)
+        sel = Selection(d)
+        y_val, y_test = d.y_val.cpu().numpy(), d.y_test.cpu().numpy()
+        for e in range(epochs):
+            pv = F.softmax(val_sum[e], dim=1).numpy()
+            pt = F.softmax(test_sum[e], dim=1).numpy()
+            sel.record(e + 1, classification_metrics(pv, y_val, n_classes, detail=False),
+                       classification_metrics(pt, y_test, n_classes))
+        return sel
+
+    # --- bookkeeping --------------------------------------------------------------------
+    def _module_bytes(self, modules: dict) -> dict[int, int]:
+        dtype = getattr(torch, self.params.send_dtype)
+        per_client: dict[int, int] = defaultdict(int)
+        for (k, _), state in modules.items():
+            per_client[k] += tensor_bytes({n: t.to(dtype) for n, t in state.items()})
+        return dict(per_client)
+
+    def _communication(self, ctx: RunContext, members, module_bytes: dict[int, int]) -> dict:
+        """One round. Up: each client's modules. Server mode, down: the classifier to every
+        client. Local mode, down: every other client's modules; up: the client's classifier
+        (for the product of experts)."""
+        with torch.device("meta"):
+            classifier = tensor_bytes(build_model(
+                ctx.train.model, ctx.data.info.channels, ctx.n_classes, ctx.data.resolution,
+                ctx.train.norm).state_dict())
+        up = sum(module_bytes.values())
+        n = len(members)
+        local_down = sum(up - module_bytes.get(k, 0) for k in members)
+        return {
+            "rounds": 1,
+            "module_bytes_per_client": {str(k): v for k, v in module_bytes.items()},
+            "send_dtype": self.params.send_dtype,
+            "total_up_bytes": up,
+            "total_down_bytes": classifier * n,
+            "total_bytes": up + classifier * n,
+            "local_mode": {"total_up_bytes": up + classifier * n,
+                           "total_down_bytes": local_down,
+                           "total_bytes": up + classifier * n + local_down},
+        }
+
