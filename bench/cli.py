@@ -54,8 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a setting: rounds=30, lr=0.1, n_clients=20, fedprox.mu=0.1")
     run.add_argument("--dry-run", action="store_true", help="list the runs and their configs")
     run.add_argument("--force", action="store_true", help="rerun runs that are already stored")
+    run.add_argument("--scale", default="paper", choices=("paper", "cpu"),
+                     help="protocol of real datasets: the paper's (GPU) or a reduced one that "
+                          "finishes on a CPU (digits is CPU-sized at both)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    run.add_argument("--data-root", default=None, help="where datasets live")
+    run.add_argument("--data-root", default=None,
+                     help="where datasets live (default: $BENCH_DATA or ~/.cache/flbench/data)")
+    run.add_argument("--download", action="store_true", help="download missing datasets")
     out_option(run)
 
     table = sub.add_parser("table", help="tables of the stored runs (Markdown and CSV)")
@@ -77,6 +82,32 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--data-root", default=None)
     out_option(unlearn)
 
+    report = sub.add_parser("report", help="tables (Markdown, CSV, LaTeX) and figures")
+    report.add_argument("--metrics", type=_csv, default=["accuracy", "auroc"],
+                        help="metrics of the tables (accuracy, balanced_accuracy, auroc, f1_macro)")
+    out_option(report)
+
+    chk = sub.add_parser("check", help="compare stored results with a reference, cell by cell")
+    chk.add_argument("--reference", default="smoke",
+                     help="a name under results/reference/ (smoke, paper) or a .json path")
+    chk.add_argument("--datasets", type=_csv, help="check only these datasets' cells and claims")
+    chk.add_argument("--make-reference", metavar="PATH",
+                     help="write a reference derived from the stored runs (keeps the claims "
+                          "of --reference) instead of checking")
+    out_option(chk)
+
+    data = sub.add_parser("data", help="state of the data root: what is present, how to get the rest")
+    data.add_argument("--data-root", default=None)
+    data.add_argument("--download", type=_csv, metavar="NAMES", help="download these datasets")
+    data.add_argument("--all-sizes", action="store_true",
+                      help="also list MedMNIST at 64, 128 and 224 px when absent")
+    data.add_argument("--datasets", type=_csv, help="show these (npz:PATH, folder:PATH too)")
+
+    prep = sub.add_parser("prepare", help="one-time preprocessing of a dataset (isic2019)")
+    prep.add_argument("dataset", choices=("isic2019",))
+    prep.add_argument("--resolution", type=int, default=128, help="side in pixels (default 128)")
+    prep.add_argument("--data-root", default=None)
+
     sub.add_parser("list", help="registered methods, datasets and splits")
     return p
 
@@ -84,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"run": cmd_run, "table": cmd_table, "unlearn": cmd_unlearn, "list": cmd_list}
+        commands = {"run": cmd_run, "table": cmd_table, "unlearn": cmd_unlearn,
+                    "report": cmd_report, "check": cmd_check, "data": cmd_data,
+                    "prepare": cmd_prepare,
+                    "list": cmd_list}
         return commands[args.command](args)
     except (UsageError, ConfigError, DataError, CorruptRecord) as e:
         print(f"bench: error: {e}", file=sys.stderr)
@@ -101,10 +135,13 @@ def cmd_list(args) -> int:
         params = ", ".join(f"{k}={v}" for k, v in method_params(name).items())
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         print(f"  {name:12s} {doc[0] if doc else ''}{f'  [{params}]' if params else ''}")
-    print("datasets:")
+    print("datasets (MedMNIST also as NAME_64, NAME_128, NAME_224; your own as npz:PATH or "
+          "folder:PATH; `python -m bench data` shows what is present):")
     for name, entry in DATASETS.items():
+        if name.endswith(("_64", "_128", "_224")):
+            continue
         i = entry.info
-        print(f"  {name:12s} {i.n_classes} classes, {i.channels} channel(s), {i.resolution} px")
+        print(f"  {name:15s} {i.n_classes} classes, {i.channels} channel(s), {i.resolution} px")
     print("splits:")
     for name in SPLITS:
         print(f"  {_usage(name).removeprefix('usage: ')}")
@@ -135,14 +172,14 @@ def cmd_run(args) -> int:
     from .runner import check_splits, execute, pick_device
 
     overrides = parse_overrides(args.overrides)
-    configs = expand(*_selection(args), overrides)
+    configs = expand(*_selection(args), overrides, args.scale)
     if args.dry_run:
         for c in configs:
             print(json.dumps({"run_id": c.run_id, **c.to_dict()}, sort_keys=True))
         print(f"{len(configs)} runs (dry run: nothing executed)", file=sys.stderr)
         return 0
     device = pick_device(args.device)
-    check_splits(configs, args.data_root)
+    check_splits(configs, args.data_root, args.download)
     store = RecordStore(args.out, warn=_say)
     todo, records = [], {}
     for c in configs:
@@ -168,10 +205,11 @@ def cmd_run(args) -> int:
                 records[c.run_id] = rec
                 done += 1
                 bar.update(1)
-                m = rec["metrics"]["selected"]
-                auroc = m["auroc"]
-                tqdm.write(f"[{done}/{len(todo)}] {c.label}: acc {m['accuracy']:.3f}, auroc "
-                           f"{'n/a' if auroc is None else f'{auroc:.3f}'} "
+                m = rec["metrics"]["selected"] or {}
+                diverged = rec["metrics"].get("diverged_at")
+                tqdm.write(f"[{done}/{len(todo)}] {c.label}: acc {_fmt(m.get('accuracy'))}, "
+                           f"auroc {_fmt(m.get('auroc'))}"
+                           f"{f', diverged at {diverged}' if diverged else ''} "
                            f"({time.perf_counter() - t:.0f} s) -> {path}", file=sys.stderr)
     except KeyboardInterrupt:
         _say(f"interrupted: {done} of {len(todo)} runs stored; rerun the same command to resume")
@@ -189,20 +227,84 @@ def _progress_factory(tqdm):
 
 
 def cmd_table(args) -> int:
-    records = RecordStore(args.out, warn=_say).all_records()
-    records = [r for r in records
+    records = [r for r in _stored(args.out)
                if (not args.datasets or r["config"]["dataset"] in args.datasets)
                and (not args.methods or r["config"]["method"] in args.methods)]
     if not records:
-        raise DataError(f"no stored runs under {args.out}; run `python -m bench run` first")
+        raise DataError(f"no stored runs under {args.out} match --datasets / --methods")
     if args.runs:
-        from .table import records_frame
+        from .report.tables import records_frame
 
         frame = records_frame(records, "final" if args.final else "selected", args.on)
         print(frame.sort_values(["dataset", "method", "split", "seed"]).to_string(index=False))
         return 0
     _print_tables(records, Path(args.out), "summary", final=args.final, on=args.on)
     return 0
+
+
+def _stored(out: str) -> list[dict]:
+    records = RecordStore(out, warn=_say).all_records()
+    if not records:
+        raise DataError(f"no stored runs under {out}; run `python -m bench run` first")
+    return records
+
+
+def cmd_report(args) -> int:
+    from .report.figures import all_figures
+    from .report.tables import SCALAR_METRICS, latex, markdown, records_frame, summarise
+
+    bad = [m for m in args.metrics if m not in SCALAR_METRICS]
+    if bad:
+        raise UsageError(f"--metrics {','.join(bad)}: valid choices: {', '.join(SCALAR_METRICS)}")
+    records = _stored(args.out)
+    folder = Path(args.out) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = summarise(records_frame(records))
+    summary.to_csv(folder / "summary.csv", index=False)
+    (folder / "tables.md").write_text(markdown(summary, args.metrics))
+    (folder / "tables.tex").write_text(latex(summary, args.metrics))
+    figures = all_figures(records, Path(args.out) / "runs", folder / "figures")
+    print(markdown(summary, args.metrics))
+    _say(f"{len(records)} runs -> {folder}/tables.md, tables.tex, summary.csv and "
+         f"{len(figures) // 2} figures (PNG + PDF) in {folder}/figures")
+    return 0
+
+
+def cmd_check(args) -> int:
+    import json
+
+    from .report.check import check, load_reference, make_reference
+
+    if args.make_reference:
+        from .runner import cached_dataset
+
+        records = _stored(args.out)
+        old = load_reference(args.reference) if args.reference else {}
+        n_test = {d: cached_dataset(d, None).sizes["test"]
+                  for d in {r["config"]["dataset"] for r in records}}
+        ref = make_reference(records, Path(args.make_reference).stem,
+                             old.get("description", ""), n_test, old.get("claims"))
+        Path(args.make_reference).write_text(json.dumps(ref, indent=1) + "\n")
+        _say(f"wrote {len(ref['cells'])} cells and {len(ref['claims'])} claims to "
+             f"{args.make_reference}")
+        return 0
+    reference = load_reference(args.reference)
+    if args.datasets:
+        keep = set(args.datasets)
+        reference["cells"] = [c for c in reference["cells"] if c["dataset"] in keep]
+        reference["claims"] = [c for c in reference.get("claims", [])
+                               if {c["left"]["dataset"], c["right"]["dataset"]} <= keep]
+    records = RecordStore(args.out, warn=_say).all_records()
+    table, passed = check(records, reference)
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        print(table.to_string(index=False))
+    counts = table["verdict"].value_counts().to_dict()
+    _say(f"check {reference.get('name', args.reference)}: "
+         + ", ".join(f"{n} {v}" for v, n in counts.items())
+         + (" -> PASSED" if passed else " -> FAILED"))
+    return 0 if passed else 1
 
 
 def cmd_unlearn(args) -> int:
@@ -240,7 +342,7 @@ def cmd_unlearn(args) -> int:
 
 def _print_tables(records: list[dict], out: Path, name: str, final: bool = False,
                   on: str = "test") -> None:
-    from .table import markdown, records_frame, summarise
+    from .report.tables import markdown, records_frame, summarise
 
     which = "final" if final else "selected"
     summary = summarise(records_frame(records, which, on))
@@ -253,6 +355,58 @@ def _print_tables(records: list[dict], out: Path, name: str, final: bool = False
     (tables / f"{stem}.md").write_text(text)
     print(text)
     _say(f"tables written to {tables}/{stem}.md and .csv")
+
+
+def cmd_data(args) -> int:
+    from .datasets.registry import DATASETS, get_entry
+    from .datasets.root import data_root
+
+    root = data_root(args.data_root)
+    for name in args.download or []:
+        entry = get_entry(name)
+        if entry.family in ("embedded", "user"):
+            raise UsageError(f"{name}: nothing to download ({entry.how_to_get})")
+        entry.load(root, download_missing=True)
+        _say(f"{name}: downloaded to {root}")
+    print(f"data root: {root}  (--data-root, or $BENCH_DATA)")
+    names = args.datasets or list(DATASETS)
+    rows = []
+    for name in names:
+        entry = get_entry(name)
+        paths = entry.files(root)
+        present = all(p.exists() for p in paths)
+        if not (present or args.all_sizes or args.datasets) and name.endswith(("_64", "_128",
+                                                                                 "_224")):
+            continue
+        size = sum(p.stat().st_size for p in paths if p.exists())
+        state = "present" if present else "missing"
+        check = entry.verify(root) if present and entry.verify else ""
+        i = entry.info
+        rows.append((name, f"{i.n_classes} classes, {i.channels}x{i.resolution}px", state,
+                     f"{size / 1e6:.1f} MB" if size else "", check,
+                     "" if present else entry.how_to_get,
+                     str(paths[0]) if paths else "(in the package)"))
+    width = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        line = "  ".join(r[i].ljust(width[i]) for i in range(5))
+        print(f"{line}  {r[5] or r[6]}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .datasets import isic2019
+    from .datasets.root import data_root
+
+    if args.resolution < 8:
+        raise UsageError(f"--resolution {args.resolution}: must be at least 8")
+    root = data_root(args.data_root)
+    n = len(isic2019._read_tables(root))
+    with tqdm(total=n, desc="resizing images", unit="img") as bar:
+        path = isic2019.prepare(root, args.resolution, bar)
+    _say(f"isic2019: {n} images at {args.resolution} px -> {path}")
+    return 0
 
 
 def _fmt(x) -> str:

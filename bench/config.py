@@ -111,15 +111,19 @@ def parse_overrides(items: list[str]) -> Overrides:
 
 
 def resolve(dataset: str, method: str, split: str, seed: int,
-            overrides: Overrides | None = None) -> RunConfig:
-    """Build and validate one run's config from the dataset's protocol and the overrides."""
+            overrides: Overrides | None = None, scale: str = "paper") -> RunConfig:
+    """Build and validate one run's config from the dataset's protocol at `scale` and the
+    overrides (which win)."""
     from .protocol import protocol_for
 
     overrides = overrides or Overrides()
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
     info = get_entry(dataset).info
-    proto = protocol_for(dataset)
+    try:
+        proto = protocol_for(dataset, scale)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     train = dataclasses.replace(proto["train"], **overrides.train)
     _validate_train(train)
     resolution = int(overrides.run.get("resolution", proto["resolution"]))
@@ -127,6 +131,11 @@ def resolve(dataset: str, method: str, split: str, seed: int,
         spec = parse_split(split)
         if spec.kind.needs_classes_clients:
             n_clients = int(overrides.run.get("n_clients", info.n_classes))
+        elif spec.kind.needs_groups:
+            if not info.natural_clients:
+                raise ConfigError(f"split {split!r}: {dataset} has no natural clients; it "
+                                  f"exists for datasets with centers (isic2019)")
+            n_clients = info.natural_clients
         else:
             n_clients = int(overrides.run.get("n_clients", proto["n_clients"]))
         canonical = spec.canonical
@@ -134,7 +143,8 @@ def resolve(dataset: str, method: str, split: str, seed: int,
         parse_split(split)  # still reject a malformed spec
         canonical, n_clients = NO_SPLIT, 0
     try:
-        params = method_params(method, overrides.method.get(method, {}))
+        given = {**proto["method_params"].get(method, {}), **overrides.method.get(method, {})}
+        params = method_params(method, given)
         build_method(method, params)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None

@@ -9,7 +9,7 @@ from .config import ConfigError, Overrides, RunConfig, resolve
 
 
 def expand(datasets: list[str], blocks: list[tuple[list[str], list[str]]], seeds: list[int],
-           overrides: Overrides | None = None) -> list[RunConfig]:
+           overrides: Overrides | None = None, scale: str = "paper") -> list[RunConfig]:
     """Every dataset x seed x (method, split) of each block of (methods, splits)."""
     configs: dict[str, RunConfig] = {}
     for dataset in datasets:
@@ -17,7 +17,7 @@ def expand(datasets: list[str], blocks: list[tuple[list[str], list[str]]], seeds
             for methods, splits in blocks:
                 for split in splits:
                     for method in methods:
-                        c = resolve(dataset, method, split, seed, overrides)
+                        c = resolve(dataset, method, split, seed, overrides, scale)
                         configs.setdefault(c.run_id, c)
     return list(configs.values())
 

@@ -1,29 +1,63 @@
-"""Per-dataset protocol defaults and the named grids.
+"""Per-dataset protocols and the named grids.
 
 A protocol fixes, for every method of a dataset's table, one resolution, one classifier and one
-training budget (the guide's rule: never compare methods run at different resolutions).
+training budget (never compare methods run at different resolutions). Two scales:
 
-digits (CPU scale): the field's conventional FL settings, NIID-Bench's (E = 10 local epochs of
-batch 64, SGD lr 0.01 with momentum 0.9), a cosine schedule over 15 rounds, 10 clients (silos:
-one per class), the small GroupNorm CNN at the native 8x8 resolution. Of lr 0.01 / 0.05 / 0.1,
-0.01 gave FedAvg the best validation accuracy under IID, Dirichlet 0.1 and silos alike
+- `paper`: the FederatedFactory paper's settings (../shared/GUIDE.md): ResNet-50 from scratch
+  (3x3 stem, batch norm), SGD lr 0.1, momentum 0.9, weight decay 1e-4, cosine, batch 128;
+  baselines 200 rounds of 5 local epochs with full participation; centralized 300 epochs;
+  FederatedFactory's `paper` preset; 10 clients under Dirichlet, one per class under silos.
+  MedMNIST runs at 28 px for every method (the generators at 32, resized), ISIC2019 at 128 px
+  for every method (the paper ran FederatedFactory at 128 and the baselines at 224).
+- `cpu`: a reduced protocol that finishes on a CPU: the small GroupNorm CNN, 10 rounds of 2
+  local epochs, batch 64, lr 0.01, FederatedFactory's `cpu` preset.
+
+digits is CPU-sized at both scales: NIID-Bench's conventional settings (E = 10 local epochs of
+batch 64, SGD lr 0.01 with momentum 0.9), a cosine schedule over 15 rounds, 10 clients, the
+small GroupNorm CNN at the native 8x8 resolution. Of lr 0.01 / 0.05 / 0.1, 0.01 gave every
+weight-averaging method the best mean validation accuracy over IID, Dirichlet 0.1 and silos
 (README, "Tuning").
 """
 from __future__ import annotations
 
-from .datasets.registry import DATASETS
+from .datasets.registry import get_entry
 from .methods.base import TrainConfig
 from .methods.registry import METHODS
 
-PROTOCOLS: dict[str, dict] = {
-    "digits": {
-        "resolution": 8,
-        "n_clients": 10,
-        "train": TrainConfig(model="cnn", norm="group", rounds=15, local_epochs=10,
-                             batch_size=64, lr=0.01, momentum=0.9, weight_decay=1e-4,
-                             lr_schedule="cosine", client_fraction=1.0),
-    },
+SCALES = ("paper", "cpu")
+
+DIGITS = {
+    "resolution": 8,
+    "n_clients": 10,
+    "train": TrainConfig(model="cnn", norm="group", rounds=15, local_epochs=10, batch_size=64,
+                         lr=0.01, momentum=0.9, weight_decay=1e-4, lr_schedule="cosine",
+                         client_fraction=1.0),
+    "method_params": {},
 }
+PAPER_TRAIN = TrainConfig(model="resnet50", norm="batch", rounds=200, local_epochs=5,
+                          batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
+                          lr_schedule="cosine", client_fraction=1.0)
+CPU_TRAIN = TrainConfig(model="cnn", norm="group", rounds=10, local_epochs=2, batch_size=64,
+                        lr=0.01, momentum=0.9, weight_decay=1e-4, lr_schedule="cosine",
+                        client_fraction=1.0)
+
+
+def protocol_for(dataset: str, scale: str = "paper") -> dict:
+    """{resolution, n_clients, train, method_params} of `dataset` at `scale`."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; valid choices: {', '.join(SCALES)}")
+    if dataset == "digits":
+        return DIGITS
+    info = get_entry(dataset).info
+    resolution = info.resolution
+    if scale == "paper":
+        return {"resolution": resolution, "n_clients": 10, "train": PAPER_TRAIN,
+                "method_params": {"centralized": {"epochs": 300},
+                                  "federatedfactory": {"preset": "paper"}}}
+    # the small CNN halves the resolution twice: use a multiple of 4 no larger than native
+    return {"resolution": max(4, resolution - resolution % 4), "n_clients": 10,
+            "train": CPU_TRAIN, "method_params": {}}
+
 
 # `python -m bench run` with no selection: the embedded default, in blocks of methods x splits.
 # The baselines run under every split; FederatedFactory under silos, the paper's setting: it
@@ -37,15 +71,12 @@ DEFAULT_GRID = {
     "seeds": [0],
 }
 
-# `--all`: every registered dataset and method over the heterogeneity range.
-ALL_SPLITS = ["iid", "dirichlet:1.0", "dirichlet:0.5", "dirichlet:0.1", "classes:2", "silos"]
-ALL_SEEDS = [0, 1, 2]
-
-
-def protocol_for(dataset: str) -> dict:
-    return PROTOCOLS[dataset]
+# `--all`: the paper's grid (its datasets, silos for every method, Dirichlet 0.1 for the
+# baselines and, new here, FederatedFactory too), five seeds.
+PAPER_DATASETS = ["cifar10", "isic2019", "bloodmnist", "pathmnist", "retinamnist"]
 
 
 def all_grid() -> dict:
-    return {"datasets": list(DATASETS), "blocks": [(list(METHODS), ALL_SPLITS)],
-            "seeds": ALL_SEEDS}
+    return {"datasets": PAPER_DATASETS,
+            "blocks": [(list(METHODS), ["silos", "dirichlet:0.1"])],
+            "seeds": [0, 1, 2, 3, 4]}

@@ -37,20 +37,23 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=4)
-def cached_dataset(name: str, root: str | None) -> ImageDataset:
+def cached_dataset(name: str, root: str | None, download_missing: bool = False) -> ImageDataset:
     """Datasets are loaded once per process and shared by the runs of a grid."""
-    return load_dataset(name, root)
+    return load_dataset(name, root, download_missing)
 
 
-def client_indices(config: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
+def client_indices(config: RunConfig, dataset: ImageDataset) -> list[np.ndarray]:
     """The run's partition of the training indices (the whole set for pooled methods)."""
+    labels = dataset.y_train.numpy()
     if config.split == NO_SPLIT:
         return [np.arange(len(labels))]
     spec = parse_split(config.split)
-    return spec(labels, config.n_clients, Streams(config.seed).numpy("split"))
+    groups = None if dataset.groups_train is None else dataset.groups_train.numpy()
+    return spec(labels, config.n_clients, Streams(config.seed).numpy("split"), groups)
 
 
-def check_splits(configs: list[RunConfig], data_root: str | None = None) -> None:
+def check_splits(configs: list[RunConfig], data_root: str | None = None,
+                 download_missing: bool = False) -> None:
     """Draw every partition of a grid before running any of it, so an impossible split
     (too few samples for a Dirichlet draw, silos with the wrong client count) stops the grid
     with a clear error before anything is computed."""
@@ -59,18 +62,18 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None) -> None
         key = (c.dataset, c.split, c.n_clients, c.seed)
         if key not in seen:
             seen.add(key)
-            client_indices(c, cached_dataset(c.dataset, data_root).y_train.numpy())
+            client_indices(c, cached_dataset(c.dataset, data_root, download_missing))
 
 
 def execute(config: RunConfig, device: torch.device, data_root: str | None = None,
             progress=None, cache_dir: Path | None = None) -> tuple[dict, dict]:
     """Run `config`; return its record (not yet stored) and its artifacts (name -> image)."""
     t0 = time.perf_counter()
-    dataset = cached_dataset(config.dataset, data_root)
+    dataset = cached_dataset(config.dataset, data_root, False)
     data = DeviceData(dataset, config.resolution, device)
     t1 = time.perf_counter()
     labels = dataset.y_train.numpy()
-    parts = client_indices(config, labels)
+    parts = client_indices(config, dataset)
     t2 = time.perf_counter()
     streams = Streams(config.seed)
     ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in parts], config.train,

@@ -30,6 +30,7 @@ class DatasetInfo:
     licence: str
     val_source: str  # where the validation split comes from (official, or how it was carved)
     test_source: str
+    natural_clients: int = 0  # number of natural clients (centers), 0: no natural split
 
     @property
     def n_classes(self) -> int:
@@ -45,6 +46,7 @@ class ImageDataset:
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    groups_train: torch.Tensor | None = None  # natural client (center) of each training image
 
     def __post_init__(self) -> None:
         for part in ("train", "val", "test"):

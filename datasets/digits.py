@@ -43,8 +43,8 @@ def carve(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rest[train_pos], rest[val_pos], test
 
 
-def load(root=None) -> ImageDataset:
-    """Load the digits; `root` is accepted for a uniform signature and unused."""
+def load(root=None, download_missing: bool = False) -> ImageDataset:
+    """Load the digits; `root` and `download_missing` are accepted for a uniform signature."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

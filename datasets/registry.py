@@ -1,29 +1,81 @@
-"""The explicit registry of datasets: name -> (facts, loader)."""
+"""The explicit registry of datasets: name -> facts, loader, files and how to get them.
+
+Registered: `digits` (embedded), `cifar10`, `isic2019` (Fed-ISIC2019), and every MedMNIST 2D subset at every size
+(`bloodmnist`, `bloodmnist_64`, ...). The user's own data is named on the command line as
+`npz:PATH` or `folder:PATH` (datasets/userdata.py); its facts are inferred when it is loaded.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
-from . import digits
+from . import cifar10, digits, isic2019, medmnist, userdata
 from .base import DataError, DatasetInfo, ImageDataset
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
     info: DatasetInfo
-    load: Callable[..., ImageDataset]  # load(root) -> ImageDataset
+    load: Callable[..., ImageDataset]  # load(root=None, download_missing=False)
+    how_to_get: str
+    files: Callable[[Path], list] = field(default=lambda root: [])  # what must exist
+    verify: Callable[[Path], str] | None = None  # checksum status of present files
+    family: str = "embedded"
+
+
+def _medmnist_entries() -> dict[str, DatasetEntry]:
+    out = {}
+    for flag in medmnist._info_table():
+        for size in medmnist.SIZES:
+            name = medmnist.dataset_name(flag, size)
+
+            def verify(root, flag=flag, size=size):
+                ok = medmnist.md5(medmnist.path(root, flag, size)) == \
+                    medmnist.expected_md5(flag, size)
+                return "official (md5 ok)" if ok else \
+                    "md5 differs from the official archive (a subset or another version)"
+            out[name] = DatasetEntry(
+                medmnist.info(flag, size), medmnist.make_loader(flag, size),
+                f"python -m bench data --download {name}  (or {medmnist.url(flag, size)})",
+                files=lambda root, flag=flag, size=size: [medmnist.path(root, flag, size)],
+                verify=verify, family="medmnist")
+    return out
 
 
 DATASETS: dict[str, DatasetEntry] = {
-    "digits": DatasetEntry(digits.INFO, digits.load),
+    "digits": DatasetEntry(digits.INFO, digits.load, "ships with scikit-learn: nothing to do"),
+    "cifar10": DatasetEntry(cifar10.INFO, cifar10.load,
+                            f"python -m bench data --download cifar10  (or extract "
+                            f"{cifar10.URL} into the data root)", files=cifar10.files,
+                            family="cifar"),
+    "isic2019": DatasetEntry(isic2019.info(), isic2019.load,
+                             f"download the ISIC 2019 training data ({isic2019.URL}) and FLamby's "
+                             f"train_test_split into DATA_ROOT/isic2019, then `python -m bench "
+                             f"prepare isic2019`",
+                             files=lambda root: [isic2019.prepared_path(
+                                 root, isic2019.DEFAULT_RESOLUTION)], family="isic"),
+    **_medmnist_entries(),
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _user_dataset(name: str) -> ImageDataset:
+    return userdata.load_npz(name) if name.startswith("npz:") else userdata.load_folder(name)
+
+
 def get_entry(name: str) -> DatasetEntry:
+    if name.startswith(userdata.PREFIXES):
+        ds = _user_dataset(name)
+        return DatasetEntry(ds.info, lambda root=None, download_missing=False: ds,
+                            "the user's own files", family="user")
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid choices: {', '.join(sorted(DATASETS))}")
+        shown = [n for n in DATASETS if not n.endswith(("_64", "_128", "_224"))]
+        raise DataError(f"unknown dataset {name!r}; valid choices: {', '.join(shown)} (MedMNIST "
+                        f"also as NAME_64, NAME_128, NAME_224), npz:PATH or folder:PATH")
     return DATASETS[name]
 
 
-def load_dataset(name: str, root=None) -> ImageDataset:
-    return get_entry(name).load(root)
+def load_dataset(name: str, root=None, download_missing: bool = False) -> ImageDataset:
+    return get_entry(name).load(root, download_missing)

@@ -122,6 +122,16 @@ def classes_per_client(
     return out
 
 
+def natural(labels: np.ndarray, n_clients: int, params: dict, rng: np.random.Generator) -> list:
+    """The dataset's own clients (e.g. Fed-ISIC2019's 6 centers): client k holds the training
+    images of group k. The harness passes the groups in params["groups"]; `rng` is unused."""
+    groups = np.asarray(params["groups"])
+    found = len(np.unique(groups))
+    if n_clients != found:
+        raise DataError(f"natural split: the data has {found} groups, got {n_clients} clients")
+    return [np.flatnonzero(groups == g) for g in np.unique(groups)]
+
+
 def _check_clients(labels: np.ndarray, n_clients: int) -> None:
     if n_clients < 1:
         raise DataError(f"n_clients must be >= 1, got {n_clients}")
@@ -135,6 +145,7 @@ class SplitKind:
     positional: tuple[str, ...]  # parameter names given positionally in the spec
     types: dict = field(default_factory=dict)  # name -> type for every accepted parameter
     needs_classes_clients: bool = False  # the client count is the class count
+    needs_groups: bool = False  # the client count and membership come from the dataset
 
 
 SPLITS: dict[str, SplitKind] = {
@@ -144,6 +155,7 @@ SPLITS: dict[str, SplitKind] = {
     ),
     "silos": SplitKind(silos, (), needs_classes_clients=True),
     "classes": SplitKind(classes_per_client, ("k",), {"k": int}),
+    "natural": SplitKind(natural, (), needs_groups=True),
 }
 
 
@@ -160,8 +172,14 @@ class SplitSpec:
     def canonical(self) -> str:
         return ":".join([self.name, *(f"{k}={v}" for k, v in self.params)])
 
-    def __call__(self, labels: np.ndarray, n_clients: int, rng: np.random.Generator) -> list:
-        return self.kind.fn(np.asarray(labels), n_clients, dict(self.params), rng)
+    def __call__(self, labels: np.ndarray, n_clients: int, rng: np.random.Generator,
+                 groups: np.ndarray | None = None) -> list:
+        params = dict(self.params)
+        if self.kind.needs_groups:
+            if groups is None:
+                raise DataError(f"split {self.name!r} needs a dataset with natural clients")
+            params["groups"] = groups
+        return self.kind.fn(np.asarray(labels), n_clients, params, rng)
 
 
 def parse_split(spec: str) -> SplitSpec:

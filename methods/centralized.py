@@ -1,8 +1,8 @@
 """Centralized training: all clients' data pooled on one machine, the upper bound.
 
-It trains for rounds x local_epochs epochs (the number of passes each federated client
-makes), with the same optimiser, schedule (cosine over epochs) and validation-based epoch
-selection. It does not depend on the split; its "communication" is the raw training data
+It trains for `epochs` epochs (default rounds x local_epochs, the number of passes each
+federated client makes), with the same optimiser, schedule (cosine over epochs) and
+validation-based epoch selection. It does not depend on the split; its "communication" is the raw training data
 uploaded once, reported as such.
 """
 from __future__ import annotations
@@ -23,14 +23,14 @@ class Centralized:
 
     @dataclass(frozen=True)
     class Params:
-        pass
+        epochs: int = 0  # 0: rounds x local_epochs, the passes each federated client makes
 
     def __init__(self, params=None):
         self.params = params if params is not None else self.Params()
 
     def run(self, ctx: RunContext) -> MethodResult:
         cfg = ctx.train
-        epochs = cfg.rounds * cfg.local_epochs
+        epochs = self.params.epochs or cfg.rounds * cfg.local_epochs
         pooled = torch.arange(len(ctx.data.y_train), device=ctx.device)
         model = ctx.new_model()
         selection = Selection(ctx.data)

@@ -19,9 +19,63 @@ def _no_augmentation(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
+def _draw(gen: torch.Generator, device, fn, *args, **kw) -> torch.Tensor:
+    """Random draws are made on the CPU from `gen` (same numbers on every device), then moved."""
+    return fn(*args, generator=gen, **kw).to(device)
+
+
+def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """CIFAR: random crop of a zero-padded image (4 px each side) and horizontal flip."""
+    n, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = _draw(gen, x.device, torch.randint, 0, 2 * pad + 1, (n,))
+    dx = _draw(gen, x.device, torch.randint, 0, 2 * pad + 1, (n,))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, c, h, w)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, c, h, w)
+    out = xp[torch.arange(n, device=x.device)[:, None, None, None],
+             torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    flip = _draw(gen, x.device, torch.rand, n) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def flips_rot90(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Orientation-free medical images: horizontal and vertical flips and 90-degree turns
+    (the 8 symmetries of the square), one drawn per image."""
+    n = x.shape[0]
+    k = _draw(gen, x.device, torch.randint, 0, 4, (n,))
+    flip = _draw(gen, x.device, torch.rand, n) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    out = x.clone()
+    for turns in (1, 2, 3):
+        sel = k == turns
+        if sel.any():
+            out[sel] = torch.rot90(x[sel], turns, dims=(2, 3))
+    return out
+
+
+def affine_jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Retina fundus photographs: rotation up to 10 degrees, shift up to 5 %, scale 0.95-1.05,
+    horizontal flip, brightness and contrast jitter of 10 %."""
+    n = x.shape[0]
+    u = _draw(gen, x.device, torch.rand, n, 6) * 2 - 1  # uniform in [-1, 1]
+    angle, scale = u[:, 0] * torch.pi / 18, 1 + 0.05 * u[:, 1]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    sign = torch.where(u[:, 5] < 0, -1.0, 1.0).to(x.device)  # horizontal flip
+    theta = torch.stack([torch.stack([cos * sign, -sin, 0.1 * u[:, 2]], 1),
+                         torch.stack([sin * sign, cos, 0.1 * u[:, 3]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    contrast = (1 + 0.1 * u[:, 4])[:, None, None, None].to(x.dtype)
+    brightness = (0.1 * u[:, 2].flip(0))[:, None, None, None].to(x.dtype)
+    return (out * contrast + brightness).clamp_(-1, 1)
+
+
 # family name -> batch transform (float images in [-1, 1], CPU generator) -> images
 AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
     "none": _no_augmentation,
+    "cifar": crop_flip,
+    "medical": flips_rot90,
+    "retina": affine_jitter,
 }
 
 

@@ -68,6 +68,10 @@ def _auroc(proba: np.ndarray, labels: np.ndarray, n_classes: int) -> float | Non
                                labels=np.arange(n_classes)))
 
 
+class Diverged(Exception):
+    """The model's outputs are no longer finite (NaN or inf weights)."""
+
+
 class Selection:
     """Per-round validation and test curves, and the validation-selected round."""
 
@@ -77,16 +81,24 @@ class Selection:
         self.best: dict | None = None
         self.last: dict | None = None
         self._best_key: tuple | None = None
+        self.diverged_at: int | None = None
 
     def evaluate(self, model: nn.Module, step: int, **extra: float) -> dict:
         """Evaluate `model` on val and test after round (or epoch) `step` and record it."""
         d = self.data
         n = d.info.n_classes
-        val = classification_metrics(predict_proba(model, d, d.x_val), d.y_val.cpu().numpy(), n,
-                                     detail=False)
-        test = classification_metrics(predict_proba(model, d, d.x_test),
-                                      d.y_test.cpu().numpy(), n)
+        p_val, p_test = predict_proba(model, d, d.x_val), predict_proba(model, d, d.x_test)
+        self.check_finite(step, p_val, p_test)
+        val = classification_metrics(p_val, d.y_val.cpu().numpy(), n, detail=False)
+        test = classification_metrics(p_test, d.y_test.cpu().numpy(), n)
         return self.record(step, val, test, **extra)
+
+    def check_finite(self, step: int, *probas: np.ndarray) -> None:
+        """Raise Diverged (and remember the step) if any prediction is NaN or inf: training
+        stops there and the run keeps its best finite round."""
+        if not all(np.isfinite(p).all() for p in probas):
+            self.diverged_at = step
+            raise Diverged(f"non-finite outputs after step {step}")
 
     def record(self, step: int, val: dict, test: dict, **extra: float) -> dict:
         self.curves["round"].append(step)
@@ -103,4 +115,6 @@ class Selection:
         return entry
 
     def metrics(self) -> dict:
-        return {"selected": self.best, "final": self.last}
+        """Selected and final entries (None if the model diverged before any finite round),
+        and the step at which it diverged (None if it did not)."""
+        return {"selected": self.best, "final": self.last, "diverged_at": self.diverged_at}

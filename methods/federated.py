@@ -14,7 +14,7 @@ import numpy as np
 
 from .base import MethodResult, RunContext
 from .communication import CommLog, tensor_bytes
-from .evaluation import Selection
+from .evaluation import Diverged, Selection
 from .training import train_local
 
 if TYPE_CHECKING:
@@ -59,8 +59,11 @@ def run_rounds(method: "FedAvg", ctx: RunContext) -> MethodResult:
             comm.end_round()
             t2 = time.perf_counter()
             model.load_state_dict(global_state)
-            entry = selection.evaluate(model, r + 1, train_loss=float(np.mean(losses)), lr=lr,
-                                       bytes_cumulative=comm.per_round[-1])
+            try:
+                entry = selection.evaluate(model, r + 1, train_loss=float(np.mean(losses)),
+                                           lr=lr, bytes_cumulative=comm.per_round[-1])
+            except Diverged:
+                break  # the record keeps the best finite round and says where it diverged
             timings["train"] += t1 - t0
             timings["aggregate"] += t2 - t1
             timings["eval"] += time.perf_counter() - t2

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import MethodResult, RunContext
-from .evaluation import Selection
+from .evaluation import Diverged, Selection
 from .training import train_local
 
 SCALARS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "loss")
@@ -44,22 +44,32 @@ class LocalOnly:
                     stats = train_local(model, ctx.data, idx, cfg, cfg.lr_at(r, cfg.rounds),
                                         cfg.local_epochs, ctx.streams.torch(f"batches/r{r}/c{k}"))
                     t1 = time.perf_counter()
-                    sel.evaluate(model, r + 1, train_loss=stats.mean_loss)
+                    try:
+                        sel.evaluate(model, r + 1, train_loss=stats.mean_loss)
+                    except Diverged:
+                        break
                     timings["train"] += t1 - t0
                     timings["eval"] += time.perf_counter() - t1
                     bar.update(1)
                 selections.append(sel)
         metrics = {part: _summarise([getattr(s, part) for s in selections])
                    for part in ("best", "last")}
-        curves = {"round": selections[0].curves["round"]}
-        for key in selections[0].curves:
+        longest = max(selections, key=lambda s: len(s.curves["round"]))
+        curves = {"round": longest.curves["round"]}
+        for key in longest.curves:
             if key != "round":
-                curves[key] = _mean_curve([s.curves[key] for s in selections])
-        return MethodResult({"selected": metrics["best"], "final": metrics["last"]}, curves,
+                curves[key] = _mean_curve([s.curves.get(key, []) for s in selections])
+        diverged = [s.diverged_at for s in selections]
+        return MethodResult({"selected": metrics["best"], "final": metrics["last"],
+                             "diverged_at": None if not any(diverged) else diverged}, curves,
                             {"rounds": 0, "total_bytes": 0}, timings)
 
 
-def _summarise(entries: list[dict]) -> dict:
+def _summarise(entries: list[dict | None]) -> dict | None:
+    """Mean over clients (those that diverged before any finite round are left out)."""
+    entries = [e for e in entries if e is not None]
+    if not entries:
+        return None
     out = {}
     for key in SCALARS:
         values = [e[key] for e in entries if e[key] is not None]
@@ -74,7 +84,10 @@ def _summarise(entries: list[dict]) -> dict:
 
 
 def _mean_curve(curves: list[list]) -> list:
-    arr = np.array([[np.nan if v is None else v for v in c] for c in curves], dtype=float)
+    width = max(len(c) for c in curves)
+    arr = np.full((len(curves), width), np.nan)
+    for i, c in enumerate(curves):
+        arr[i, :len(c)] = [np.nan if v is None else v for v in c]
     with np.errstate(all="ignore"):
         mean = np.nanmean(arr, axis=0)
     return [None if np.isnan(v) else float(v) for v in mean]

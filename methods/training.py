@@ -65,8 +65,13 @@ def fit(model: nn.Module, data: DeviceData, indices: torch.Tensor, cfg: TrainCon
         streams, purpose: str, on_epoch) -> None:
     """Train for `epochs` epochs, cosine (or constant) over epochs, calling
     `on_epoch(epoch, stats)` after each; the batches of epoch e come from stream
-    `{purpose}/e{e}`."""
+    `{purpose}/e{e}`. Stops early when `on_epoch` raises Diverged."""
+    from .evaluation import Diverged
+
     for e in range(epochs):
         stats = train_local(model, data, indices, cfg, cfg.lr_at(e, epochs), 1,
                             streams.torch(f"{purpose}/e{e}"))
-        on_epoch(e + 1, stats)
+        try:
+            on_epoch(e + 1, stats)
+        except Diverged:
+            return  # the caller's Selection remembers where; its best finite epoch stands

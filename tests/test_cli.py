@@ -128,3 +128,15 @@ def test_python_m_bench_from_another_folder(tmp_path):
                             "print(s.origin if s else None)"],
                            capture_output=True, text=True, cwd=tmp_path)
     assert str(ROOT) not in probe.stdout
+
+
+def test_divergence_is_recorded_not_a_crash(tmp_path, capsys):
+    """A learning rate far too large makes weights NaN: the run stops, keeps its best finite
+    round (if any) and says where it diverged; the grid goes on."""
+    args = ["run", "--methods", "scaffold,local_only,centralized", "--splits", "silos",
+            "--set", "lr=1e4", "--out", str(tmp_path), *tiny_overrides(rounds=3)]
+    assert main(args) == 0
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("*.json")]
+    assert len(records) == 3
+    assert all(r["metrics"]["diverged_at"] for r in records), [r["metrics"] for r in records]
+    assert "diverged at" in capsys.readouterr().err

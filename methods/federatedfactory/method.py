@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..base import MethodResult, RunContext
 from ..communication import tensor_bytes
 from ..data import resize_uint8
-from ..evaluation import Selection, classification_metrics, predict_proba
+from ..evaluation import Diverged, Selection, classification_metrics, predict_proba
 from ..models import build_model, count_parameters
 from ..rng import Streams
 from ..training import fit
@@ -75,7 +75,9 @@ class FederatedFactory:
         p = self.params
         data, n_classes = ctx.data, ctx.n_classes
         channels = data.info.channels
-        res = p.gen_resolution or data.resolution
+        # the UNet halves the resolution at each level but the last: round up to a multiple
+        levels = 2 ** (len(p.gen_channels) - 1)
+        res = -(-(p.gen_resolution or data.resolution) // levels) * levels
         shared = p.generator_seed >= 0
         gen_streams = Streams(p.generator_seed if shared else ctx.streams.seed)
         cache = ContentCache(ctx.cache_dir)
@@ -205,6 +207,7 @@ class FederatedFactory:
         val_sum = torch.zeros(epochs, len(d.y_val), n_classes, dtype=torch.float64)
         test_sum = torch.zeros(epochs, len(d.y_test), n_classes, dtype=torch.float64)
         models = []
+        finite_epochs = epochs  # the ensemble exists up to the first epoch any client diverged
         with ctx.progress(len(members) * epochs, "local classifier epochs") as bar:
             for k in members:
                 own = {c for c in range(n_classes) if k in holders[c]}
@@ -215,8 +218,13 @@ class FederatedFactory:
                 model = ctx.new_model()
 
                 def on_epoch(epoch, stats, model=model):
-                    val_sum[epoch - 1] += _log(predict_proba(model, d, d.x_val))
-                    test_sum[epoch - 1] += _log(predict_proba(model, d, d.x_test))
+                    nonlocal finite_epochs
+                    pv, pt = predict_proba(model, d, d.x_val), predict_proba(model, d, d.x_test)
+                    if not (np.isfinite(pv).all() and np.isfinite(pt).all()):
+                        finite_epochs = min(finite_epochs, epoch - 1)
+                        raise Diverged(f"client {k} diverged at epoch {epoch}")
+                    val_sum[epoch - 1] += _log(pv)
+                    test_sum[epoch - 1] += _log(pt)
                     bar.update(1)
                 fit(model, data, torch.arange(len(y), device=ctx.device), ctx.train, epochs,
                     ctx.streams, f"ff/local/c{k}", on_epoch)
@@ -224,7 +232,9 @@ class FederatedFactory:
         self.fingerprints["local"] = weights_sha256(models)
         sel = Selection(d)
         y_val, y_test = d.y_val.cpu().numpy(), d.y_test.cpu().numpy()
-        for e in range(epochs):
+        if finite_epochs < epochs:
+            sel.diverged_at = finite_epochs + 1
+        for e in range(finite_epochs):
             pv = F.softmax(val_sum[e], dim=1).numpy()
             pt = F.softmax(test_sum[e], dim=1).numpy()
             sel.record(e + 1, classification_metrics(pv, y_val, n_classes, detail=False),

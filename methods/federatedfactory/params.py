@@ -20,7 +20,8 @@ MODES = ("server", "local")
 @dataclass(frozen=True)
 class FFParams:
     preset: str = "cpu"
-    # generator network (diffusers UNet2DModel), at gen_resolution (0: the table's resolution)
+    # generator network (diffusers UNet2DModel), at gen_resolution (0: the table's resolution),
+    # rounded up to a multiple of 2^(levels - 1); samples are resized to the table's resolution
     gen_resolution: int = 0
     gen_channels: tuple = (32, 64)  # block_out_channels, one per resolution level
     gen_layers_per_block: int = 1
@@ -64,7 +65,7 @@ class FFParams:
 PRESETS: dict[str, dict] = {
     "cpu": {},
     "paper": {
-        "gen_resolution": 32,
+        "gen_resolution": 0,  # the table's resolution (MedMNIST 28 -> 32: rounded up to 8)
         "gen_channels": (128, 256, 256, 256),
         "gen_layers_per_block": 3,
         "gen_attention_levels": (1, 2),  # self-attention at 16 and 8 px

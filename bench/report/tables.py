@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .config import NO_SPLIT
-from .methods.registry import METHODS
+from ..config import NO_SPLIT
+from ..methods.registry import METHODS
 
 TABLE_METRICS = ("accuracy", "auroc")
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
@@ -24,7 +24,7 @@ def records_frame(records: list[dict], which: str = "selected", on: str = "test"
         # one row per variant, named method[variant]
         variants = r["metrics"].get("variants") or {None: r["metrics"]}
         for variant, metrics in variants.items():
-            m = metrics[which]
+            m = metrics[which] or {}  # None: diverged before any finite round
             m = m.get("val", {}) if on == "val" else m
             name = c["method"] if variant is None else f"{c['method']}[{variant}]"
             rows.append({"dataset": c["dataset"], "method": name, "split": c["split"],
@@ -59,16 +59,8 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(expanded, ignore_index=True)
 
 
-def _cell(mean: float, std: float, n: int) -> str:
-    if n > 1:
-        return f"{mean:.1f} ± {std:.1f} (n={n})"
-    return f"{mean:.1f} (n=1)"
-
-
-def markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "test {metric} (%), "
-             "validation-selected round") -> str:
-    """One Markdown table per dataset and metric: methods x splits."""
-    blocks = []
+def _grids(summary: pd.DataFrame, metrics):
+    """(dataset, metric, its rows, methods in registry order, splits from IID to silos)."""
     method_rank = {m: i for i, m in enumerate(METHODS)}
     for dataset in sorted(summary["dataset"].unique()):
         for metric in metrics:
@@ -78,14 +70,61 @@ def markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "test {m
             splits = sorted(part["split"].unique(), key=split_order)
             methods = sorted(part["method"].unique(),
                              key=lambda m: (method_rank.get(m.split("[")[0], 99), m))
-            lines = [f"**{dataset}: {title.format(metric=metric)}, mean ± std over seeds**", "",
-                     "| method | " + " | ".join(splits) + " |",
-                     "|---|" + "---|" * len(splits)]
-            for method in methods:
-                cells = []
-                for s in splits:
-                    row = part[(part["method"] == method) & (part["split"] == s)]
-                    cells.append(_cell(*row[["mean", "std", "n"]].iloc[0]) if len(row) else "")
-                lines.append(f"| {method} | " + " | ".join(cells) + " |")
-            blocks.append("\n".join(lines))
+            yield dataset, metric, part, methods, splits
+
+
+def _cell(mean: float, std: float, n) -> str:
+    n = int(n)
+    if n > 1:
+        return f"{mean:.1f} ± {std:.1f} (n={n})"
+    return f"{mean:.1f} (n=1)"
+
+
+def markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "test {metric} (%), "
+             "validation-selected round") -> str:
+    """One Markdown table per dataset and metric: methods x splits."""
+    blocks = []
+    for dataset, metric, part, methods, splits in _grids(summary, metrics):
+        lines = [f"**{dataset}: {title.format(metric=metric)}, mean ± std over seeds**", "",
+                 "| method | " + " | ".join(splits) + " |",
+                 "|---|" + "---|" * len(splits)]
+        for method in methods:
+            cells = []
+            for s in splits:
+                row = part[(part["method"] == method) & (part["split"] == s)]
+                cells.append(_cell(*row[["mean", "std", "n"]].iloc[0]) if len(row) else "")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def latex(summary: pd.DataFrame, metrics=TABLE_METRICS) -> str:
+    """booktabs tables, best mean per column in bold, seeds per cell as a superscript."""
+    blocks = []
+    for dataset, metric, part, methods, splits in _grids(summary, metrics):
+        best = part.groupby("split")["mean"].max()
+        lines = [r"\begin{table}[t]", r"\centering",
+                 rf"\caption{{{_tex(dataset)}: test {_tex(metric)} (\%), mean $\pm$ std over "
+                 r"seeds (superscript: number of seeds).}",
+                 r"\begin{tabular}{l" + "c" * len(splits) + "}", r"\toprule",
+                 "method & " + " & ".join(_tex(s) for s in splits) + r" \\", r"\midrule"]
+        for method in methods:
+            cells = []
+            for s in splits:
+                row = part[(part["method"] == method) & (part["split"] == s)]
+                if not len(row):
+                    cells.append("--")
+                    continue
+                mean, std, n = row[["mean", "std", "n"]].iloc[0]
+                text = f"{mean:.1f}" + (rf" $\pm$ {std:.1f}" if n > 1 else "")
+                if abs(mean - best[s]) < 1e-9:
+                    text = rf"\textbf{{{text}}}"
+                cells.append(f"{text}$^{{{int(n)}}}$")
+            lines.append(f"{_tex(method)} & " + " & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _tex(text: str) -> str:
+    return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")

@@ -1,0 +1,1 @@
+"""Reporting from stored records only: tables, figures and checks against references."""

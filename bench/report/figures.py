@@ -1,0 +1,278 @@
+"""Paper-style figures from stored records only (PNG and PDF).
+
+Every figure uses one colour per method (seaborn's colour-blind palette, the same in every
+figure), labelled axes with units, and bands of one standard deviation over seeds.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..config import NO_SPLIT  # noqa: E402
+from ..methods.registry import METHODS  # noqa: E402
+from .tables import split_order  # noqa: E402
+
+PALETTE = sns.color_palette("colorblind", 10)
+STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
+         "figure.dpi": 100, "savefig.dpi": 200, "savefig.bbox": "tight"}
+REFERENCE = "centralized"
+
+
+def method_color(method: str):
+    names = [*METHODS, "federatedfactory[server]", "federatedfactory[local]"]
+    names.remove("federatedfactory")
+    return PALETTE[names.index(method) % len(PALETTE)] if method in names else "grey"
+
+
+def _save(fig, path: Path) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in out:
+        fig.savefig(p)
+    plt.close(fig)
+    return out
+
+
+def _alpha(split: str) -> float | None:
+    name, _, rest = split.partition(":")
+    return float(rest.split("=")[-1]) if name == "dirichlet" else None
+
+
+def heterogeneity(frame: pd.DataFrame, dataset: str, metric: str, path: Path) -> list[Path]:
+    """Test metric against Dirichlet alpha (log axis), silos at the left end (alpha -> 0,
+    mutually exclusive labels), IID at the right end (alpha -> infinity)."""
+    part = frame[frame["dataset"] == dataset].dropna(subset=[metric])
+    alphas = sorted({a for a in map(_alpha, part["split"]) if a is not None})
+    if not alphas:
+        return []
+    lo, hi = alphas[0] / 10, alphas[-1] * 10
+    position = {"silos": lo, "iid": hi}
+    part = part.assign(x=[position.get(s, _alpha(s)) for s in part["split"]])
+    ref = part[part["method"] == REFERENCE]
+    part = part[(part["method"] != REFERENCE) & part["x"].notna() & (part["split"] != NO_SPLIT)]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for method, rows in part.groupby("method", sort=False):
+            g = rows.groupby("x")[metric].agg(["mean", "std"]).reset_index().sort_values("x")
+            g["std"] = g["std"].fillna(0) * 100
+            c = method_color(method)
+            ax.plot(g["x"], g["mean"] * 100, marker="o", color=c, label=method)
+            ax.fill_between(g["x"], g["mean"] * 100 - g["std"], g["mean"] * 100 + g["std"],
+                            color=c, alpha=0.2, linewidth=0)
+        if len(ref):
+            m, s = ref[metric].mean() * 100, (ref[metric].std() if len(ref) > 1 else 0) * 100
+            ax.axhline(m, color="black", linestyle="--", linewidth=1.2,
+                       label=f"{REFERENCE} (pooled data)")
+            ax.axhspan(m - s, m + s, color="black", alpha=0.08, linewidth=0)
+        ax.set_xscale("log")
+        ticks = [lo, *alphas, hi]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["silos", *[f"{a:g}" for a in alphas], "IID"])
+        ax.minorticks_off()
+        ax.set_xlabel("Dirichlet concentration α (label heterogeneity decreases to the right)")
+        ax.set_ylabel(f"test {metric.replace('_', ' ')} (%)")
+        ax.set_title(f"{dataset}: {metric.replace('_', ' ')} against label heterogeneity")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", frameon=True)
+        return _save(fig, path)
+
+
+def silos_bars(frame: pd.DataFrame, dataset: str, metric: str, path: Path) -> list[Path]:
+    part = frame[(frame["dataset"] == dataset) & (frame["split"] == "silos")].dropna(
+        subset=[metric])
+    ref = frame[(frame["dataset"] == dataset) & (frame["method"] == REFERENCE)]
+    if part.empty:
+        return []
+    g = part.groupby("method")[metric].agg(["mean", "std", "count"]).reset_index()
+    order = [m for m in [*METHODS, "federatedfactory[server]", "federatedfactory[local]"]
+             if m in set(g["method"])]
+    g = g.set_index("method").loc[order].reset_index()
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        ax.bar(range(len(g)), g["mean"] * 100, yerr=g["std"].fillna(0) * 100, capsize=3,
+               color=[method_color(m) for m in g["method"]])
+        for i, (mean, n) in enumerate(zip(g["mean"], g["count"])):
+            ax.text(i, mean * 100 + 1, f"{mean * 100:.1f}\n(n={n})", ha="center", va="bottom",
+                    fontsize=8)
+        if len(ref):
+            ax.axhline(ref[metric].mean() * 100, color="black", linestyle="--", linewidth=1.2,
+                       label=f"{REFERENCE} (pooled data)")
+            ax.legend(loc="upper left")
+        ax.set_xticks(range(len(g)))
+        ax.set_xticklabels(g["method"], rotation=25, ha="right")
+        ax.set_ylim(0, 112)
+        ax.set_ylabel(f"test {metric.replace('_', ' ')} (%)")
+        ax.set_title(f"{dataset}, silos (one class per client)")
+        ax.grid(axis="y", alpha=0.3)
+        return _save(fig, path)
+
+
+def convergence(records: list[dict], dataset: str, split: str, metric: str,
+                path: Path) -> list[Path]:
+    """Left: validation and test metric per round. Right: test metric against the bytes
+    communicated so far (log axis); one-shot methods appear as one point."""
+    rows, oneshot = [], []
+    for r in records:
+        c = r["config"]
+        if c["dataset"] != dataset or c["split"] != split:
+            continue
+        comm, curves = r["communication"], r["curves"]
+        if "bytes_cumulative" in curves:
+            for i, rnd in enumerate(curves["round"]):
+                for part in ("val", "test"):
+                    rows.append({"method": c["method"], "seed": c["seed"], "round": rnd,
+                                 "part": part, "value": curves[f"{part}_{metric}"][i],
+                                 "bytes": curves["bytes_cumulative"][i]})
+        elif comm.get("rounds") == 1:
+            for v, m in r["metrics"].get("variants", {}).items():
+                oneshot.append({"method": f"{c['method']}[{v}]", "bytes": comm["total_bytes"]
+                                if v == "server" else comm["local_mode"]["total_bytes"],
+                                "value": m["selected"][metric]})
+    if not rows:
+        return []
+    df = pd.DataFrame(rows).dropna(subset=["value"])
+    df["value"] *= 100
+    with plt.rc_context(STYLE):
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+        for method, g in df.groupby("method", sort=False):
+            c = method_color(method)
+            for part, style in (("test", "-"), ("val", ":")):
+                s = g[g["part"] == part].groupby("round")["value"].agg(["mean", "std"])
+                a.plot(s.index, s["mean"], style, color=c,
+                       label=f"{method} ({part})" if part == "test" else None)
+                if part == "test":
+                    a.fill_between(s.index, s["mean"] - s["std"].fillna(0),
+                                   s["mean"] + s["std"].fillna(0), color=c, alpha=0.15,
+                                   linewidth=0)
+            t = g[g["part"] == "test"].groupby("bytes")["value"].mean()
+            b.plot(t.index / 1e6, t.values, "-", color=c, label=method)
+        if oneshot:  # one star per variant: mean over seeds
+            for method, g in pd.DataFrame(oneshot).groupby("method"):
+                b.scatter(g["bytes"].mean() / 1e6, g["value"].mean() * 100, marker="*", s=140,
+                          color=method_color(method), label=f"{method} (one round)", zorder=3)
+        a.set_xlabel("communication round")
+        a.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+        a.set_title(f"{dataset}, {split}: per round (solid test, dotted validation)")
+        b.set_xscale("log")
+        b.set_xlabel("bytes communicated, up + down (MB, log scale)")
+        b.set_ylabel(f"test {metric.replace('_', ' ')} (%)")
+        b.set_title("against communication")
+        for ax in (a, b):
+            ax.grid(alpha=0.3)
+        a.legend(fontsize=8)
+        b.legend(fontsize=8)
+        return _save(fig, path)
+
+
+def label_distribution(record: dict, path: Path) -> list[Path]:
+    counts = np.array(record["split"]["client_class_counts"])
+    names = record["dataset_info"]["class_names"]
+    c = record["config"]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(names) + 2),
+                                        max(3, 0.35 * len(counts) + 1.5)))
+        sns.heatmap(counts, annot=counts.size <= 200, fmt="d", cmap="viridis", ax=ax,
+                    xticklabels=names, yticklabels=[str(k) for k in range(len(counts))],
+                    cbar_kws={"label": "training images"})
+        ax.set_xlabel("class")
+        ax.set_ylabel("client")
+        ax.set_title(f"{c['dataset']}, {c['split']}, seed {c['seed']}: labels per client")
+        return _save(fig, path)
+
+
+def sample_grid(record: dict, image_path: Path, path: Path) -> list[Path]:
+    from PIL import Image
+
+    img = np.asarray(Image.open(image_path))
+    names = record["dataset_info"]["class_names"]
+    with plt.rc_context(STYLE):
+        h = 0.45 * len(names) + 1
+        fig, ax = plt.subplots(figsize=(h * img.shape[1] / img.shape[0] + 1, h))
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        rows = np.linspace(0, img.shape[0], len(names) + 1)
+        ax.set_yticks((rows[:-1] + rows[1:]) / 2)
+        ax.set_yticklabels(names)
+        ax.set_xticks([img.shape[1] * 0.25, img.shape[1] * 0.75])
+        ax.set_xticklabels(["synthetic (FederatedFactory)", "real (training set)"])
+        ax.tick_params(length=0)
+        c = record["config"]
+        ax.set_title(f"{c['dataset']}, {c['split']}, seed {c['seed']}: samples per class")
+        return _save(fig, path)
+
+
+def unlearning(record: dict, path: Path) -> list[Path]:
+    u = record["unlearning"]
+    names = record["dataset_info"]["class_names"]
+    modes = list(u["modes"])
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 3.8), squeeze=False)
+        x = np.arange(len(names))
+        for ax, mode in zip(axes[0], modes):
+            m = u["modes"][mode]
+            before = [np.nan if v is None else v * 100 for v in m["per_class_before"]]
+            after = [np.nan if v is None else v * 100 for v in m["per_class_after"]]
+            ax.bar(x - 0.2, before, 0.4, color=PALETTE[0], label="before")
+            ax.bar(x + 0.2, after, 0.4, color=PALETTE[1], label="after forgetting")
+            for c in u["forgotten_classes"]:
+                ax.axvspan(c - 0.5, c + 0.5, color="red", alpha=0.1, linewidth=0)
+            ax.set_xticks(x)
+            ax.set_xticklabels(names, rotation=45 if len(names) > 6 else 0)
+            ax.set_xlabel("class (shaded: held by the forgotten clients)")
+            ax.set_ylabel("test accuracy of the class (%)")
+            ax.set_ylim(0, 105)
+            ax.set_title(f"{mode} mode: {m['accuracy_before'] * 100:.1f} -> "
+                         f"{m['accuracy_after'] * 100:.1f} % overall")
+            ax.grid(axis="y", alpha=0.3)
+        axes[0][0].legend(loc="lower left")
+        c = record["config"]
+        fig.suptitle(f"{c['dataset']}, {c['split']}: forgetting clients {u['forgotten_clients']}")
+        return _save(fig, path)
+
+
+def _tag(split: str) -> str:
+    """'dirichlet:alpha=0.1' -> 'dirichlet_alpha0p1' (no dots: they would read as a suffix)."""
+    return split.replace(":", "_").replace("=", "").replace(".", "p")
+
+
+def all_figures(records: list[dict], runs_root: Path, out: Path,
+                metrics=("accuracy", "auroc")) -> list[Path]:
+    """Every figure the stored records allow, under `out`."""
+    from .tables import records_frame
+
+    frame = records_frame(records)
+    written: list[Path] = []
+    for dataset in sorted(frame["dataset"].unique()):
+        for metric in metrics:
+            written += heterogeneity(frame, dataset, metric,
+                                     out / f"{dataset}_heterogeneity_{metric}")
+            written += silos_bars(frame, dataset, metric, out / f"{dataset}_silos_{metric}")
+        splits = sorted({r["config"]["split"] for r in records
+                         if r["config"]["dataset"] == dataset} - {NO_SPLIT}, key=split_order)
+        for split in splits:
+            tag = _tag(split)
+            written += convergence(records, dataset, split, "accuracy",
+                                   out / f"{dataset}_{tag}_convergence")
+            first = next((r for r in sorted(records, key=lambda r: r["config"]["seed"])
+                          if r["config"]["dataset"] == dataset and r["config"]["split"] == split),
+                         None)
+            if first is not None:
+                written += label_distribution(first, out / f"{dataset}_{tag}_labels")
+    for r in records:
+        c = r["config"]
+        tag = f"{c['dataset']}_{_tag(c['split'])}_s{c['seed']}"
+        samples = r.get("artifacts", {}).get("samples")
+        excluded = c["method_params"].get("exclude_clients")
+        if samples and not excluded:
+            image = runs_root / c["dataset"] / c["method"] / samples
+            if image.exists():
+                written += sample_grid(r, image, out / f"{tag}_samples")
+        if "unlearning" in r:
+            written += unlearning(r, out / f"{tag}_unlearning_{r['run_id'][:8]}")
+    return written

@@ -1,0 +1,222 @@
+"""Real-dataset loaders on files the tests write in each official format, and on the real
+PneumoniaMNIST file in ../shared/data (skipped with a reason when absent). No network."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.cli import main
+from bench.datasets.base import DataError
+from bench.datasets.registry import get_entry, load_dataset
+from bench.methods.data import AUGMENTATIONS
+from conftest import tiny_overrides
+
+
+def write_medmnist(path, n=(40, 10, 12), size=28, channels=1, classes=2, seed=0):
+    """An archive in the exact MedMNIST v2 layout: uint8 images (N, H, W[, 3]), labels (N, 1)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n):
+        shape = (count, size, size) + ((3,) if channels == 3 else ())
+        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(count) % classes).astype(np.uint8)[:, None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return arrays
+
+
+def write_cifar(root, per_batch=20):
+    """The official python archive layout: pickled dicts with b'data' (N, 3072) and b'labels'."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"batch_label": name.encode(), b"labels": [i % 10 for i in range(per_batch)],
+             b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+             b"filenames": [b"x.png"] * per_batch}
+        with open(folder / name, "wb") as f:
+            pickle.dump(d, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [b"airplane"] * 10}, f)
+
+
+def test_medmnist_official_layout(tmp_path):
+    write_medmnist(tmp_path / "medmnist" / "bloodmnist.npz", channels=3, classes=8,
+                   n=(64, 16, 16))
+    d = load_dataset("bloodmnist", tmp_path)
+    assert d.info.n_classes == 8 and d.info.channels == 3 and d.info.resolution == 28
+    assert d.info.class_names[0].startswith("basophil")  # from the package's metadata
+    assert d.x_train.shape == (64, 3, 28, 28) and d.y_train.dtype == torch.int64
+    assert d.sizes == {"train": 64, "val": 16, "test": 16}
+
+
+def test_medmnist_sizes_have_their_own_files(tmp_path):
+    write_medmnist(tmp_path / "medmnist" / "pneumoniamnist_64.npz", size=64)
+    assert load_dataset("pneumoniamnist_64", tmp_path).x_test.shape[-1] == 64
+    with pytest.raises(DataError, match="pneumoniamnist_128.npz not found.*--download"):
+        load_dataset("pneumoniamnist_128", tmp_path)
+
+
+@pytest.mark.parametrize("damage,msg", [("garbage", "not a readable .npz"),
+                                        ("key", "missing array 'test_labels'"),
+                                        ("dtype", "must be uint8")])
+def test_medmnist_corrupt_files_name_the_file(tmp_path, damage, msg):
+    p = tmp_path / "medmnist" / "breastmnist.npz"
+    arrays = write_medmnist(p)
+    if damage == "garbage":
+        p.write_bytes(b"not a zip")
+    elif damage == "key":
+        del arrays["test_labels"]
+        np.savez(p, **arrays)
+    else:
+        arrays["train_images"] = arrays["train_images"].astype(np.float32)
+        np.savez(p, **arrays)
+    with pytest.raises(DataError, match=msg) as e:
+        load_dataset("breastmnist", tmp_path)
+    assert str(p) in str(e.value)
+
+
+def test_real_pneumoniamnist_subset(shared_data):
+    """The shared file is a subset (3,882 training images instead of 4,708): the package's own
+    class fails its length assertion, our loader reads it."""
+    d = load_dataset("pneumoniamnist", shared_data)
+    assert d.sizes == {"train": 3882, "val": 524, "test": 624}
+    assert torch.bincount(d.y_train).tolist() == [388, 3494]
+    assert torch.bincount(d.y_test).tolist() == [234, 390]
+    assert d.info.class_names == ("normal", "pneumonia")
+
+
+def test_cifar10_official_pickles(tmp_path):
+    write_cifar(tmp_path)
+    d = load_dataset("cifar10", tmp_path)
+    assert d.sizes == {"train": 90, "val": 10, "test": 20}  # 10 % of train carved for val
+    assert d.x_train.shape[1:] == (3, 32, 32)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80garbage")
+    with pytest.raises(DataError, match="data_batch_3: not a CIFAR-10 python batch"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_cifar10_missing_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataError, match="--download cifar10"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_user_npz_without_val_and_image_folder(tmp_path):
+    arrays = write_medmnist(tmp_path / "mine.npz", classes=3, n=(60, 0, 15), size=16)
+    np.savez(tmp_path / "mine.npz", **{k: v for k, v in arrays.items() if "val" not in k})
+    d = load_dataset(f"npz:{tmp_path / 'mine.npz'}")
+    assert d.info.n_classes == 3 and d.info.resolution == 16 and d.sizes["val"] == 6
+    for split, count in (("train", 6), ("test", 2)):
+        for cls in ("cat", "dog"):
+            folder = tmp_path / "imgs" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((12, 12, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    f = load_dataset(f"folder:{tmp_path / 'imgs'}")
+    assert f.info.class_names == ("cat", "dog") and f.info.channels == 3
+    assert f.sizes["test"] == 4 and f.x_train.shape[-1] == 12
+    with pytest.raises(DataError, match="missing"):
+        get_entry(f"folder:{tmp_path}")
+
+
+@pytest.mark.parametrize("family", ["cifar", "medical", "retina"])
+def test_augmentations_batched_deterministic_shape_preserving(family):
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    aug = AUGMENTATIONS[family]
+    a = aug(x, torch.Generator().manual_seed(1))
+    b = aug(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a, x)
+    assert a.min() >= -1 and a.max() <= 1
+
+
+def test_end_to_end_on_user_npz_and_medmnist(tmp_path, capsys):
+    write_medmnist(tmp_path / "data" / "medmnist" / "pneumoniamnist.npz", n=(80, 20, 20))
+    for dataset in ("pneumoniamnist", f"npz:{tmp_path / 'data' / 'medmnist' / 'pneumoniamnist.npz'}"):
+        assert main(["run", "--datasets", dataset, "--methods", "fedavg,centralized",
+                     "--splits", "silos", "--scale", "cpu", "--data-root", str(tmp_path / "data"),
+                     "--out", str(tmp_path / "out"), *tiny_overrides()]) == 0
+    assert "| fedavg |" in capsys.readouterr().out
+    assert main(["data", "--data-root", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "pneumoniamnist" in out and "present" in out and "md5 differs" in out
+
+
+def test_all_dry_run_lists_the_paper_grid(capsys):
+    assert main(["run", "--all", "--dry-run"]) == 0
+    import json
+
+    configs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {c["dataset"] for c in configs} == {"cifar10", "isic2019", "bloodmnist", "pathmnist",
+                                               "retinamnist"}
+    assert {c["seed"] for c in configs} == {0, 1, 2, 3, 4}
+    fedavg = next(c for c in configs if c["method"] == "fedavg")
+    assert fedavg["train"]["model"] == "resnet50" and fedavg["train"]["rounds"] == 200
+    silos = {c["dataset"]: c["n_clients"] for c in configs
+             if c["split"] == "silos" and c["method"] == "fedavg"}
+    assert silos == {"cifar10": 10, "isic2019": 8, "bloodmnist": 8, "pathmnist": 9,
+                     "retinamnist": 5}
+    isic = next(c for c in configs if c["dataset"] == "isic2019")
+    assert isic["resolution"] == 128
+    ff = next(c for c in configs if c["method"] == "federatedfactory")
+    assert ff["method_params"]["preset"] == "paper" and ff["method_params"]["sampler"] == "heun"
+    central = next(c for c in configs if c["method"] == "centralized")
+    assert central["method_params"]["epochs"] == 300
+
+
+def write_isic(root, per_center=6):
+    """The official ISIC 2019 training layout (JPEG folder, ground truth and metadata CSVs with
+    the official columns) and FLamby's train_test_split file."""
+    import pandas as pd
+
+    base = root / "isic2019"
+    (base / "ISIC_2019_Training_Input").mkdir(parents=True)
+    classes = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
+    rows, rng, i = [], np.random.default_rng(0), 0
+    for center in range(6):
+        for j in range(per_center):
+            name = f"ISIC_{i:07d}"
+            Image.fromarray(rng.integers(0, 256, (30 + center, 40, 3), dtype=np.uint8)).save(
+                base / "ISIC_2019_Training_Input" / f"{name}.jpg")
+            rows.append((name, (i + center) % 8, center, "test" if j == 0 else "train"))
+            i += 1
+    truth = pd.DataFrame([{"image": n, **{c: float(k == t) for k, c in enumerate(classes)},
+                           "UNK": 0.0} for n, t, _, _ in rows])
+    truth.to_csv(base / "ISIC_2019_Training_GroundTruth.csv", index=False)
+    pd.DataFrame([{"image": n, "age_approx": 50, "anatom_site_general": "torso",
+                   "lesion_id": f"L{k}", "sex": "male"} for k, (n, _, _, _) in enumerate(rows)]
+                 ).to_csv(base / "ISIC_2019_Training_Metadata.csv", index=False)
+    pd.DataFrame([{"image": n, "target": t, "center": c, "fold": f} for n, t, c, f in rows]
+                 ).to_csv(base / "train_test_split", index=False)
+
+
+def test_isic2019_prepare_load_and_natural_split(tmp_path, capsys):
+    with pytest.raises(DataError, match="isic2019.*not found.*challenge.isic-archive"):
+        load_dataset("isic2019", tmp_path)
+    write_isic(tmp_path)
+    with pytest.raises(DataError, match="bench prepare isic2019"):
+        load_dataset("isic2019", tmp_path)
+    assert main(["prepare", "isic2019", "--resolution", "16", "--data-root", str(tmp_path)]) == 0
+    assert main(["prepare", "isic2019", "--data-root", str(tmp_path)]) == 0  # 128 px
+    d = load_dataset("isic2019", tmp_path)
+    assert d.x_train.shape[1:] == (3, 128, 128) and d.sizes["test"] == 6
+    assert d.info.natural_clients == 6 and len(d.groups_train) == d.sizes["train"]
+    out = tmp_path / "out"
+    assert main(["run", "--datasets", "isic2019", "--methods", "fedavg", "--splits", "natural",
+                 "--scale", "cpu", "--set", "resolution=16", "--data-root", str(tmp_path),
+                 "--out", str(out), *tiny_overrides(rounds=1)]) == 0
+    record = json.loads(next((out / "runs").rglob("*.json")).read_text())
+    assert record["config"]["n_clients"] == 6
+    assert [sum(c) for c in record["split"]["client_class_counts"]] == \
+        [int((d.groups_train == g).sum()) for g in range(6)]
+    (tmp_path / "isic2019" / "ISIC_2019_Training_Input" / "ISIC_0000003.jpg").unlink()
+    assert main(["prepare", "isic2019", "--data-root", str(tmp_path)]) == 2
+    assert "ISIC_0000003.jpg" in capsys.readouterr().err
+
+
+def test_natural_split_needs_a_dataset_with_centers(capsys):
+    assert main(["run", "--splits", "natural", "--methods", "fedavg", "--dry-run"]) == 2
+    assert "no natural clients" in capsys.readouterr().err
