@@ -276,12 +276,9 @@ def cmd_check(args) -> int:
     from .report.check import check, load_reference, make_reference
 
     if args.make_reference:
-        from .runner import cached_dataset
-
         records = _stored(args.out)
         old = load_reference(args.reference) if args.reference else {}
-        n_test = {d: cached_dataset(d, None).sizes["test"]
-                  for d in {r["config"]["dataset"] for r in records}}
+        n_test = {r["config"]["dataset"]: r["dataset_info"]["sizes"]["test"] for r in records}
         ref = make_reference(records, Path(args.make_reference).stem,
                              old.get("description", ""), n_test, old.get("claims"))
         Path(args.make_reference).write_text(json.dumps(ref, indent=1) + "\n")

@@ -150,3 +150,16 @@ def test_paper_reference_is_well_formed():
 def test_check_bad_reference_is_a_clear_error(tmp_path, capsys):
     assert main(["check", "--reference", "nope", "--out", str(tmp_path)]) == 2
     assert "valid choices" in capsys.readouterr().err
+
+
+def test_runs_with_other_settings_never_share_a_cell(store, capsys):
+    from bench.config import parse_overrides
+
+    c = resolve("digits", "fedavg", "silos", 0, parse_overrides(["lr=0.1"]))
+    _, rec = _record("fedavg", "silos", 0, 0.5)
+    rec["config"], rec["run_id"] = c.to_dict(), c.run_id
+    store.write(rec)
+    assert main(["table", "--out", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert "| fedavg (lr=0.01) |" in out and "| fedavg (lr=0.1) |" in out
+    assert "50.0 (n=1)" in out

@@ -16,7 +16,6 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..config import NO_SPLIT  # noqa: E402
-from ..methods.registry import METHODS  # noqa: E402
 from .tables import split_order  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind", 10)
@@ -25,10 +24,15 @@ STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fo
 REFERENCE = "centralized"
 
 
+# fixed colours (indices into the colour-blind palette), the same in every figure
+COLOURS = {"centralized": 5, "local_only": 7, "fedavg": 0, "fedprox": 2, "scaffold": 4,
+           "federatedfactory[server]": 3, "federatedfactory[local]": 9}
+
+
 def method_color(method: str):
-    names = [*METHODS, "federatedfactory[server]", "federatedfactory[local]"]
-    names.remove("federatedfactory")
-    return PALETTE[names.index(method) % len(PALETTE)] if method in names else "grey"
+    """A method's colour; variants of other settings ("fedavg (lr=0.1)") share it."""
+    base = method.split(" (")[0]
+    return PALETTE[COLOURS[base]] if base in COLOURS else PALETTE[8]
 
 
 def _save(fig, path: Path) -> list[Path]:
@@ -91,9 +95,9 @@ def silos_bars(frame: pd.DataFrame, dataset: str, metric: str, path: Path) -> li
     if part.empty:
         return []
     g = part.groupby("method")[metric].agg(["mean", "std", "count"]).reset_index()
-    order = [m for m in [*METHODS, "federatedfactory[server]", "federatedfactory[local]"]
-             if m in set(g["method"])]
-    g = g.set_index("method").loc[order].reset_index()
+    rank = list(COLOURS)
+    g = g.assign(_rank=[(rank.index(m.split(" (")[0]) if m.split(" (")[0] in rank else 99, m)
+                        for m in g["method"]]).sort_values("_rank").drop(columns="_rank")
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         ax.bar(range(len(g)), g["mean"] * 100, yerr=g["std"].fillna(0) * 100, capsize=3,

@@ -14,11 +14,37 @@ TABLE_METRICS = ("accuracy", "auroc")
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
 
 
+def _settings(config: dict) -> dict:
+    """The settings of a run other than its dataset, method, split and seed, flattened."""
+    flat = {"resolution": config["resolution"], **config["train"],
+            **{f"{config['method']}.{k}": v for k, v in config["method_params"].items()}}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
+
+
+def variant_labels(records: list[dict]) -> list[str]:
+    """The method name of each record, followed by the settings that differ between runs of
+    the same dataset and method (so that runs of different settings never share a cell)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["config"]["dataset"], r["config"]["method"]), []).append(
+            _settings(r["config"]))
+    labels = []
+    for r in records:
+        c = r["config"]
+        settings = groups[(c["dataset"], c["method"])]
+        keys = set().union(*settings)
+        differing = sorted(k for k in keys if len({s.get(k) for s in settings}) > 1)
+        mine = _settings(c)
+        suffix = ", ".join(f"{k.split('.', 1)[-1]}={mine.get(k)}" for k in differing)
+        labels.append(f" ({suffix})" if suffix else "")
+    return labels
+
+
 def records_frame(records: list[dict], which: str = "selected", on: str = "test") -> pd.DataFrame:
     """One row per run: its identity and its `which` (selected | final) metrics on `on`
-    (test | val)."""
+    (test | val). Runs of one method with different settings get different method labels."""
     rows = []
-    for r in records:
+    for r, suffix in zip(records, variant_labels(records)):
         c = r["config"]
         # a method with several downstream variants (federatedfactory: server, local) gives
         # one row per variant, named method[variant]
@@ -26,7 +52,7 @@ def records_frame(records: list[dict], which: str = "selected", on: str = "test"
         for variant, metrics in variants.items():
             m = metrics[which] or {}  # None: diverged before any finite round
             m = m.get("val", {}) if on == "val" else m
-            name = c["method"] if variant is None else f"{c['method']}[{variant}]"
+            name = (c["method"] if variant is None else f"{c['method']}[{variant}]") + suffix
             rows.append({"dataset": c["dataset"], "method": name, "split": c["split"],
                          "seed": c["seed"], "n_clients": c["n_clients"], "run_id": r["run_id"],
                          **{k: m.get(k) for k in SCALAR_METRICS}})
@@ -69,7 +95,7 @@ def _grids(summary: pd.DataFrame, metrics):
                 continue
             splits = sorted(part["split"].unique(), key=split_order)
             methods = sorted(part["method"].unique(),
-                             key=lambda m: (method_rank.get(m.split("[")[0], 99), m))
+                             key=lambda m: (method_rank.get(m.split("[")[0].split(" ")[0], 99), m))
             yield dataset, metric, part, methods, splits
 
 
