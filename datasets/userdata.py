@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .base import DataError, DatasetInfo, ImageDataset, stratified_holdout
 from .medmnist import to_tensors

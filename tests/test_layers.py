@@ -1,6 +1,5 @@
 """The house plan: imports only go downward (datasets <- methods <- bench harness)."""
 import ast
-from pathlib import Path
 
 from conftest import ROOT
 

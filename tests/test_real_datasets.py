@@ -133,13 +133,24 @@ def test_augmentations_batched_deterministic_shape_preserving(family):
     assert a.min() >= -1 and a.max() <= 1
 
 
-def test_end_to_end_on_user_npz_and_medmnist(tmp_path, capsys):
+def test_end_to_end_on_every_format(tmp_path, capsys):
+    """One small run per official format (MedMNIST npz, CIFAR pickles), the user's npz and the
+    user's image folder, through the same CLI."""
     write_medmnist(tmp_path / "data" / "medmnist" / "pneumoniamnist.npz", n=(80, 20, 20))
-    for dataset in ("pneumoniamnist", f"npz:{tmp_path / 'data' / 'medmnist' / 'pneumoniamnist.npz'}"):
+    write_cifar(tmp_path / "data")
+    for split, count in (("train", 10), ("test", 4)):
+        for cls in ("a", "b"):
+            folder = tmp_path / "imgs" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((8, 8), 10 * i + (cls == "b") * 100, np.uint8)).save(
+                    folder / f"{i}.png")
+    for dataset in ("pneumoniamnist", "cifar10", f"folder:{tmp_path / 'imgs'}",
+                    f"npz:{tmp_path / 'data' / 'medmnist' / 'pneumoniamnist.npz'}"):
         assert main(["run", "--datasets", dataset, "--methods", "fedavg,centralized",
                      "--splits", "silos", "--scale", "cpu", "--data-root", str(tmp_path / "data"),
                      "--out", str(tmp_path / "out"), *tiny_overrides()]) == 0
-    assert "| fedavg |" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("| fedavg |") == 8  # accuracy and AUROC, 4 datasets
     assert main(["data", "--data-root", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
     assert "pneumoniamnist" in out and "present" in out and "md5 differs" in out

@@ -226,15 +226,18 @@ def unlearning(record: dict, path: Path) -> list[Path]:
             ax.bar(x + 0.2, after, 0.4, color=PALETTE[1], label="after forgetting")
             for c in u["forgotten_classes"]:
                 ax.axvspan(c - 0.5, c + 0.5, color="red", alpha=0.1, linewidth=0)
+                if not np.isnan(after[c]):
+                    ax.text(c + 0.2, after[c] + 1, f"{after[c]:.0f}", ha="center", fontsize=8)
             ax.set_xticks(x)
-            ax.set_xticklabels(names, rotation=45 if len(names) > 6 else 0)
+            ax.set_xticklabels(names, rotation=45 if max(map(len, names)) > 3 else 0)
             ax.set_xlabel("class (shaded: held by the forgotten clients)")
             ax.set_ylabel("test accuracy of the class (%)")
             ax.set_ylim(0, 105)
             ax.set_title(f"{mode} mode: {m['accuracy_before'] * 100:.1f} -> "
                          f"{m['accuracy_after'] * 100:.1f} % overall")
             ax.grid(axis="y", alpha=0.3)
-        axes[0][0].legend(loc="lower left")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=2, bbox_to_anchor=(0.5, 0.0))
         c = record["config"]
         fig.suptitle(f"{c['dataset']}, {c['split']}: forgetting clients {u['forgotten_clients']}")
         return _save(fig, path)
