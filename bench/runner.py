@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .config import NO_SPLIT, ConfigError, RunConfig
-from .datasets.base import ImageDataset
+from .datasets.base import DataError, ImageDataset
 from .datasets.registry import load_dataset
 from .datasets.splits import parse_split
 from .methods.base import RunContext
@@ -57,6 +57,14 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None,
     """Draw every partition of a grid before running any of it, so an impossible split
     (too few samples for a Dirichlet draw, silos with the wrong client count) stops the grid
     with a clear error before anything is computed."""
+    missing = {}
+    for name in dict.fromkeys(c.dataset for c in configs):
+        try:
+            cached_dataset(name, data_root, download_missing)
+        except DataError as e:
+            missing[name] = str(e)
+    if missing:  # every missing dataset in one message, not one per attempt
+        raise DataError(" | ".join(missing.values()))
     seen = set()
     for c in configs:
         key = (c.dataset, c.split, c.n_clients, c.seed)
