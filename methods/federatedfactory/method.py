@@ -212,8 +212,9 @@ class FederatedFactory:
             for k in members:
                 own = {c for c in range(n_classes) if k in holders[c]}
                 keep = torch.tensor([int(c) not in own for c in synth_y.tolist()], dtype=torch.bool)
-                x = torch.cat([d.x_train[ctx.clients[k]].cpu(), synth_x[keep]])
-                y = torch.cat([d.y_train[ctx.clients[k]].cpu(), synth_y[keep]])
+                idx = ctx.clients[k]  # the real images stay on the device
+                x = torch.cat([d.x_train[idx], synth_x[keep].to(ctx.device)])
+                y = torch.cat([d.y_train[idx], synth_y[keep].to(ctx.device)])
                 data = d.with_train(x, y)
                 model = ctx.new_model()
 
