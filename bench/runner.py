@@ -37,9 +37,9 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=4)
-def cached_dataset(name: str, root: str | None, download_missing: bool = False) -> ImageDataset:
+def cached_dataset(name: str, root: str | None) -> ImageDataset:
     """Datasets are loaded once per process and shared by the runs of a grid."""
-    return load_dataset(name, root, download_missing)
+    return load_dataset(name, root)
 
 
 def client_indices(config: RunConfig, dataset: ImageDataset) -> list[np.ndarray]:
@@ -60,9 +60,16 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None,
     missing = {}
     for name in dict.fromkeys(c.dataset for c in configs):
         try:
-            cached_dataset(name, data_root, download_missing)
+            cached_dataset(name, data_root)
         except DataError as e:
-            missing[name] = str(e)
+            if not download_missing:
+                missing[name] = str(e)
+                continue
+            try:  # fetch it, then load it through the cache like every other dataset
+                load_dataset(name, data_root, download_missing=True)
+                cached_dataset(name, data_root)
+            except DataError as e2:
+                missing[name] = str(e2)
     if missing:  # every missing dataset in one message, not one per attempt
         raise DataError(" | ".join(missing.values()))
     seen = set()
@@ -70,14 +77,14 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None,
         key = (c.dataset, c.split, c.n_clients, c.seed)
         if key not in seen:
             seen.add(key)
-            client_indices(c, cached_dataset(c.dataset, data_root, download_missing))
+            client_indices(c, cached_dataset(c.dataset, data_root))
 
 
 def execute(config: RunConfig, device: torch.device, data_root: str | None = None,
             progress=None, cache_dir: Path | None = None) -> tuple[dict, dict]:
     """Run `config`; return its record (not yet stored) and its artifacts (name -> image)."""
     t0 = time.perf_counter()
-    dataset = cached_dataset(config.dataset, data_root, False)
+    dataset = cached_dataset(config.dataset, data_root)
     data = DeviceData(dataset, config.resolution, device)
     t1 = time.perf_counter()
     labels = dataset.y_train.numpy()

@@ -59,14 +59,15 @@ def run_rounds(method: "FedAvg", ctx: RunContext) -> MethodResult:
             comm.end_round()
             t2 = time.perf_counter()
             model.load_state_dict(global_state)
+            timings["train"] += t1 - t0
+            timings["aggregate"] += t2 - t1
             try:
                 entry = selection.evaluate(model, r + 1, train_loss=float(np.mean(losses)),
                                            lr=lr, bytes_cumulative=comm.per_round[-1])
             except Diverged:
                 break  # the record keeps the best finite round and says where it diverged
-            timings["train"] += t1 - t0
-            timings["aggregate"] += t2 - t1
-            timings["eval"] += time.perf_counter() - t2
+            finally:
+                timings["eval"] += time.perf_counter() - t2
             bar.update(1)
             bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
     return MethodResult(selection.metrics(), selection.curves, comm.summary(cfg.rounds), timings)

@@ -9,6 +9,7 @@ from torch import nn
 
 from .base import TrainConfig
 from .data import DeviceData
+from .evaluation import Diverged
 
 
 class TrainHooks:
@@ -66,8 +67,6 @@ def fit(model: nn.Module, data: DeviceData, indices: torch.Tensor, cfg: TrainCon
     """Train for `epochs` epochs, cosine (or constant) over epochs, calling
     `on_epoch(epoch, stats)` after each; the batches of epoch e come from stream
     `{purpose}/e{e}`. Stops early when `on_epoch` raises Diverged."""
-    from .evaluation import Diverged
-
     for e in range(epochs):
         stats = train_local(model, data, indices, cfg, cfg.lr_at(e, epochs), 1,
                             streams.torch(f"{purpose}/e{e}"))

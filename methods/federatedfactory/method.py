@@ -91,16 +91,16 @@ class FederatedFactory:
         module_keys: dict[tuple[int, int], str] = {}
         holders: dict[int, dict[int, int]] = defaultdict(dict)
         log = []
-        plan = []
+        plan = []  # (client, class, that client's training indices of the class)
         for k in members:
             labels = data.y_train[ctx.clients[k]]
             for c in range(n_classes):
-                n = int((labels == c).sum())
-                if n >= p.min_class_samples:
-                    plan.append((k, c, n))
+                idx = ctx.clients[k][labels == c]
+                if len(idx) >= p.min_class_samples:
+                    plan.append((k, c, idx))
         with ctx.progress(len(plan) * training_steps(p), "generator steps") as bar:
-            for k, c, n in plan:
-                idx = ctx.clients[k][data.y_train[ctx.clients[k]] == c]
+            for k, c, idx in plan:
+                n = len(idx)
                 images = resize_uint8(data.x_train[idx], res)
                 seed = gen_streams.int_seed(f"ff/module/k{k}/c{c}")
                 key = content_key({"module": gen_cfg, "seed": seed}, images)
