@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .config import ConfigError, parse_overrides
 from .datasets.base import DataError
+from .executors import EXECUTORS
 from .grid import expand, parse_seeds
 from .protocol import DEFAULT_GRID, all_grid
 from .store import CorruptRecord, RecordStore
@@ -61,6 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", default=None,
                      help="where datasets live (default: $BENCH_DATA or ~/.cache/flbench/data)")
     run.add_argument("--download", action="store_true", help="download missing datasets")
+    run.add_argument("--executor", default="sequential", choices=EXECUTORS,
+                     help="sequential (default), joblib (worker processes on this machine) "
+                          "or ray (a local or existing Ray cluster; see README, Scaling)")
+    run.add_argument("--workers", type=int,
+                     help="parallel runs (joblib, local ray); default: cores / --threads")
+    run.add_argument("--threads", type=int,
+                     help="torch CPU threads per run; default: cores / --workers (parallel), "
+                          "torch's default (sequential). Records are identical across "
+                          "executors at equal --threads")
+    run.add_argument("--ray-address", help="Ray cluster to join, e.g. auto or ray://host:10001 "
+                                           "(default: $RAY_ADDRESS, else start a local one)")
+    run.add_argument("--gpus-per-run", type=float,
+                     help="ray: GPUs per run (default: 1 when the cluster has GPUs)")
+    run.add_argument("--clients-at-once", type=int, default=1,
+                     help="FedAvg/FedProx/SCAFFOLD: train this many clients of a round as one "
+                          "vectorised model (torch.func; for GPUs). Default 1: one by one")
     out_option(run)
 
     table = sub.add_parser("table", help="tables of the stored runs (Markdown and CSV)")
@@ -169,7 +186,8 @@ def _selection(args) -> tuple[list, list, list]:
 def cmd_run(args) -> int:
     import json
 
-    from .runner import check_splits, execute, pick_device
+    from .executors import Plan, run_all, settle
+    from .runner import Execution, check_splits, pick_device
 
     overrides = parse_overrides(args.overrides)
     configs = expand(*_selection(args), overrides, args.scale)
@@ -178,7 +196,18 @@ def cmd_run(args) -> int:
             print(json.dumps({"run_id": c.run_id, **c.to_dict()}, sort_keys=True))
         print(f"{len(configs)} runs (dry run: nothing executed)", file=sys.stderr)
         return 0
-    device = pick_device(args.device)
+    plan, execution = settle(
+        Plan(args.executor, args.workers, args.ray_address, args.gpus_per_run),
+        Execution(args.out, args.device, args.data_root, args.threads, args.clients_at_once))
+    from .methods.registry import METHODS
+
+    if execution.clients_at_once > 1 and any(
+            c.train.norm == "batch" and getattr(METHODS[c.method], "vectorises_clients", False)
+            for c in configs):
+        raise ConfigError("--clients-at-once > 1 cannot vectorise batch norm; use "
+                          "--set norm=group (or none), or --clients-at-once 1")
+    if plan.executor != "ray":  # a Ray task picks its device where it runs
+        device = pick_device(args.device)
     check_splits(configs, args.data_root, args.download)
     store = RecordStore(args.out, warn=_say)
     todo, records = [], {}
@@ -188,20 +217,21 @@ def cmd_run(args) -> int:
             todo.append(c)
         else:
             records[c.run_id] = rec
+    if plan.executor == "sequential":
+        where = str(device)
+    elif plan.executor == "ray" and (plan.ray_address or os.environ.get("RAY_ADDRESS")):
+        where = f"ray cluster at {plan.ray_address or os.environ['RAY_ADDRESS']}"
+    else:
+        where = f"{plan.executor}, {plan.workers} workers x {execution.threads} threads"
     _say(f"{len(configs)} runs: {len(records)} already stored, {len(todo)} to run "
-         f"on {device} -> {store.root}")
+         f"({where}) -> {store.root}")
     from tqdm.auto import tqdm
 
-    done = 0
+    done, t = 0, time.perf_counter()
     try:
         with tqdm(total=len(todo), desc="runs", unit="run", dynamic_ncols=True,
                   disable=not sys.stderr.isatty()) as bar:
-            for c in todo:
-                t = time.perf_counter()
-                rec, artifacts = execute(c, device, args.data_root,
-                                         progress=_progress_factory(tqdm),
-                                         cache_dir=Path(args.out) / "cache")
-                path = store.write(rec, artifacts)
+            for c, rec, path in run_all(todo, execution, plan, _progress_factory(tqdm)):
                 records[c.run_id] = rec
                 done += 1
                 bar.update(1)
@@ -210,10 +240,12 @@ def cmd_run(args) -> int:
                 tqdm.write(f"[{done}/{len(todo)}] {c.label}: acc {_fmt(m.get('accuracy'))}, "
                            f"auroc {_fmt(m.get('auroc'))}"
                            f"{f', diverged at {diverged}' if diverged else ''} "
-                           f"({time.perf_counter() - t:.0f} s) -> {path}", file=sys.stderr)
+                           f"({rec['timings']['total']:.0f} s) -> {path}", file=sys.stderr)
     except KeyboardInterrupt:
         _say(f"interrupted: {done} of {len(todo)} runs stored; rerun the same command to resume")
         return 130
+    if todo:
+        _say(f"{len(todo)} runs in {time.perf_counter() - t:.0f} s")
     _print_tables([records[c.run_id] for c in configs], Path(args.out), "last_run")
     return 0
 

@@ -6,6 +6,7 @@ import functools
 import platform
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,37 @@ from .methods.data import DeviceData
 from .methods.models import build_model, count_parameters
 from .methods.registry import build_method
 from .methods.rng import Streams
+from .store import RecordStore
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How and where runs execute: none of it is part of a run's identity (its config hash).
+
+    Records are bitwise identical across executors and machines of the same kind when
+    `threads` is the same (the CPU's float reductions depend on the thread count).
+    """
+
+    out: str = "results"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data_root: str | None = None
+    threads: int | None = None  # torch CPU threads per run (None: torch's default)
+    clients_at_once: int = 1  # >1: train that many clients of a round as one vectorised model
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.out) / "cache"
+
+
+def perform(config: RunConfig, execution: Execution, progress=None) -> tuple[dict, Path]:
+    """One run as a task: compute it and store its record atomically from where it ran, so
+    a crashed worker loses at most this run. Returns the record and where it was written."""
+    if execution.threads:
+        torch.set_num_threads(execution.threads)
+    device = pick_device(execution.device)
+    record, artifacts = execute(config, device, execution.data_root, progress,
+                                execution.cache_dir, execution.clients_at_once)
+    return record, RecordStore(execution.out).write(record, artifacts)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -81,7 +113,8 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None,
 
 
 def execute(config: RunConfig, device: torch.device, data_root: str | None = None,
-            progress=None, cache_dir: Path | None = None) -> tuple[dict, dict]:
+            progress=None, cache_dir: Path | None = None,
+            clients_at_once: int = 1) -> tuple[dict, dict]:
     """Run `config`; return its record (not yet stored) and its artifacts (name -> image)."""
     t0 = time.perf_counter()
     dataset = cached_dataset(config.dataset, data_root)
@@ -92,7 +125,8 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
     t2 = time.perf_counter()
     streams = Streams(config.seed)
     ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in parts], config.train,
-                     streams, cache_dir=cache_dir, **({"progress": progress} if progress else {}))
+                     streams, cache_dir=cache_dir, clients_at_once=clients_at_once,
+                     **({"progress": progress} if progress else {}))
     method = build_method(config.method, config.method_params)
     result = method.run(ctx)
     t3 = time.perf_counter()
@@ -112,7 +146,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
         "timings": {"load": t1 - t0, "split": t2 - t1, **result.timings,
                     "method_total": t3 - t2, "total": t3 - t0},
         "extra": result.extra,
-        "environment": environment(device),
+        "environment": {**environment(device), "clients_at_once": clients_at_once},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return record, result.artifacts

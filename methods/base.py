@@ -56,6 +56,7 @@ class RunContext:
     # progress(total, desc) -> context manager yielding an object with update() / set_postfix_str()
     progress: Callable[[int, str], Any] = _null_progress
     cache_dir: Path | None = None  # where methods may keep reusable intermediate work
+    clients_at_once: int = 1  # >1: weight-averaging methods train clients vectorised (torch.func)
 
     @property
     def device(self) -> torch.device:

@@ -24,6 +24,7 @@ State = dict[str, torch.Tensor]
 class FedAvg:
     name = "fedavg"
     uses_split = True
+    vectorises_clients = True  # honours RunContext.clients_at_once (methods/vectorized.py)
 
     @dataclass(frozen=True)
     class Params:

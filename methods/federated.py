@@ -16,6 +16,7 @@ from .base import MethodResult, RunContext
 from .communication import CommLog, tensor_bytes
 from .evaluation import Diverged, Selection
 from .training import train_local
+from .vectorized import load_client, train_clients
 
 if TYPE_CHECKING:
     from .fedavg import FedAvg
@@ -30,7 +31,6 @@ def run_rounds(method: "FedAvg", ctx: RunContext) -> MethodResult:
     client_states: dict[int, dict] = {}  # per-client state (SCAFFOLD's c_i), owned here
     sampler = ctx.streams.numpy("client_sampling")
     per_round = max(1, int(round(cfg.client_fraction * n)))
-    sizes = [len(c) for c in ctx.clients]
     selection, comm = Selection(ctx.data), CommLog()
     timings = {"train": 0.0, "aggregate": 0.0, "eval": 0.0}
     with ctx.progress(cfg.rounds, f"{method.name} rounds") as bar:
@@ -38,22 +38,9 @@ def run_rounds(method: "FedAvg", ctx: RunContext) -> MethodResult:
             lr = cfg.lr_at(r, cfg.rounds)
             chosen = np.sort(sampler.choice(n, per_round, replace=False)) if per_round < n \
                 else np.arange(n)
-            down = method.download(global_state, server)
-            acc = method.start_round(global_state)
-            losses = []
             t0 = time.perf_counter()
-            for k in chosen.tolist():
-                if k not in client_states:
-                    client_states[k] = method.init_client(global_state, server)
-                model.load_state_dict(global_state)
-                hooks = method.client_hooks(model, global_state, server, client_states[k])
-                stats = train_local(model, ctx.data, ctx.clients[k], cfg, lr, cfg.local_epochs,
-                                    ctx.streams.torch(f"batches/r{r}/c{k}"), hooks)
-                msg, client_states[k] = method.client_message(
-                    model, global_state, server, client_states[k], hooks, stats, lr)
-                comm.client(tensor_bytes(down), tensor_bytes(msg))
-                method.accumulate(acc, msg, sizes[k])
-                losses.append(stats.mean_loss)
+            acc, losses = client_phase(method, model, ctx, chosen.tolist(), r, lr, global_state,
+                                       server, client_states, comm)
             t1 = time.perf_counter()
             global_state, server = method.aggregate(acc, global_state, server, n)
             comm.end_round()
@@ -71,3 +58,50 @@ def run_rounds(method: "FedAvg", ctx: RunContext) -> MethodResult:
             bar.update(1)
             bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
     return MethodResult(selection.metrics(), selection.curves, comm.summary(cfg.rounds), timings)
+
+
+def client_phase(method: "FedAvg", model, ctx: RunContext, chosen: list[int], r: int, lr: float,
+                 global_state, server, client_states: dict, comm: CommLog):
+    """Round r's client half: every chosen client trains from the global weights and its
+    message is folded into the round's accumulator. Returns (accumulator, client losses)."""
+    down = method.download(global_state, server)
+    acc = method.start_round(global_state)
+    losses = []
+    for group in _groups(chosen, ctx.clients_at_once):
+        for k, hooks, stats in _train_group(method, model, ctx, group, r, lr, global_state,
+                                            server, client_states):
+            msg, client_states[k] = method.client_message(
+                model, global_state, server, client_states[k], hooks, stats, lr)
+            comm.client(tensor_bytes(down), tensor_bytes(msg))
+            method.accumulate(acc, msg, len(ctx.clients[k]))
+            losses.append(stats.mean_loss)
+    return acc, losses
+
+
+def _groups(clients: list[int], size: int) -> list[list[int]]:
+    return [clients[i:i + size] for i in range(0, len(clients), size)]
+
+
+def _train_group(method, model, ctx: RunContext, group: list[int], r: int, lr: float,
+                 global_state, server, client_states):
+    """Train the clients of `group` from the global weights; yield (client, hooks, stats)
+    with `model` holding that client's trained weights. One client: the loop of
+    `train_local`; several: one vectorised model (methods/vectorized.py)."""
+    cfg = ctx.train
+    model.load_state_dict(global_state)
+    hooks = []
+    for k in group:
+        if k not in client_states:
+            client_states[k] = method.init_client(global_state, server)
+        hooks.append(method.client_hooks(model, global_state, server, client_states[k]))
+    gens = [ctx.streams.torch(f"batches/r{r}/c{k}") for k in group]
+    if len(group) == 1:
+        stats = train_local(model, ctx.data, ctx.clients[group[0]], cfg, lr, cfg.local_epochs,
+                            gens[0], hooks[0])
+        yield group[0], hooks[0], stats
+        return
+    params, stats = train_clients(model, ctx.data, [ctx.clients[k] for k in group], cfg, lr,
+                                  cfg.local_epochs, gens, hooks)
+    for i, k in enumerate(group):
+        load_client(model, params, i)
+        yield k, hooks[i], stats[i]

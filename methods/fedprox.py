@@ -19,9 +19,9 @@ class ProximalHooks(TrainHooks):
     def __init__(self, mu: float, anchor: list[torch.Tensor]):
         self.mu, self.anchor = mu, anchor
 
-    def adjust_gradients(self, params: list[torch.Tensor]) -> None:
-        for p, w0 in zip(params, self.anchor):
-            p.grad.add_(p.detach() - w0, alpha=self.mu)
+    def adjust_gradients(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        for p, g, w0 in zip(params, grads, self.anchor):
+            g.add_(p - w0, alpha=self.mu)
 
 
 class FedProx(FedAvg):

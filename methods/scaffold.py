@@ -30,10 +30,10 @@ class ControlVariateHooks(TrainHooks):
         self.correction = [cg - ci for cg, ci in zip(c, c_i)]
         self.grad_sum = [torch.zeros_like(t) for t in c]
 
-    def adjust_gradients(self, params: list[torch.Tensor]) -> None:
-        for p, s, corr in zip(params, self.grad_sum, self.correction):
-            s.add_(p.grad)  # the raw minibatch gradient g_i(y_k), before correction
-            p.grad.add_(corr)
+    def adjust_gradients(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        for g, s, corr in zip(grads, self.grad_sum, self.correction):
+            s.add_(g)  # the raw minibatch gradient g_i(y_k), before correction
+            g.add_(corr)
 
 
 class Scaffold(FedAvg):

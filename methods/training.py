@@ -15,8 +15,9 @@ from .evaluation import Diverged
 class TrainHooks:
     """Small terms a method adds to local training. The default adds nothing (FedAvg)."""
 
-    def adjust_gradients(self, params: list[torch.Tensor]) -> None:
-        """Called after backward, before the optimiser step; may edit `p.grad` in place."""
+    def adjust_gradients(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        """Called after backward, before the optimiser step, with the (detached) parameters
+        and their gradients; may edit `grads` in place."""
 
 
 @dataclass
@@ -43,6 +44,7 @@ def train_local(
     """
     hooks = hooks or TrainHooks()
     params = [p for p in model.parameters()]
+    detached = [p.detach() for p in params]
     opt = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model.train()
     cuda = data.device.type == "cuda"
@@ -54,7 +56,7 @@ def train_local(
                 loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            hooks.adjust_gradients(params)
+            hooks.adjust_gradients(detached, [p.grad for p in params])
             opt.step()
             steps += 1
             samples += len(y)

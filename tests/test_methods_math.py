@@ -24,7 +24,7 @@ def local_sgd(model, hooks, b, lr, steps):
     p = model.w
     for _ in range(steps):
         p.grad = (p.detach() - b).clone()
-        hooks.adjust_gradients([p])
+        hooks.adjust_gradients([p.detach()], [p.grad])
         with torch.no_grad():
             p -= lr * p.grad
     return LocalStats(steps=steps, samples=steps, mean_loss=0.0)

@@ -1,0 +1,92 @@
+"""The three executors store identical records for a tiny grid; Ray runs for real, locally."""
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.config import ConfigError
+from bench.executors import Plan, settle
+from bench.runner import Execution
+from conftest import tiny_overrides
+
+GRID = ["--methods", "fedavg,scaffold,centralized", "--splits", "silos", "--seeds", "0",
+        *tiny_overrides()]
+# what legitimately differs between two computations of the same run
+VOLATILE = ("timings", "created", "environment", "checksum")
+
+
+def _records(out: Path) -> dict:
+    records = {}
+    for f in sorted((out / "runs").rglob("*.json")):
+        r = json.loads(f.read_text())
+        records[r["run_id"]] = {k: v for k, v in r.items() if k not in VOLATILE}
+    return records
+
+
+def _run(out: Path, *extra: str) -> int:
+    return main(["run", *GRID, "--threads", "1", "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("sequential")
+    assert _run(out) == 0
+    records = _records(out)
+    assert len(records) == 3
+    return records
+
+
+def test_joblib_records_equal_sequential(sequential, tmp_path, capsys):
+    assert _run(tmp_path, "--executor", "joblib", "--workers", "2") == 0
+    assert _records(tmp_path) == sequential
+    assert "joblib, 2 workers x 1 threads" in capsys.readouterr().err
+    # every record was written by its worker; a second call finds them all and runs nothing
+    assert _run(tmp_path, "--executor", "joblib", "--workers", "2") == 0
+    assert "3 already stored, 0 to run" in capsys.readouterr().err
+
+
+def test_ray_records_equal_sequential(sequential, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional dependency: pip install -e '.[cluster]'")
+    assert _run(tmp_path, "--executor", "ray", "--workers", "2") == 0
+    assert _records(tmp_path) == sequential
+
+
+def test_record_says_how_it_was_computed(tmp_path):
+    """The thread count changes CPU float rounding (why --threads is pinned above), so the
+    record keeps it, and the vectorisation setting."""
+    assert main(["run", *GRID, "--methods", "fedavg", "--threads", "2", "--out",
+                 str(tmp_path)]) == 0
+    (record,) = [json.loads(f.read_text()) for f in (tmp_path / "runs").rglob("*.json")]
+    assert record["environment"]["torch_threads"] == 2
+    assert record["environment"]["clients_at_once"] == 1
+
+
+def test_settle_never_oversubscribes(monkeypatch):
+    monkeypatch.setattr("bench.executors.available_cores", lambda: 8)
+    plan, ex = settle(Plan("joblib"), Execution())
+    assert (plan.workers, ex.threads) == (8, 1)
+    plan, ex = settle(Plan("joblib", workers=2), Execution())
+    assert (plan.workers, ex.threads) == (2, 4)
+    plan, ex = settle(Plan("ray"), Execution(threads=4))
+    assert (plan.workers, ex.threads) == (2, 4)
+    plan, ex = settle(Plan("sequential"), Execution())
+    assert ex.threads is None  # torch's own default
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "dask"], "invalid choice: 'dask'"),
+    (["--executor", "joblib", "--workers", "0"], "--workers must be >= 1"),
+    (["--threads", "0", "--executor", "joblib"], "--threads must be >= 1"),
+    (["--clients-at-once", "0"], "--clients-at-once must be >= 1"),
+])
+def test_bad_executor_options_exit_2(tmp_path, capsys, args, message):
+    assert main(["run", *GRID, "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_settle_rejects_unknown_executor():
+    with pytest.raises(ConfigError, match="valid choices: sequential, joblib, ray"):
+        settle(Plan("mpi"), Execution())
