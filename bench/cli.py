@@ -43,24 +43,31 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", default=os.environ.get(RESULTS_ENV, "results"),
                         help=f"results folder (default: ${RESULTS_ENV} or ./results)")
 
+    def grid_options(sp):
+        sp.add_argument("--methods", type=_csv, help="comma list, e.g. fedavg,scaffold")
+        sp.add_argument("--datasets", type=_csv, help="comma list, e.g. digits")
+        sp.add_argument("--splits", type=_csv,
+                        help="comma list: iid, dirichlet:ALPHA, silos, classes:K")
+        sp.add_argument("--seeds", help="e.g. 0,1,2 or 0-4")
+        sp.add_argument("--all", action="store_true",
+                        help="the paper grid: its datasets x every method x silos and "
+                             "dirichlet:0.1 x 5 seeds")
+        sp.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a setting: rounds=30, lr=0.1, n_clients=20, "
+                             "fedprox.mu=0.1")
+        sp.add_argument("--scale", default="paper", choices=("paper", "cpu"),
+                        help="protocol of real datasets: the paper's (GPU) or a reduced one "
+                             "that finishes on a CPU (digits is CPU-sized at both)")
+        sp.add_argument("--data-root", default=None,
+                        help="where datasets live (default: $BENCH_DATA or "
+                             "~/.cache/flbench/data)")
+
     run = sub.add_parser("run", help="run a grid of experiments (default: the digits grid)")
-    run.add_argument("--methods", type=_csv, help="comma list, e.g. fedavg,scaffold")
-    run.add_argument("--datasets", type=_csv, help="comma list, e.g. digits")
-    run.add_argument("--splits", type=_csv,
-                     help="comma list: iid, dirichlet:ALPHA, silos, classes:K")
-    run.add_argument("--seeds", help="e.g. 0,1,2 or 0-4")
-    run.add_argument("--all", action="store_true",
-                     help="every registered dataset, method and split preset, 3 seeds")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a setting: rounds=30, lr=0.1, n_clients=20, fedprox.mu=0.1")
+    grid_options(run)
     run.add_argument("--dry-run", action="store_true", help="list the runs and their configs")
     run.add_argument("--force", action="store_true", help="rerun runs that are already stored")
-    run.add_argument("--scale", default="paper", choices=("paper", "cpu"),
-                     help="protocol of real datasets: the paper's (GPU) or a reduced one that "
-                          "finishes on a CPU (digits is CPU-sized at both)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    run.add_argument("--data-root", default=None,
-                     help="where datasets live (default: $BENCH_DATA or ~/.cache/flbench/data)")
     run.add_argument("--download", action="store_true", help="download missing datasets")
     run.add_argument("--executor", default="sequential", choices=EXECUTORS,
                      help="sequential (default), joblib (worker processes on this machine) "
@@ -79,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="FedAvg/FedProx/SCAFFOLD: train this many clients of a round as one "
                           "vectorised model (torch.func; for GPUs). Default 1: one by one")
     out_option(run)
+
+    est = sub.add_parser("estimate", help="GPU-hours of a grid per phase, before running it")
+    grid_options(est)
+    est.add_argument("--tflops", type=float, default=100.0,
+                     help="assumed sustained TFLOP/s of one GPU on these networks (default "
+                          "100; see README, Scaling)")
+    est.add_argument("--gpus", type=int, default=8, help="cluster size for the wall time")
 
     table = sub.add_parser("table", help="tables of the stored runs (Markdown and CSV)")
     table.add_argument("--datasets", type=_csv)
@@ -132,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"run": cmd_run, "table": cmd_table, "unlearn": cmd_unlearn,
+        commands = {"run": cmd_run, "estimate": cmd_estimate, "table": cmd_table, "unlearn": cmd_unlearn,
                     "report": cmd_report, "check": cmd_check, "data": cmd_data,
                     "prepare": cmd_prepare,
                     "list": cmd_list}
@@ -231,7 +245,7 @@ def cmd_run(args) -> int:
     try:
         with tqdm(total=len(todo), desc="runs", unit="run", dynamic_ncols=True,
                   disable=not sys.stderr.isatty()) as bar:
-            for c, rec, path in run_all(todo, execution, plan, _progress_factory(tqdm)):
+            for c, rec, path in run_all(todo, execution, plan, _progress_factory(tqdm), _say):
                 records[c.run_id] = rec
                 done += 1
                 bar.update(1)
@@ -247,6 +261,41 @@ def cmd_run(args) -> int:
     if todo:
         _say(f"{len(todo)} runs in {time.perf_counter() - t:.0f} s")
     _print_tables([records[c.run_id] for c in configs], Path(args.out), "last_run")
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    import pandas as pd
+
+    from .estimate import run_costs
+
+    if args.tflops <= 0 or args.gpus < 1:
+        raise UsageError("--tflops must be > 0 and --gpus >= 1")
+    configs = expand(*_selection(args), parse_overrides(args.overrides), args.scale)
+    rows = [vars(c) for config in configs for c in run_costs(config, args.data_root)]
+    frame = pd.DataFrame(rows)
+    frame["method"] = frame["run"].str.split().str[1]
+    frame["dataset"] = frame["run"].str.split().str[0]
+    frame["gpu_hours"] = frame["flops"] / (args.tflops * 1e12) / 3600
+    table = (frame.groupby(["dataset", "method", "phase"], sort=False)
+             .agg(runs=("run", "nunique"), images=("images", "sum"), pflops=("flops", "sum"),
+                  gpu_hours=("gpu_hours", "sum")).reset_index())
+    table["pflops"] /= 1e15
+    with pd.option_context("display.max_rows", None, "display.width", 200,
+                           "display.float_format", "{:,.1f}".format):
+        print(table.to_string(index=False))
+    per_run = frame.groupby("run")["gpu_hours"].sum()
+    total = per_run.sum()
+    # longest-first on `gpus` GPUs: a lower bound is max(total / gpus, the longest run)
+    loads = [0.0] * args.gpus
+    for hours in sorted(per_run, reverse=True):
+        loads[loads.index(min(loads))] += hours
+    print(f"\n{len(configs)} runs, {frame['flops'].sum() / 1e18:,.1f} EFLOP: "
+          f"{total:,.0f} GPU-hours at {args.tflops:g} TFLOP/s sustained; longest run "
+          f"{per_run.max():,.1f} h ({per_run.idxmax()}); on {args.gpus} GPUs, one run per GPU "
+          f"at a time, longest first: {max(loads):,.0f} h wall")
+    by_phase = frame.groupby("phase")["gpu_hours"].sum().sort_values(ascending=False)
+    print("by phase: " + ", ".join(f"{p} {h:,.0f} h" for p, h in by_phase.items()))
     return 0
 
 

@@ -10,6 +10,13 @@ Every run is `runner.perform`: the task computes the run and writes its record a
 to the results folder (on a cluster: a shared filesystem), so a crashed worker or node loses
 at most its own run and rerunning the same command resumes. The order in which runs finish
 depends on the executor; the records do not (at equal threads per run).
+
+The parallel executors also split runs into their independent parts where a method has them
+(`runner.pending_parts`: FederatedFactory's generators, one per client and class held) and
+run each part as a task of its own before the run, which then finds them in the cache
+(`<out>/cache`). Without this, a FederatedFactory run's generators train one after the other
+in one task, and the longest such run bounds a grid's wall time however many workers there
+are (README, "Scaling").
 """
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from .config import ConfigError, RunConfig
-from .runner import Execution, perform
+from .runner import Execution, pending_parts, perform, perform_part
 
 EXECUTORS = ("sequential", "joblib", "ray")
 
@@ -64,35 +71,55 @@ Finished = tuple[RunConfig, dict, "os.PathLike"]
 
 
 def run_all(configs: list[RunConfig], execution: Execution, plan: Plan,
-            progress: Callable | None = None) -> Iterator[Finished]:
+            progress: Callable | None = None, say: Callable[[str], None] = lambda m: None
+            ) -> Iterator[Finished]:
     """Run `configs` with the plan's executor, yielding each run as soon as it is stored."""
     if not configs:
         return iter(())
     return {"sequential": _sequential, "joblib": _joblib, "ray": _ray}[plan.executor](
-        configs, execution, plan, progress)
+        configs, execution, plan, progress, say)
 
 
-def _sequential(configs, execution, plan, progress):
+def _sequential(configs, execution, plan, progress, say):
     for c in configs:
         record, path = perform(c, execution, progress)
         yield c, record, path
 
 
-def _task(config: RunConfig, execution: Execution):
+def _task(config: RunConfig, execution: Execution, *after):
+    """One run (`after`: the parts it waits for, already done when it starts)."""
     record, path = perform(config, execution)
     return config, record, path
 
 
-def _joblib(configs, execution, plan, progress):
+def _parts(configs, execution, say) -> dict[str, list[str]]:
+    parts = {c.run_id: pending_parts(c, execution) for c in configs}
+    n = sum(map(len, parts.values()))
+    if n:
+        say(f"{n} parts of {sum(1 for p in parts.values() if p)} runs (generators) run as "
+            f"tasks of their own first")
+    return parts
+
+
+def _joblib(configs, execution, plan, progress, say):
     from joblib import Parallel, delayed, parallel_config
 
+    parts = _parts(configs, execution, say)
+    # first the parts (submitted first, so the long generators start at once) and the runs
+    # that have none; then the runs whose parts are done
+    first = [delayed(perform_part)(c, execution, part) for c in configs
+             for part in parts[c.run_id]]
+    first += [delayed(_task)(c, execution) for c in configs if not parts[c.run_id]]
+    later = [delayed(_task)(c, execution) for c in configs if parts[c.run_id]]
     # inner_max_num_threads caps OpenMP / BLAS in each worker; perform() pins torch as well
     with parallel_config(backend="loky", inner_max_num_threads=execution.threads):
-        yield from Parallel(n_jobs=plan.workers, return_as="generator_unordered")(
-            delayed(_task)(c, execution) for c in configs)
+        for stage in (first, later):
+            for out in Parallel(n_jobs=plan.workers, return_as="generator_unordered")(stage):
+                if isinstance(out, tuple):  # a run (a part returns its name)
+                    yield out
 
 
-def _ray(configs, execution, plan, progress):
+def _ray(configs, execution, plan, progress, say):
     try:
         import ray
     except ImportError:
@@ -106,6 +133,7 @@ def _ray(configs, execution, plan, progress):
         else:  # a local instance sized to this machine's share for the grid
             ray.init(num_cpus=plan.workers * execution.threads, include_dashboard=False,
                      log_to_driver=False, object_store_memory=256 * 2**20)
+    refs = []
     try:
         gpus = plan.gpus_per_run
         if gpus is None:
@@ -114,18 +142,24 @@ def _ray(configs, execution, plan, progress):
         if gpus and execution.device.startswith("cuda:"):
             raise ConfigError("--device cuda:N with --executor ray: Ray assigns each task its "
                               "GPU; use --device auto or cuda")
-        task = ray.remote(num_cpus=execution.threads, num_gpus=gpus, max_retries=2)(_task)
-        pending = [task.remote(c, execution) for c in configs]
-        try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                try:
-                    yield ray.get(done[0])
-                except ray.exceptions.RayTaskError as e:
-                    raise e.as_instanceof_cause() from None
-        finally:
-            for ref in pending:  # interrupted or failed: stop what has not finished
-                ray.cancel(ref, force=True)
+        resources = dict(num_cpus=execution.threads, num_gpus=gpus, max_retries=2)
+        run_task = ray.remote(**resources)(_task)
+        part_task = ray.remote(**resources)(perform_part)
+        parts = _parts(configs, execution, say)
+        pending = []
+        for c in configs:  # a run's task starts once its parts' tasks are done
+            after = [part_task.remote(c, execution, part) for part in parts[c.run_id]]
+            refs += after
+            pending.append(run_task.remote(c, execution, *after))
+        refs += pending
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                yield ray.get(done[0])
+            except ray.exceptions.RayTaskError as e:
+                raise e.as_instanceof_cause() from None
     finally:
+        for ref in refs:  # interrupted or failed: stop what has not finished
+            ray.cancel(ref, force=True)
         if started_here:
             ray.shutdown()

@@ -43,6 +43,35 @@ class Execution:
         return Path(self.out) / "cache"
 
 
+def _part_context(config: RunConfig, execution: Execution, device: torch.device):
+    dataset = cached_dataset(config.dataset, execution.data_root)
+    data = DeviceData(dataset, config.resolution, device)
+    clients = [torch.from_numpy(p).to(device) for p in client_indices(config, dataset)]
+    ctx = RunContext(data, clients, config.train, Streams(config.seed),
+                     cache_dir=execution.cache_dir)
+    return ctx, build_method(config.method, config.method_params)
+
+
+def pending_parts(config: RunConfig, execution: Execution) -> list[str]:
+    """Pieces of the run an executor may do ahead as tasks of their own (FederatedFactory's
+    modules not yet cached); the run then finds their results in the cache."""
+    from .methods.registry import METHODS
+
+    if not hasattr(METHODS[config.method], "parts"):
+        return []
+    ctx, method = _part_context(config, execution, torch.device("cpu"))
+    return method.parts(ctx)
+
+
+def perform_part(config: RunConfig, execution: Execution, part: str) -> str:
+    """Do one part of a run where it executes (its result goes to the shared cache)."""
+    if execution.threads:
+        torch.set_num_threads(execution.threads)
+    ctx, method = _part_context(config, execution, pick_device(execution.device))
+    method.do_part(ctx, part)
+    return part
+
+
 def perform(config: RunConfig, execution: Execution, progress=None) -> tuple[dict, Path]:
     """One run as a task: compute it and store its record atomically from where it ran, so
     a crashed worker loses at most this run. Returns the record and where it was written."""
@@ -123,9 +152,8 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
     labels = dataset.y_train.numpy()
     parts = client_indices(config, dataset)
     t2 = time.perf_counter()
-    streams = Streams(config.seed)
     ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in parts], config.train,
-                     streams, cache_dir=cache_dir, clients_at_once=clients_at_once,
+                     Streams(config.seed), cache_dir=cache_dir, clients_at_once=clients_at_once,
                      **({"progress": progress} if progress else {}))
     method = build_method(config.method, config.method_params)
     result = method.run(ctx)

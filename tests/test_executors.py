@@ -9,9 +9,10 @@ from bench.config import ConfigError
 from bench.executors import Plan, settle
 from bench.runner import Execution
 from conftest import tiny_overrides
+from test_federatedfactory import TINY_CLI
 
-GRID = ["--methods", "fedavg,scaffold,centralized", "--splits", "silos", "--seeds", "0",
-        *tiny_overrides()]
+GRID = ["--methods", "fedavg,scaffold,centralized,federatedfactory", "--splits", "silos",
+        "--seeds", "0", *tiny_overrides(), *TINY_CLI]
 # what legitimately differs between two computations of the same run
 VOLATILE = ("timings", "created", "environment", "checksum")
 
@@ -20,8 +21,16 @@ def _records(out: Path) -> dict:
     records = {}
     for f in sorted((out / "runs").rglob("*.json")):
         r = json.loads(f.read_text())
+        for m in r["extra"].get("modules", []):  # trained here, or found in the cache
+            m.pop("cache")
         records[r["run_id"]] = {k: v for k, v in r.items() if k not in VOLATILE}
     return records
+
+
+def _module_log(out: Path) -> list:
+    (record,) = [json.loads(f.read_text()) for f in (out / "runs").rglob("*.json")
+                 if "federatedfactory" in f.parts]
+    return [m["cache"] for m in record["extra"]["modules"]]
 
 
 def _run(out: Path, *extra: str) -> int:
@@ -33,29 +42,35 @@ def sequential(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("sequential")
     assert _run(out) == 0
     records = _records(out)
-    assert len(records) == 3
+    assert len(records) == 4
+    assert set(_module_log(out)) == {"miss"}  # the run trained its own generators
     return records
 
 
 def test_joblib_records_equal_sequential(sequential, tmp_path, capsys):
     assert _run(tmp_path, "--executor", "joblib", "--workers", "2") == 0
     assert _records(tmp_path) == sequential
-    assert "joblib, 2 workers x 1 threads" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "joblib, 2 workers x 1 threads" in err
+    # the generators (one per silo) were tasks of their own; the run found them cached
+    assert "10 parts of 1 runs (generators) run as tasks of their own first" in err
+    assert set(_module_log(tmp_path)) == {"hit"}
     # every record was written by its worker; a second call finds them all and runs nothing
     assert _run(tmp_path, "--executor", "joblib", "--workers", "2") == 0
-    assert "3 already stored, 0 to run" in capsys.readouterr().err
+    assert "4 already stored, 0 to run" in capsys.readouterr().err
 
 
 def test_ray_records_equal_sequential(sequential, tmp_path):
     pytest.importorskip("ray", reason="Ray is an optional dependency: pip install -e '.[cluster]'")
     assert _run(tmp_path, "--executor", "ray", "--workers", "2") == 0
     assert _records(tmp_path) == sequential
+    assert set(_module_log(tmp_path)) == {"hit"}
 
 
 def test_record_says_how_it_was_computed(tmp_path):
     """The thread count changes CPU float rounding (why --threads is pinned above), so the
     record keeps it, and the vectorisation setting."""
-    assert main(["run", *GRID, "--methods", "fedavg", "--threads", "2", "--out",
+    assert main(["run", *GRID[2:], "--methods", "fedavg", "--threads", "2", "--out",
                  str(tmp_path)]) == 0
     (record,) = [json.loads(f.read_text()) for f in (tmp_path / "runs").rglob("*.json")]
     assert record["environment"]["torch_threads"] == 2

@@ -30,6 +30,9 @@ class ContentCache:
     def _path(self, kind: str, key: str) -> Path:
         return self.root / "federatedfactory" / kind / f"{key}.pt"
 
+    def has(self, kind: str, key: str) -> bool:
+        return self.root is not None and self._path(kind, key).exists()
+
     def get(self, kind: str, key: str):
         if self.root is None:
             return None

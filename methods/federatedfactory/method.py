@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,6 +40,8 @@ from .diagnostics import memorisation, sample_grid
 from .modules import train_module, training_steps
 from .network import build_unet
 from .params import PRESETS, FFParams
+from .sampler import load_unet, sample
+from .synthesis import image_seeds, shares
 
 
 def _log(proba: np.ndarray) -> torch.Tensor:
@@ -53,13 +56,26 @@ def weights_sha256(models) -> str:
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-from .sampler import load_unet, sample
-from .synthesis import image_seeds, shares
 
 GENERATOR_FIELDS = ("gen_channels", "gen_layers_per_block", "gen_attention_levels",
                     "gen_norm_groups", "gen_images_seen", "gen_batch_size", "gen_lr",
                     "gen_ema_decay", "train_timesteps")
 SAMPLER_FIELDS = ("sampler", "sampler_steps", "train_timesteps")
+
+
+@dataclass(frozen=True)
+class ModuleJob:
+    """One generative module to train: client `client`'s images of class `cls`."""
+
+    client: int
+    cls: int
+    images: torch.Tensor  # uint8 at the generator's resolution, on the device
+    seed: int
+    key: str  # content address in the cache
+
+    @property
+    def part(self) -> str:
+        return f"module/k{self.client}/c{self.cls}"
 
 
 class FederatedFactory:
@@ -71,51 +87,87 @@ class FederatedFactory:
     def __init__(self, params: FFParams | None = None):
         self.params = params if params is not None else FFParams()
 
+    # --- parts: pieces of a run that can be done ahead, elsewhere (bench/executors.py) ---
+    def parts(self, ctx: RunContext) -> list[str]:
+        """The run's modules not yet in the cache. Each is independent of the others; an
+        executor may train them as tasks of their own, and the run then finds them cached."""
+        cache = ContentCache(ctx.cache_dir)
+        if cache.root is None:
+            return []
+        return [j.part for j in self._module_jobs(ctx) if not cache.has("modules", j.key)]
+
+    def do_part(self, ctx: RunContext, part: str) -> None:
+        jobs = {j.part: j for j in self._module_jobs(ctx)}
+        if part not in jobs:
+            raise ValueError(f"{part!r} is not a part of this run; parts: {', '.join(jobs)}")
+        self._module(jobs[part], ContentCache(ctx.cache_dir))
+
+    def _gen_resolution(self, ctx: RunContext) -> int:
+        # the UNet halves the resolution at each level but the last: round up to a multiple
+        levels = 2 ** (len(self.params.gen_channels) - 1)
+        return -(-(self.params.gen_resolution or ctx.data.resolution) // levels) * levels
+
+    def _gen_streams(self, ctx: RunContext) -> Streams:
+        p = self.params
+        return Streams(p.generator_seed if p.generator_seed >= 0 else ctx.streams.seed)
+
+    def _module_jobs(self, ctx: RunContext) -> list[ModuleJob]:
+        """One job per (member client, class it holds at least min_class_samples of)."""
+        p, data = self.params, ctx.data
+        res, streams = self._gen_resolution(ctx), self._gen_streams(ctx)
+        gen_cfg = {f: getattr(p, f) for f in GENERATOR_FIELDS}
+        jobs = []
+        for k in range(len(ctx.clients)):
+            if k in set(p.exclude_clients):
+                continue
+            labels = data.y_train[ctx.clients[k]]
+            for c in range(ctx.n_classes):
+                idx = ctx.clients[k][labels == c]
+                if len(idx) >= p.min_class_samples:
+                    images = resize_uint8(data.x_train[idx], res)
+                    seed = streams.int_seed(f"ff/module/k{k}/c{c}")
+                    key = content_key({"module": gen_cfg, "seed": seed}, images)
+                    jobs.append(ModuleJob(k, c, images, seed, key))
+        return jobs
+
+    def _module(self, job: ModuleJob, cache: ContentCache, bar=None) -> tuple[dict, bool]:
+        """The module's EMA weights, from the cache or trained now (then cached)."""
+        state = cache.get("modules", job.key)
+        if state is not None:
+            if bar is not None:
+                bar.update(training_steps(self.params))
+            return state, True
+        x = job.images.float().mul(2 / 255).sub(1)
+        state = train_module(self.params, x, job.seed, bar)
+        cache.put("modules", job.key, state)
+        return state, False
+
     def run(self, ctx: RunContext) -> MethodResult:
         p = self.params
         data, n_classes = ctx.data, ctx.n_classes
         channels = data.info.channels
-        # the UNet halves the resolution at each level but the last: round up to a multiple
-        levels = 2 ** (len(p.gen_channels) - 1)
-        res = -(-(p.gen_resolution or data.resolution) // levels) * levels
+        res = self._gen_resolution(ctx)
         shared = p.generator_seed >= 0
-        gen_streams = Streams(p.generator_seed if shared else ctx.streams.seed)
+        gen_streams = self._gen_streams(ctx)
         cache = ContentCache(ctx.cache_dir)
         timings: dict[str, float] = {}
         members = [k for k in range(len(ctx.clients)) if k not in set(p.exclude_clients)]
 
         # 1. modules: one per (client, class held)
         t0 = time.perf_counter()
-        gen_cfg = {f: getattr(p, f) for f in GENERATOR_FIELDS}
         modules: dict[tuple[int, int], dict] = {}
         module_keys: dict[tuple[int, int], str] = {}
         holders: dict[int, dict[int, int]] = defaultdict(dict)
         log = []
-        plan = []  # (client, class, that client's training indices of the class)
-        for k in members:
-            labels = data.y_train[ctx.clients[k]]
-            for c in range(n_classes):
-                idx = ctx.clients[k][labels == c]
-                if len(idx) >= p.min_class_samples:
-                    plan.append((k, c, idx))
-        with ctx.progress(len(plan) * training_steps(p), "generator steps") as bar:
-            for k, c, idx in plan:
-                n = len(idx)
-                images = resize_uint8(data.x_train[idx], res)
-                seed = gen_streams.int_seed(f"ff/module/k{k}/c{c}")
-                key = content_key({"module": gen_cfg, "seed": seed}, images)
-                state = cache.get("modules", key)
-                hit = state is not None
-                if not hit:
-                    x = images.float().mul(2 / 255).sub(1)
-                    state = train_module(p, x, seed, bar)
-                    cache.put("modules", key, state)
-                else:
-                    bar.update(training_steps(p))
-                modules[(k, c)], module_keys[(k, c)] = state, key
+        jobs = self._module_jobs(ctx)
+        with ctx.progress(len(jobs) * training_steps(p), "generator steps") as bar:
+            for job in jobs:
+                k, c, n = job.client, job.cls, len(job.images)
+                state, hit = self._module(job, cache, bar)
+                modules[(k, c)], module_keys[(k, c)] = state, job.key
                 holders[c][k] = n
                 log.append({"client": k, "class": c, "images": n, "cache": "hit" if hit else
-                            "miss", "key": key})
+                            "miss", "key": job.key})
         timings["modules"] = time.perf_counter() - t0
 
         # 2. synthesis: class-balanced, each image from its own seed

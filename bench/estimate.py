@@ -1,0 +1,170 @@
+"""The cost of a grid on paper: GPU-hours per run and phase, before anything runs.
+
+Per-image costs are counted, not guessed: torch's FlopCounterMode runs each network once on
+the meta device (shapes only, no memory, no data) for a forward pass (evaluation, sampling)
+and a forward + backward pass (training). The protocol gives the number of images through
+each phase; the product is each phase's FLOPs. GPU-hours then need one assumption, the
+sustained throughput a GPU reaches on these networks (`tflops`), which is printed with the
+result so the figures can be rescaled; measure it on your GPU with the benchmark suite
+(benchmarks/test_speed.py, rates in images/s) to replace the assumption.
+
+Dataset sizes and labels come from the data when present, else from the official sizes
+(MedMNIST's own `INFO`; CIFAR-10 and Fed-ISIC2019 below) with balanced labels. The generators
+of FederatedFactory are the (client, class) pairs with enough images, counted on the run's
+real partition of those labels.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import NO_SPLIT, RunConfig
+from .datasets.base import DataError
+from .datasets.registry import get_entry
+from .methods.federatedfactory.network import build_unet
+from .methods.federatedfactory.params import FFParams
+from .methods.models import build_model
+
+# official (train + val, test) sizes where no package states them; train is split into train
+# and val by the loaders (10 % stratified), as here
+OFFICIAL = {"cifar10": {"train": 45_000, "val": 5_000, "test": 10_000},
+            "isic2019": {"train": 16_737, "val": 1_860, "test": 4_650}}  # FLamby folds
+VAL_FRACTION = 0.1
+
+
+@dataclass
+class PhaseCost:
+    run: str  # run label
+    phase: str
+    images: float  # images through the network in this phase (with repeats)
+    flops: float
+
+    def gpu_hours(self, tflops: float) -> float:
+        return self.flops / (tflops * 1e12) / 3600
+
+
+def sizes_and_labels(dataset: str, data_root: str | None = None):
+    """({train, val, test} sizes, training labels or None when the data is absent)."""
+    from .runner import cached_dataset
+
+    try:
+        data = cached_dataset(dataset, data_root)
+        return data.sizes, data.y_train.numpy()
+    except DataError:  # absent: the official sizes
+        pass
+    if dataset in OFFICIAL:
+        return OFFICIAL[dataset], None
+    import medmnist
+
+    flag = dataset.split("_")[0]
+    if flag in medmnist.INFO:
+        return dict(medmnist.INFO[flag]["n_samples"]), None
+    raise DataError(f"{dataset}: its size is unknown until its data is under the data root "
+                    f"(`python -m bench data`)")
+
+
+@functools.lru_cache(maxsize=None)
+def classifier_flops(model: str, channels: int, n_classes: int, resolution: int, norm: str,
+                     train: bool) -> float:
+    """FLOPs per image of the classifier: forward, or forward + backward."""
+    def build():
+        return build_model(model, channels, n_classes, resolution, norm)
+    return _per_image(build, lambda m, x: m(x), (channels, resolution, resolution), train)
+
+
+@functools.lru_cache(maxsize=None)
+def unet_flops(p: FFParams, channels: int, resolution: int, train: bool) -> float:
+    def build():
+        return build_unet(p, channels, resolution)
+
+    def call(m, x):
+        return m(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)).sample
+    return _per_image(build, call, (channels, resolution, resolution), train)
+
+
+def _per_image(build, call, shape, train: bool, batch: int = 2) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build()
+        x = torch.empty((batch, *shape))
+    model.train(train)
+    with FlopCounterMode(display=False) as counter:
+        if train:
+            call(model, x).float().square().mean().backward()
+        else:
+            with torch.no_grad():
+                call(model, x)
+    return counter.get_total_flops() / batch
+
+
+def run_costs(config: RunConfig, data_root: str | None = None) -> list[PhaseCost]:
+    info = get_entry(config.dataset).info
+    n, labels = sizes_and_labels(config.dataset, data_root)
+    t = config.train
+    args = (t.model, info.channels, info.n_classes, config.resolution, t.norm)
+    fwd, step = classifier_flops(*args, False), classifier_flops(*args, True)
+    eval_images = n["val"] + n["test"]
+    label = config.label
+    costs = []
+
+    def add(phase, images, per_image):
+        costs.append(PhaseCost(label, phase, float(images), float(images) * per_image))
+
+    method = config.method
+    if method in ("fedavg", "fedprox", "scaffold"):
+        add("client training", t.rounds * t.local_epochs * n["train"], step)
+        add("evaluation", t.rounds * eval_images, fwd)
+    elif method == "local_only":
+        add("client training", t.rounds * t.local_epochs * n["train"], step)
+        add("evaluation", config.n_clients * t.rounds * eval_images, fwd)
+    elif method == "centralized":
+        epochs = config.method_params.get("epochs") or t.rounds * t.local_epochs
+        add("training", epochs * n["train"], step)
+        add("evaluation", epochs * eval_images, fwd)
+    elif method == "federatedfactory":
+        costs += _federatedfactory(config, info, n, labels, fwd, step)
+    return costs
+
+
+def _federatedfactory(config: RunConfig, info, n, labels, fwd, step) -> list[PhaseCost]:
+    p = FFParams(**config.method_params)
+    levels = 2 ** (len(p.gen_channels) - 1)
+    res = -(-(p.gen_resolution or config.resolution) // levels) * levels
+    modules = _module_count(config, info, n["train"], labels, p.min_class_samples)
+    synth = p.samples_per_class * info.n_classes
+    evals = {"heun": 2 * p.sampler_steps - 1}.get(p.sampler, p.sampler_steps)
+    members = config.n_clients - len(p.exclude_clients)
+    rows = [("generator training", modules * p.gen_images_seen,
+             unet_flops(p, info.channels, res, True)),
+            ("sampling", synth * evals, unet_flops(p, info.channels, res, False))]
+    if "server" in p.modes:
+        rows += [("server classifier", p.classifier_epochs * synth, step),
+                 ("server evaluation", p.classifier_epochs * (n["val"] + n["test"]), fwd)]
+    if "local" in p.modes:  # each client: its real images + the synthetic ones of other classes
+        held = modules / max(members, 1)
+        per_client = n["train"] / config.n_clients + synth * (1 - held / info.n_classes)
+        rows += [("local classifiers", p.classifier_epochs * members * per_client, step),
+                 ("local evaluation",
+                  p.classifier_epochs * members * (n["val"] + n["test"]), fwd)]
+    return [PhaseCost(config.label, phase, images, images * per) for phase, images, per in rows]
+
+
+def _module_count(config: RunConfig, info, n_train: int, labels, min_samples: int) -> int:
+    """(client, class) pairs with at least `min_samples` images under the run's split."""
+    from .datasets.splits import parse_split
+    from .methods.rng import Streams
+
+    if config.split == NO_SPLIT:
+        return info.n_classes
+    if labels is None:  # balanced labels of the official size
+        labels = np.arange(n_train) % info.n_classes
+    spec = parse_split(config.split)
+    groups = np.arange(len(labels)) % max(info.natural_clients, 1) if spec.kind.needs_groups \
+        else None
+    parts = spec(labels, config.n_clients, Streams(config.seed).numpy("split"), groups)
+    return int(sum((np.bincount(labels[p], minlength=info.n_classes) >= min_samples).sum()
+                   for p in parts))
