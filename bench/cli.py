@@ -286,14 +286,21 @@ def cmd_estimate(args) -> int:
         print(table.to_string(index=False))
     per_run = frame.groupby("run")["gpu_hours"].sum()
     total = per_run.sum()
-    # longest-first on `gpus` GPUs: a lower bound is max(total / gpus, the longest run)
-    loads = [0.0] * args.gpus
-    for hours in sorted(per_run, reverse=True):
+    # tasks: a run's parts (its generators, bench/executors.py) and the rest of the run, which
+    # starts after them; the wall time is at least the longest such chain and total / gpus
+    parts = frame[frame["tasks"] > 1]
+    part_hours = (parts["gpu_hours"] / parts["tasks"]).repeat(parts["tasks"]).tolist()
+    rest = per_run - parts.groupby("run")["gpu_hours"].sum().reindex(per_run.index).fillna(0)
+    chain = rest + (parts["gpu_hours"] / parts["tasks"]).groupby(parts["run"]).max() \
+        .reindex(per_run.index).fillna(0)
+    loads = [0.0] * args.gpus  # longest task first onto the least loaded GPU
+    for hours in sorted(part_hours + rest.tolist(), reverse=True):
         loads[loads.index(min(loads))] += hours
+    wall = max(max(loads), chain.max())
     print(f"\n{len(configs)} runs, {frame['flops'].sum() / 1e18:,.1f} EFLOP: "
           f"{total:,.0f} GPU-hours at {args.tflops:g} TFLOP/s sustained; longest run "
-          f"{per_run.max():,.1f} h ({per_run.idxmax()}); on {args.gpus} GPUs, one run per GPU "
-          f"at a time, longest first: {max(loads):,.0f} h wall")
+          f"{per_run.max():,.1f} h ({per_run.idxmax()}), {chain.max():,.1f} h with its "
+          f"generators as parallel tasks; on {args.gpus} GPUs about {wall:,.0f} h wall")
     by_phase = frame.groupby("phase")["gpu_hours"].sum().sort_values(ascending=False)
     print("by phase: " + ", ".join(f"{p} {h:,.0f} h" for p, h in by_phase.items()))
     return 0

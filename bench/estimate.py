@@ -41,6 +41,7 @@ class PhaseCost:
     phase: str
     images: float  # images through the network in this phase (with repeats)
     flops: float
+    tasks: int = 1  # independent tasks the phase splits into (a run's generators: parts)
 
     def gpu_hours(self, tflops: float) -> float:
         return self.flops / (tflops * 1e12) / 3600
@@ -138,9 +139,10 @@ def _federatedfactory(config: RunConfig, info, n, labels, fwd, step) -> list[Pha
     synth = p.samples_per_class * info.n_classes
     evals = {"heun": 2 * p.sampler_steps - 1}.get(p.sampler, p.sampler_steps)
     members = config.n_clients - len(p.exclude_clients)
-    rows = [("generator training", modules * p.gen_images_seen,
-             unet_flops(p, info.channels, res, True)),
-            ("sampling", synth * evals, unet_flops(p, info.channels, res, False))]
+    train = unet_flops(p, info.channels, res, True)
+    costs = [PhaseCost(config.label, "generator training", modules * p.gen_images_seen,
+                       modules * p.gen_images_seen * train, tasks=modules)]
+    rows = [("sampling", synth * evals, unet_flops(p, info.channels, res, False))]
     if "server" in p.modes:
         rows += [("server classifier", p.classifier_epochs * synth, step),
                  ("server evaluation", p.classifier_epochs * (n["val"] + n["test"]), fwd)]
@@ -150,7 +152,8 @@ def _federatedfactory(config: RunConfig, info, n, labels, fwd, step) -> list[Pha
         rows += [("local classifiers", p.classifier_epochs * members * per_client, step),
                  ("local evaluation",
                   p.classifier_epochs * members * (n["val"] + n["test"]), fwd)]
-    return [PhaseCost(config.label, phase, images, images * per) for phase, images, per in rows]
+    return costs + [PhaseCost(config.label, phase, images, images * per)
+                    for phase, images, per in rows]
 
 
 def _module_count(config: RunConfig, info, n_train: int, labels, min_samples: int) -> int:
