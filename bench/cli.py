@@ -146,10 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"run": cmd_run, "estimate": cmd_estimate, "table": cmd_table, "unlearn": cmd_unlearn,
-                    "report": cmd_report, "check": cmd_check, "data": cmd_data,
-                    "prepare": cmd_prepare,
-                    "list": cmd_list}
+        commands = {"run": cmd_run, "estimate": cmd_estimate, "table": cmd_table,
+                    "unlearn": cmd_unlearn, "report": cmd_report, "check": cmd_check,
+                    "data": cmd_data, "prepare": cmd_prepare, "list": cmd_list}
         return commands[args.command](args)
     except (UsageError, ConfigError, DataError, CorruptRecord) as e:
         print(f"bench: error: {e}", file=sys.stderr)
@@ -201,6 +200,7 @@ def cmd_run(args) -> int:
     import json
 
     from .executors import Plan, run_all, settle
+    from .methods.registry import METHODS
     from .runner import Execution, check_splits, pick_device
 
     overrides = parse_overrides(args.overrides)
@@ -213,8 +213,6 @@ def cmd_run(args) -> int:
     plan, execution = settle(
         Plan(args.executor, args.workers, args.ray_address, args.gpus_per_run),
         Execution(args.out, args.device, args.data_root, args.threads, args.clients_at_once))
-    from .methods.registry import METHODS
-
     if execution.clients_at_once > 1 and any(
             c.train.norm == "batch" and getattr(METHODS[c.method], "vectorises_clients", False)
             for c in configs):
@@ -267,42 +265,21 @@ def cmd_run(args) -> int:
 def cmd_estimate(args) -> int:
     import pandas as pd
 
-    from .estimate import run_costs
+    from .estimate import run_costs, summarise
 
     if args.tflops <= 0 or args.gpus < 1:
         raise UsageError("--tflops must be > 0 and --gpus >= 1")
     configs = expand(*_selection(args), parse_overrides(args.overrides), args.scale)
-    rows = [vars(c) for config in configs for c in run_costs(config, args.data_root)]
-    frame = pd.DataFrame(rows)
-    frame["method"] = frame["run"].str.split().str[1]
-    frame["dataset"] = frame["run"].str.split().str[0]
-    frame["gpu_hours"] = frame["flops"] / (args.tflops * 1e12) / 3600
-    table = (frame.groupby(["dataset", "method", "phase"], sort=False)
-             .agg(runs=("run", "nunique"), images=("images", "sum"), pflops=("flops", "sum"),
-                  gpu_hours=("gpu_hours", "sum")).reset_index())
-    table["pflops"] /= 1e15
+    costs = [c for config in configs for c in run_costs(config, args.data_root)]
+    table, t = summarise(costs, args.tflops, args.gpus)
     with pd.option_context("display.max_rows", None, "display.width", 200,
                            "display.float_format", "{:,.1f}".format):
         print(table.to_string(index=False))
-    per_run = frame.groupby("run")["gpu_hours"].sum()
-    total = per_run.sum()
-    # tasks: a run's parts (its generators, bench/executors.py) and the rest of the run, which
-    # starts after them; the wall time is at least the longest such chain and total / gpus
-    parts = frame[frame["tasks"] > 1]
-    part_hours = (parts["gpu_hours"] / parts["tasks"]).repeat(parts["tasks"]).tolist()
-    rest = per_run - parts.groupby("run")["gpu_hours"].sum().reindex(per_run.index).fillna(0)
-    chain = rest + (parts["gpu_hours"] / parts["tasks"]).groupby(parts["run"]).max() \
-        .reindex(per_run.index).fillna(0)
-    loads = [0.0] * args.gpus  # longest task first onto the least loaded GPU
-    for hours in sorted(part_hours + rest.tolist(), reverse=True):
-        loads[loads.index(min(loads))] += hours
-    wall = max(max(loads), chain.max())
-    print(f"\n{len(configs)} runs, {frame['flops'].sum() / 1e18:,.1f} EFLOP: "
-          f"{total:,.0f} GPU-hours at {args.tflops:g} TFLOP/s sustained; longest run "
-          f"{per_run.max():,.1f} h ({per_run.idxmax()}), {chain.max():,.1f} h with its "
-          f"generators as parallel tasks; on {args.gpus} GPUs about {wall:,.0f} h wall")
-    by_phase = frame.groupby("phase")["gpu_hours"].sum().sort_values(ascending=False)
-    print("by phase: " + ", ".join(f"{p} {h:,.0f} h" for p, h in by_phase.items()))
+    print(f"\n{t['runs']} runs, {t['eflop']:,.1f} EFLOP: {t['gpu_hours']:,.0f} GPU-hours at "
+          f"{args.tflops:g} TFLOP/s sustained; longest run {t['longest_run_hours']:,.1f} h "
+          f"({t['longest_run']}), {t['longest_chain_hours']:,.1f} h with its generators as "
+          f"parallel tasks; on {args.gpus} GPUs about {t['wall_hours']:,.0f} h wall")
+    print("by phase: " + ", ".join(f"{p} {h:,.0f} h" for p, h in t["by_phase"].items()))
     return 0
 
 

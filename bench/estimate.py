@@ -38,13 +38,13 @@ VAL_FRACTION = 0.1
 @dataclass
 class PhaseCost:
     run: str  # run label
+    dataset: str
+    method: str
     phase: str
     images: float  # images through the network in this phase (with repeats)
     flops: float
     tasks: int = 1  # independent tasks the phase splits into (a run's generators: parts)
 
-    def gpu_hours(self, tflops: float) -> float:
-        return self.flops / (tflops * 1e12) / 3600
 
 
 def sizes_and_labels(dataset: str, data_root: str | None = None):
@@ -109,13 +109,13 @@ def run_costs(config: RunConfig, data_root: str | None = None) -> list[PhaseCost
     args = (t.model, info.channels, info.n_classes, config.resolution, t.norm)
     fwd, step = classifier_flops(*args, False), classifier_flops(*args, True)
     eval_images = n["val"] + n["test"]
-    label = config.label
+    label, method = config.label, config.method
     costs = []
 
     def add(phase, images, per_image):
-        costs.append(PhaseCost(label, phase, float(images), float(images) * per_image))
+        costs.append(PhaseCost(label, config.dataset, method, phase, float(images),
+                               float(images) * per_image))
 
-    method = config.method
     if method in ("fedavg", "fedprox", "scaffold"):
         add("client training", t.rounds * t.local_epochs * n["train"], step)
         add("evaluation", t.rounds * eval_images, fwd)
@@ -140,7 +140,8 @@ def _federatedfactory(config: RunConfig, info, n, labels, fwd, step) -> list[Pha
     evals = {"heun": 2 * p.sampler_steps - 1}.get(p.sampler, p.sampler_steps)
     members = config.n_clients - len(p.exclude_clients)
     train = unet_flops(p, info.channels, res, True)
-    costs = [PhaseCost(config.label, "generator training", modules * p.gen_images_seen,
+    run = (config.label, config.dataset, config.method)
+    costs = [PhaseCost(*run, "generator training", modules * p.gen_images_seen,
                        modules * p.gen_images_seen * train, tasks=modules)]
     rows = [("sampling", synth * evals, unet_flops(p, info.channels, res, False))]
     if "server" in p.modes:
@@ -152,8 +153,7 @@ def _federatedfactory(config: RunConfig, info, n, labels, fwd, step) -> list[Pha
         rows += [("local classifiers", p.classifier_epochs * members * per_client, step),
                  ("local evaluation",
                   p.classifier_epochs * members * (n["val"] + n["test"]), fwd)]
-    return costs + [PhaseCost(config.label, phase, images, images * per)
-                    for phase, images, per in rows]
+    return costs + [PhaseCost(*run, phase, images, images * per) for phase, images, per in rows]
 
 
 def _module_count(config: RunConfig, info, n_train: int, labels, min_samples: int) -> int:
@@ -171,3 +171,36 @@ def _module_count(config: RunConfig, info, n_train: int, labels, min_samples: in
     parts = spec(labels, config.n_clients, Streams(config.seed).numpy("split"), groups)
     return int(sum((np.bincount(labels[p], minlength=info.n_classes) >= min_samples).sum()
                    for p in parts))
+
+
+def summarise(costs: list[PhaseCost], tflops: float, gpus: int):
+    """(table per dataset, method and phase; totals). GPU-hours = FLOPs / sustained rate.
+
+    Tasks: a run's parts (its generators, bench/executors.py) and the rest of the run, which
+    starts after them. The wall time on `gpus` GPUs is the larger of the longest such chain
+    and a longest-task-first packing of every task onto the least loaded GPU.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame([vars(c) for c in costs])
+    frame["gpu_hours"] = frame["flops"] / (tflops * 1e12) / 3600
+    table = (frame.groupby(["dataset", "method", "phase"], sort=False)
+             .agg(runs=("run", "nunique"), images=("images", "sum"), pflops=("flops", "sum"),
+                  gpu_hours=("gpu_hours", "sum")).reset_index())
+    table["pflops"] /= 1e15
+    per_run = frame.groupby("run")["gpu_hours"].sum()
+    parts = frame[frame["tasks"] > 1]
+    one_part = (parts["gpu_hours"] / parts["tasks"]).groupby(parts["run"]).max()
+    rest = per_run - parts.groupby("run")["gpu_hours"].sum().reindex(per_run.index).fillna(0)
+    chain = rest + one_part.reindex(per_run.index).fillna(0)
+    loads = [0.0] * gpus
+    tasks = (parts["gpu_hours"] / parts["tasks"]).repeat(parts["tasks"]).tolist()
+    for hours in sorted(tasks + rest.tolist(), reverse=True):
+        loads[loads.index(min(loads))] += hours
+    totals = {"runs": len(per_run), "eflop": frame["flops"].sum() / 1e18,
+              "gpu_hours": per_run.sum(), "longest_run": per_run.idxmax(),
+              "longest_run_hours": per_run.max(), "longest_chain_hours": chain.max(),
+              "wall_hours": max(max(loads), chain.max()),
+              "by_phase": frame.groupby("phase")["gpu_hours"].sum()
+              .sort_values(ascending=False).to_dict()}
+    return table, totals

@@ -21,7 +21,7 @@ are (README, "Scaling").
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from .config import ConfigError, RunConfig
@@ -62,8 +62,6 @@ def settle(plan: Plan, execution: Execution) -> tuple[Plan, Execution]:
     cores = available_cores()
     workers = plan.workers or max(1, cores // (execution.threads or 1))
     threads = execution.threads or max(1, cores // workers)
-    from dataclasses import replace
-
     return replace(plan, workers=workers), replace(execution, threads=threads)
 
 

@@ -19,7 +19,7 @@ from .datasets.splits import parse_split
 from .methods.base import RunContext
 from .methods.data import DeviceData
 from .methods.models import build_model, count_parameters
-from .methods.registry import build_method
+from .methods.registry import METHODS, build_method
 from .methods.rng import Streams
 from .store import RecordStore
 
@@ -55,8 +55,6 @@ def _part_context(config: RunConfig, execution: Execution, device: torch.device)
 def pending_parts(config: RunConfig, execution: Execution) -> list[str]:
     """Pieces of the run an executor may do ahead as tasks of their own (FederatedFactory's
     modules not yet cached); the run then finds their results in the cache."""
-    from .methods.registry import METHODS
-
     if not hasattr(METHODS[config.method], "parts"):
         return []
     ctx, method = _part_context(config, execution, torch.device("cpu"))

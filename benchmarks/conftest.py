@@ -48,7 +48,7 @@ def markdown(report: dict) -> str:
     ]
     for b in report["benchmarks"]:
         s, x = b["stats"], b["extra_info"]
-        rate = f"{x['items'] / s['median']:.1f} {x['unit']}/s" if "items" in x else ""
+        rate = f"{x['items'] / s['median']:.3g} {x['unit']}/s" if "items" in x else ""
         lines.append(f"| {b['group']} | {b['name'].removeprefix('test_')} | {s['median']:.3f} "
                      f"| {s['iqr']:.3f} | {s['rounds']} | {x.get('items', '')} | {rate} |")
     lines += ["", "| comparison | measured / baseline - 1 | goal |", "|---|---|---|"]

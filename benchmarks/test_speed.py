@@ -152,7 +152,7 @@ def test_client_updates(benchmark, method, at_once, model):
         return client_phase(algo, net, ctx, list(range(N_CLIENTS)), 0, train.lr, global_state,
                             server, {}, CommLog())
 
-    _timed(benchmark, round_, rounds=3)
+    _timed(benchmark, round_, rounds=10 if model == "cnn" else 3)
     benchmark.extra_info.update(items=N_CLIENTS, unit="client updates",
                                 images=N_CLIENTS * PER_CLIENT)
 

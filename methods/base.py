@@ -93,3 +93,8 @@ class Method(Protocol):
     Params: ClassVar[type]  # a frozen dataclass of the method's own hyperparameters
 
     def run(self, ctx: RunContext) -> MethodResult: ...
+
+    # Optional, for methods whose runs split into independent pieces (FederatedFactory's
+    # generators): `parts(ctx) -> list[str]` names the pieces not yet in ctx.cache_dir, and
+    # `do_part(ctx, name)` computes one into it; the parallel executors run them as tasks of
+    # their own before the run, which then finds them cached (bench/executors.py).
