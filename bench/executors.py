@@ -99,16 +99,29 @@ def _parts(configs, execution, say) -> dict[str, list[str]]:
     return parts
 
 
+def gpu_round_robin(execution: Execution, n_tasks: int) -> list[Execution]:
+    """On a machine with several GPUs, task i of a local pool runs on GPU i mod count
+    (`--device auto` or `cuda`); otherwise every task runs on the chosen device."""
+    import torch
+
+    count = torch.cuda.device_count() if execution.device in ("auto", "cuda") else 0
+    if count < 2:
+        return [execution] * n_tasks
+    return [replace(execution, device=f"cuda:{i % count}") for i in range(n_tasks)]
+
+
 def _joblib(configs, execution, plan, progress, say):
     from joblib import Parallel, delayed, parallel_config
 
     parts = _parts(configs, execution, say)
     # first the parts (submitted first, so the long generators start at once) and the runs
     # that have none; then the runs whose parts are done
-    first = [delayed(perform_part)(c, execution, part) for c in configs
-             for part in parts[c.run_id]]
-    first += [delayed(_task)(c, execution) for c in configs if not parts[c.run_id]]
-    later = [delayed(_task)(c, execution) for c in configs if parts[c.run_id]]
+    first = [(perform_part, c, part) for c in configs for part in parts[c.run_id]]
+    first += [(_task, c) for c in configs if not parts[c.run_id]]
+    later = [(_task, c) for c in configs if parts[c.run_id]]
+    where = iter(gpu_round_robin(execution, len(first) + len(later)))
+    first, later = ([delayed(fn)(c, next(where), *rest) for fn, c, *rest in stage]
+                    for stage in (first, later))
     # inner_max_num_threads caps OpenMP / BLAS in each worker; perform() pins torch as well
     with parallel_config(backend="loky", inner_max_num_threads=execution.threads):
         for stage in (first, later):

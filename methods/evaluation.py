@@ -1,8 +1,9 @@
 """Test metrics and validation-based selection.
 
-Metrics (scikit-learn): accuracy, balanced accuracy, macro one-vs-rest AUROC (for two classes,
-the AUROC of the positive class), macro F1, per-class accuracy (recall) and the confusion
-matrix. The round whose test metrics are reported is the one with the best validation
+Metrics, as scikit-learn defines them (tests/test_metrics.py checks equality) but computed
+from one confusion matrix and one ranking, as they run after every round: accuracy, balanced
+accuracy, macro one-vs-rest AUROC (for two classes, the AUROC of the positive class), macro
+F1, per-class accuracy (recall) and the confusion matrix. The round whose test metrics are reported is the one with the best validation
 accuracy (ties: lower validation loss, then the earlier round); the test set never takes part
 in that choice.
 """
@@ -11,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
-                             f1_score, roc_auc_score)
+from scipy.stats import rankdata
 from torch import nn
 
 from .data import DeviceData
@@ -36,36 +36,48 @@ def predict_proba(model: nn.Module, data: DeviceData, x: torch.Tensor,
 
 def classification_metrics(proba: np.ndarray, labels: np.ndarray, n_classes: int,
                            detail: bool = True) -> dict:
+    """Accuracy, balanced accuracy (mean recall over the classes present), macro F1 over all
+    classes (0 for a class never predicted nor present), log loss and AUROC, from one confusion
+    matrix; equal to scikit-learn's functions of the same names (tests/test_metrics.py)."""
     labels = np.asarray(labels)
     proba = proba / proba.sum(axis=1, keepdims=True)
     pred = proba.argmax(axis=1)
-    classes = np.arange(n_classes)
+    cm = np.bincount(labels * n_classes + pred, minlength=n_classes ** 2)
+    cm = cm.reshape(n_classes, n_classes)
+    tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    f1_denominator = support + predicted  # 2 tp + fp + fn
     m = {
-        "accuracy": float(accuracy_score(labels, pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
-        "f1_macro": float(f1_score(labels, pred, labels=classes, average="macro", zero_division=0)),
+        "accuracy": float(tp.sum() / len(labels)),
+        "balanced_accuracy": float(np.mean(tp[support > 0] / support[support > 0])),
+        "f1_macro": float(np.mean(np.divide(2 * tp, f1_denominator, where=f1_denominator > 0,
+                                            out=np.zeros(n_classes)))),
         "loss": float(-np.log(np.clip(proba[np.arange(len(labels)), labels], 1e-12, None)).mean()),
         "auroc": _auroc(proba, labels, n_classes),
     }
     if detail:
-        cm = confusion_matrix(labels, pred, labels=classes)
-        support = cm.sum(axis=1)
         m["per_class_accuracy"] = [float(cm[c, c] / support[c]) if support[c] else None
-                                   for c in classes]
+                                   for c in range(n_classes)]
         m["confusion_matrix"] = cm.tolist()
     return m
 
 
 def _auroc(proba: np.ndarray, labels: np.ndarray, n_classes: int) -> float | None:
+    """Macro one-vs-rest AUROC over the classes present in `labels` (two classes: the AUROC
+    of class 1), equal to scikit-learn's roc_auc_score (tests/test_metrics.py) in its
+    Mann-Whitney form, AUROC_c = (sum of the positives' ranks
+    - n_pos (n_pos + 1) / 2) / (n_pos n_neg), with average ranks for ties, for every class in
+    one vectorised ranking. It runs after every round, where scikit-learn's per-class ROC
+    curves cost as much as 5 % of a small FedAvg round."""
     present = np.unique(labels)
     if len(present) < 2:
         return None  # undefined with one class in the labels
-    if n_classes == 2:
-        return float(roc_auc_score(labels, proba[:, 1]))
-    if len(present) < n_classes:  # macro over the classes present in the labels
-        return float(np.mean([roc_auc_score(labels == c, proba[:, c]) for c in present]))
-    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro",
-                               labels=np.arange(n_classes)))
+    classes = np.array([1]) if n_classes == 2 else present
+    ranks = rankdata(proba[:, classes], axis=0)
+    positive = labels[:, None] == classes[None, :]
+    n_pos = positive.sum(axis=0)
+    n_neg = len(labels) - n_pos
+    auc = ((ranks * positive).sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return float(auc.mean())
 
 
 class Diverged(Exception):

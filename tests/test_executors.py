@@ -6,7 +6,7 @@ import pytest
 
 from bench.cli import main
 from bench.config import ConfigError
-from bench.executors import Plan, settle
+from bench.executors import Plan, gpu_round_robin, settle
 from bench.runner import Execution
 from conftest import tiny_overrides
 from test_federatedfactory import TINY_CLI
@@ -105,3 +105,13 @@ def test_bad_executor_options_exit_2(tmp_path, capsys, args, message):
 def test_settle_rejects_unknown_executor():
     with pytest.raises(ConfigError, match="valid choices: sequential, joblib, ray"):
         settle(Plan("mpi"), Execution())
+
+
+def test_joblib_spreads_tasks_over_the_gpus_of_a_machine(monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 3)
+    devices = [e.device for e in gpu_round_robin(Execution(device="auto"), 5)]
+    assert devices == ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]
+    assert {e.device for e in gpu_round_robin(Execution(device="cuda:1"), 3)} == {"cuda:1"}
+    assert {e.device for e in gpu_round_robin(Execution(device="cpu"), 3)} == {"cpu"}
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    assert {e.device for e in gpu_round_robin(Execution(device="auto"), 3)} == {"auto"}
