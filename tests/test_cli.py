@@ -104,8 +104,9 @@ def test_kill_mid_grid_then_resume(tmp_path):
 
 
 def test_ctrl_c_reports_and_resumes(tmp_path):
+    # runs long enough (~2 s each) that three are left when the first is stored
     args = ["run", "--methods", "fedavg,fedprox", "--splits", "iid,silos",
-            "--out", str(tmp_path), *tiny_overrides(rounds=3)]
+            "--out", str(tmp_path), *tiny_overrides(rounds=15)]
     proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
