@@ -55,6 +55,8 @@ def settle(plan: Plan, execution: Execution) -> tuple[Plan, Execution]:
     for name, value in (("--workers", plan.workers), ("--threads", execution.threads)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
+    if plan.gpus_per_run is not None and plan.gpus_per_run < 0:
+        raise ConfigError(f"--gpus-per-run must be >= 0, got {plan.gpus_per_run}")
     if execution.clients_at_once < 1:
         raise ConfigError(f"--clients-at-once must be >= 1, got {execution.clients_at_once}")
     if plan.executor == "sequential":
@@ -116,12 +118,11 @@ def _joblib(configs, execution, plan, progress, say):
     parts = _parts(configs, execution, say)
     # first the parts (submitted first, so the long generators start at once) and the runs
     # that have none; then the runs whose parts are done
-    first = [(perform_part, c, part) for c in configs for part in parts[c.run_id]]
-    first += [(_task, c) for c in configs if not parts[c.run_id]]
-    later = [(_task, c) for c in configs if parts[c.run_id]]
-    where = iter(gpu_round_robin(execution, len(first) + len(later)))
-    first, later = ([delayed(fn)(c, next(where), *rest) for fn, c, *rest in stage]
-                    for stage in (first, later))
+    devices = iter(gpu_round_robin(execution, len(configs) + sum(map(len, parts.values()))))
+    first = [delayed(perform_part)(c, next(devices), part) for c in configs
+             for part in parts[c.run_id]]
+    first += [delayed(_task)(c, next(devices)) for c in configs if not parts[c.run_id]]
+    later = [delayed(_task)(c, next(devices)) for c in configs if parts[c.run_id]]
     # inner_max_num_threads caps OpenMP / BLAS in each worker; perform() pins torch as well
     with parallel_config(backend="loky", inner_max_num_threads=execution.threads):
         for stage in (first, later):
@@ -140,7 +141,13 @@ def _ray(configs, execution, plan, progress, say):
     started_here = not ray.is_initialized()
     if started_here:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise ConfigError(f"--ray-address {address}: cannot join the cluster "
+                                  f"({str(e).splitlines()[0] if str(e) else type(e).__name__});"
+                                  f" start it with `ray start --head`, or leave the option out "
+                                  f"for a local instance") from None
         else:  # a local instance sized to this machine's share for the grid
             ray.init(num_cpus=plan.workers * execution.threads, include_dashboard=False,
                      log_to_driver=False, object_store_memory=256 * 2**20)

@@ -43,12 +43,22 @@ class Execution:
         return Path(self.out) / "cache"
 
 
-def _part_context(config: RunConfig, execution: Execution, device: torch.device):
-    dataset = cached_dataset(config.dataset, execution.data_root)
+def run_context(config: RunConfig, device: torch.device, data_root: str | None = None,
+                cache_dir: Path | None = None, clients_at_once: int = 1,
+                progress=None) -> tuple[RunContext, list[np.ndarray]]:
+    """What a method's `run` (or `do_part`) sees: the data on `device`, the run's client
+    partition and its random streams. Also returns the partition as index arrays."""
+    dataset = cached_dataset(config.dataset, data_root)
     data = DeviceData(dataset, config.resolution, device)
-    clients = [torch.from_numpy(p).to(device) for p in client_indices(config, dataset)]
-    ctx = RunContext(data, clients, config.train, Streams(config.seed),
-                     cache_dir=execution.cache_dir)
+    parts = client_indices(config, dataset)
+    ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in parts], config.train,
+                     Streams(config.seed), cache_dir=cache_dir, clients_at_once=clients_at_once,
+                     **({"progress": progress} if progress else {}))
+    return ctx, parts
+
+
+def _part_context(config: RunConfig, execution: Execution, device: torch.device):
+    ctx, _ = run_context(config, device, execution.data_root, execution.cache_dir)
     return ctx, build_method(config.method, config.method_params)
 
 
@@ -144,18 +154,13 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
             clients_at_once: int = 1) -> tuple[dict, dict]:
     """Run `config`; return its record (not yet stored) and its artifacts (name -> image)."""
     t0 = time.perf_counter()
+    ctx, parts = run_context(config, device, data_root, cache_dir, clients_at_once, progress)
     dataset = cached_dataset(config.dataset, data_root)
-    data = DeviceData(dataset, config.resolution, device)
-    t1 = time.perf_counter()
     labels = dataset.y_train.numpy()
-    parts = client_indices(config, dataset)
-    t2 = time.perf_counter()
-    ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in parts], config.train,
-                     Streams(config.seed), cache_dir=cache_dir, clients_at_once=clients_at_once,
-                     **({"progress": progress} if progress else {}))
+    t1 = time.perf_counter()
     method = build_method(config.method, config.method_params)
     result = method.run(ctx)
-    t3 = time.perf_counter()
+    t2 = time.perf_counter()
     n_classes = dataset.info.n_classes
     record = {
         "run_id": config.run_id,
@@ -169,8 +174,8 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
         "metrics": result.metrics,
         "curves": result.curves,
         "communication": result.communication,
-        "timings": {"load": t1 - t0, "split": t2 - t1, **result.timings,
-                    "method_total": t3 - t2, "total": t3 - t0},
+        "timings": {"setup": t1 - t0, **result.timings, "method_total": t2 - t1,
+                    "total": t2 - t0},
         "extra": result.extra,
         "environment": {**environment(device), "clients_at_once": clients_at_once},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -98,23 +98,19 @@ def _epochs(data: DeviceData, indices, batch_size: int, gen, epochs: int):
 
 
 def _stack(batches, data: DeviceData):
-    """(K, B, ...) images, labels and sample weights; absent or short batches are padded
-    with zero-weight samples."""
+    """(K, B, ...) images, labels and sample weights in one allocation each; absent or short
+    batches are padded with zero-weight samples."""
     length = max(len(b[1]) for b in batches if b is not None)
     like = next(b[0] for b in batches if b is not None)
-    xs, ys, ws = [], [], []
-    for b in batches:
-        n = 0 if b is None else len(b[1])
-        x = like.new_zeros((length, *like.shape[1:]))
-        y = torch.zeros(length, dtype=data.y_train.dtype, device=data.device)
-        if n:
-            x[:n], y[:n] = b
-        w = torch.zeros(length, device=data.device)
-        w[:n] = 1.0
-        xs.append(x)
-        ys.append(y)
-        ws.append(w)
-    return torch.stack(xs), torch.stack(ys), torch.stack(ws)
+    k = len(batches)
+    x = like.new_zeros((k, length, *like.shape[1:]))
+    y = torch.zeros((k, length), dtype=data.y_train.dtype, device=data.device)
+    w = torch.zeros((k, length), device=data.device)
+    for i, b in enumerate(batches):
+        if b is not None:
+            n = len(b[1])
+            x[i, :n], y[i, :n], w[i, :n] = b[0], b[1], 1.0
+    return x, y, w
 
 
 def load_client(model: nn.Module, params: dict[str, torch.Tensor], k: int) -> None:

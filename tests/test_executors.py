@@ -94,6 +94,7 @@ def test_settle_never_oversubscribes(monkeypatch):
     (["--executor", "joblib", "--workers", "0"], "--workers must be >= 1"),
     (["--threads", "0", "--executor", "joblib"], "--threads must be >= 1"),
     (["--clients-at-once", "0"], "--clients-at-once must be >= 1"),
+    (["--executor", "ray", "--gpus-per-run", "-1"], "--gpus-per-run must be >= 0"),
 ])
 def test_bad_executor_options_exit_2(tmp_path, capsys, args, message):
     assert main(["run", *GRID, "--out", str(tmp_path), *args]) == 2
@@ -115,3 +116,11 @@ def test_joblib_spreads_tasks_over_the_gpus_of_a_machine(monkeypatch):
     assert {e.device for e in gpu_round_robin(Execution(device="cpu"), 3)} == {"cpu"}
     monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
     assert {e.device for e in gpu_round_robin(Execution(device="auto"), 3)} == {"auto"}
+
+
+def test_unreachable_ray_cluster_is_one_line(tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is an optional dependency: pip install -e '.[cluster]'")
+    assert _run(tmp_path, "--executor", "ray", "--ray-address", "auto") == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after the grid's one-line summary
+    assert last.startswith("bench: error: --ray-address auto: cannot join the cluster")
+    assert not (tmp_path / "runs").exists()

@@ -75,7 +75,11 @@ class ModuleJob:
 
     @property
     def part(self) -> str:
-        return f"module/k{self.client}/c{self.cls}"
+        return self.part_name(self.client, self.cls)
+
+    @staticmethod
+    def part_name(client: int, cls: int) -> str:
+        return f"module/k{client}/c{cls}"
 
 
 class FederatedFactory:
@@ -97,10 +101,10 @@ class FederatedFactory:
         return [j.part for j in self._module_jobs(ctx) if not cache.has("modules", j.key)]
 
     def do_part(self, ctx: RunContext, part: str) -> None:
-        jobs = {j.part: j for j in self._module_jobs(ctx)}
-        if part not in jobs:
-            raise ValueError(f"{part!r} is not a part of this run; parts: {', '.join(jobs)}")
-        self._module(jobs[part], ContentCache(ctx.cache_dir))
+        jobs = self._module_jobs(ctx, only=part)
+        if not jobs:
+            raise ValueError(f"{part!r} is not a part of this run")
+        self._module(jobs[0], ContentCache(ctx.cache_dir))
 
     def _gen_resolution(self, ctx: RunContext) -> int:
         # the UNet halves the resolution at each level but the last: round up to a multiple
@@ -111,8 +115,9 @@ class FederatedFactory:
         p = self.params
         return Streams(p.generator_seed if p.generator_seed >= 0 else ctx.streams.seed)
 
-    def _module_jobs(self, ctx: RunContext) -> list[ModuleJob]:
-        """One job per (member client, class it holds at least min_class_samples of)."""
+    def _module_jobs(self, ctx: RunContext, only: str | None = None) -> list[ModuleJob]:
+        """One job per (member client, class it holds at least min_class_samples of); with
+        `only`, just that part's job (its images alone are resized and hashed)."""
         p, data = self.params, ctx.data
         res, streams = self._gen_resolution(ctx), self._gen_streams(ctx)
         gen_cfg = {f: getattr(p, f) for f in GENERATOR_FIELDS}
@@ -122,6 +127,8 @@ class FederatedFactory:
                 continue
             labels = data.y_train[ctx.clients[k]]
             for c in range(ctx.n_classes):
+                if only is not None and only != ModuleJob.part_name(k, c):
+                    continue
                 idx = ctx.clients[k][labels == c]
                 if len(idx) >= p.min_class_samples:
                     images = resize_uint8(data.x_train[idx], res)
