@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .datasets.registry import get_entry
+from .datasets.registry import canonical_name, get_entry
 from .datasets.splits import parse_split
 from .methods.base import TrainConfig
 from .methods.models import MODELS, NORMS
@@ -119,6 +119,7 @@ def resolve(dataset: str, method: str, split: str, seed: int,
     overrides = overrides or Overrides()
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
+    dataset = canonical_name(dataset)
     info = get_entry(dataset).info
     try:
         proto = protocol_for(dataset, scale)

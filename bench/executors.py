@@ -59,6 +59,8 @@ def settle(plan: Plan, execution: Execution) -> tuple[Plan, Execution]:
         raise ConfigError(f"--gpus-per-run must be >= 0, got {plan.gpus_per_run}")
     if execution.clients_at_once < 1:
         raise ConfigError(f"--clients-at-once must be >= 1, got {execution.clients_at_once}")
+    if plan.executor == "ray":  # a node that died cannot release its claims: Ray retries instead
+        execution = replace(execution, claims=False)
     if plan.executor == "sequential":
         return plan, execution
     cores = available_cores()
@@ -92,8 +94,8 @@ def _task(config: RunConfig, execution: Execution, *after):
     return config, record, path
 
 
-def _parts(configs, execution, say) -> dict[str, list[str]]:
-    parts = {c.run_id: pending_parts(c, execution) for c in configs}
+def _parts(configs, execution, say, device_type: str) -> dict[str, list[str]]:
+    parts = {c.run_id: pending_parts(c, execution, device_type) for c in configs}
     n = sum(map(len, parts.values()))
     if n:
         say(f"{n} parts of {sum(1 for p in parts.values() if p)} runs (generators) run as "
@@ -115,7 +117,9 @@ def gpu_round_robin(execution: Execution, n_tasks: int) -> list[Execution]:
 def _joblib(configs, execution, plan, progress, say):
     from joblib import Parallel, delayed, parallel_config
 
-    parts = _parts(configs, execution, say)
+    from .runner import pick_device
+
+    parts = _parts(configs, execution, say, pick_device(execution.device).type)
     # first the parts (submitted first, so the long generators start at once) and the runs
     # that have none; then the runs whose parts are done
     devices = iter(gpu_round_robin(execution, len(configs) + sum(map(len, parts.values()))))
@@ -163,7 +167,7 @@ def _ray(configs, execution, plan, progress, say):
         resources = dict(num_cpus=execution.threads, num_gpus=gpus, max_retries=2)
         run_task = ray.remote(**resources)(_task)
         part_task = ray.remote(**resources)(perform_part)
-        parts = _parts(configs, execution, say)
+        parts = _parts(configs, execution, say, "cuda" if gpus else "cpu")
         pending = []
         for c in configs:  # a run's task starts once its parts' tasks are done
             after = [part_task.remote(c, execution, part) for part in parts[c.run_id]]

@@ -1,11 +1,12 @@
-"""Grid expansion: selections on the command line -> the list of resolved run configs.
+"""Grid expansion: a named grid and a selection on the command line -> resolved run configs.
 
 Methods that do not depend on the split (centralized) get one run per dataset and seed,
 whatever the number of splits selected.
 """
 from __future__ import annotations
 
-from .config import ConfigError, Overrides, RunConfig, resolve
+from .config import ConfigError, Overrides, RunConfig, parse_overrides, resolve
+from .protocol import GRIDS, Grid
 
 
 def expand(datasets: list[str], blocks: list[tuple[list[str], list[str]]], seeds: list[int],
@@ -34,3 +35,36 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise ConfigError("--seeds: no seed given")
     return sorted(set(seeds))
+
+
+def select(grid: Grid, datasets=None, methods=None, splits=None, seeds=None):
+    """(datasets, blocks, seeds) of `grid` narrowed by a selection: `splits` given replaces
+    the splits of every block; `methods` given alone keeps each method's splits in the grid
+    (FederatedFactory: silos only, in the default grid), or all the grid's splits for a method
+    the grid does not name."""
+    datasets = list(datasets or grid.datasets)
+    if methods and splits:
+        blocks = [(list(methods), list(splits))]
+    elif methods:
+        every = list(dict.fromkeys(s for _, ss in grid.blocks for s in ss))
+        own: dict[tuple, list] = {}
+        for m in methods:
+            ss = [s for ms, sp in grid.blocks if m in ms for s in sp]
+            own.setdefault(tuple(dict.fromkeys(ss)) or tuple(every), []).append(m)
+        blocks = [(ms, list(ss)) for ss, ms in own.items()]
+    elif splits:
+        blocks = [(list(ms), list(splits)) for ms, _ in grid.blocks]
+    else:
+        blocks = [(list(ms), list(ss)) for ms, ss in grid.blocks]
+    return datasets, blocks, list(seeds or grid.seeds)
+
+
+def grid_configs(name: str, overrides: list[str] = (), scale: str | None = None,
+                 datasets=None, methods=None, splits=None, seeds=None) -> list[RunConfig]:
+    """The resolved configs of the named grid (bench/protocol.py), narrowed by a selection;
+    `overrides` (--set) are applied after the grid's own."""
+    if name not in GRIDS:
+        raise ConfigError(f"unknown grid {name!r}; valid choices: {', '.join(GRIDS)}")
+    grid = GRIDS[name]
+    return expand(*select(grid, datasets, methods, splits, seeds),
+                  parse_overrides([*grid.overrides, *overrides]), scale or grid.scale)

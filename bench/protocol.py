@@ -3,7 +3,7 @@
 A protocol fixes, for every method of a dataset's table, one resolution, one classifier and one
 training budget (never compare methods run at different resolutions). Two scales:
 
-- `paper`: the FederatedFactory paper's settings (../shared/GUIDE.md): ResNet-50 from scratch
+- `paper`: the FederatedFactory paper's settings (arXiv 2603.16370 and its public code): ResNet-50 from scratch
   (3x3 stem, batch norm), SGD lr 0.1, momentum 0.9, weight decay 1e-4, cosine, batch 128;
   baselines 200 rounds of 5 local epochs with full participation; centralized 300 epochs;
   FederatedFactory's `paper` preset; 10 clients under Dirichlet, one per class under silos.
@@ -19,6 +19,8 @@ weight-averaging method the best mean validation accuracy over IID, Dirichlet 0.
 (README, "Tuning").
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from .datasets.registry import get_entry
 from .methods.base import TrainConfig
@@ -59,24 +61,55 @@ def protocol_for(dataset: str, scale: str = "paper") -> dict:
             "train": CPU_TRAIN, "method_params": {}}
 
 
-# `python -m bench run` with no selection: the embedded default, in blocks of methods x splits.
+@dataclass(frozen=True)
+class Grid:
+    """A named grid: datasets x blocks of (methods, splits) x seeds, with the --set values
+    and the scale it runs at. `python -m bench run --grid NAME`; a reference names its grid."""
+
+    description: str
+    datasets: tuple
+    blocks: tuple  # ((methods, splits), ...)
+    seeds: tuple = (0,)
+    overrides: tuple = ()  # KEY=VALUE, as with --set (the command line's --set wins)
+    scale: str = "paper"
+    needs: str = ""  # what the grid needs beyond an installed suite (shown when it is absent)
+
+
 # The baselines run under every split; FederatedFactory under silos, the paper's setting: it
 # trains one generator per (client, class held), so IID or Dirichlet splits of 10 clients
 # cost up to 10x more generators (ask for them with --methods federatedfactory --splits ...).
-BASELINES = ["centralized", "local_only", "fedavg", "fedprox", "scaffold"]
-DEFAULT_GRID = {
-    "datasets": ["digits"],
-    "blocks": [(BASELINES, ["iid", "dirichlet:0.1", "dirichlet:1.0", "silos"]),
-               (["federatedfactory"], ["silos"])],
-    "seeds": [0],
+BASELINES = ("centralized", "local_only", "fedavg", "fedprox", "scaffold")
+DEFAULT_SPLITS = ("iid", "dirichlet:0.1", "dirichlet:1.0", "silos")
+DEFAULT_BLOCKS = ((BASELINES, DEFAULT_SPLITS), (("federatedfactory",), ("silos",)))
+# The paper's datasets; `--all` (`--grid paper`) runs them under silos for every method and
+# Dirichlet 0.1 for the baselines and, new here, FederatedFactory too, over five seeds.
+PAPER_DATASETS = ("cifar10", "isic2019", "bloodmnist", "pathmnist", "retinamnist")
+
+GRIDS: dict[str, Grid] = {
+    "default": Grid("`python -m bench run`: every method on the embedded digits, seed 0",
+                    ("digits",), DEFAULT_BLOCKS),
+    # The smallest grid in which each regression that tests/test_check_sensitivity.py plants
+    # moves a number beyond the tripwire's tolerance (README, "Checks"): FedAvg under a
+    # Dirichlet split (clients of unequal size, so unweighted averaging shows), FedProx with a
+    # proximal weight large enough to matter, SCAFFOLD under silos (its correction matters
+    # most there), a constant learning rate of 0.1 (curves that oscillate, so selecting on
+    # the test set picks other rounds) and a tiny FederatedFactory (its generators learn
+    # little, but its labels and its product of experts determine the numbers). About 20 s.
+    "sensitivity": Grid(
+        "planted-regression grid of the CI tripwire: 4 fast runs on digits",
+        ("digits",), ((("fedavg",), ("dirichlet:0.1",)),
+                      (("fedprox", "scaffold", "federatedfactory"), ("silos",))),
+        overrides=("rounds=12", "local_epochs=1", "lr=0.1", "lr_schedule=constant",
+                   "fedprox.mu=1", "federatedfactory.gen_images_seen=1280",
+                   "federatedfactory.samples_per_class=32", "federatedfactory.sampler_steps=5",
+                   "federatedfactory.classifier_epochs=4")),
+    "science": Grid("the default grid over seeds 0-2: what the paper's claims are checked on",
+                    ("digits",), DEFAULT_BLOCKS, seeds=(0, 1, 2)),
+    "pneumonia": Grid("the real PneumoniaMNIST file under silos at CPU scale",
+                      ("pneumoniamnist",), ((("centralized", "local_only", "fedavg"),
+                                             ("silos",)),), scale="cpu",
+                      needs="medmnist/pneumoniamnist.npz under the data root (--data-root)"),
+    "paper": Grid("the paper's grid (--all): its datasets x every method x silos and "
+                  "Dirichlet 0.1 x 5 seeds", PAPER_DATASETS,
+                  ((tuple(METHODS), ("silos", "dirichlet:0.1")),), seeds=(0, 1, 2, 3, 4)),
 }
-
-# `--all`: the paper's grid (its datasets, silos for every method, Dirichlet 0.1 for the
-# baselines and, new here, FederatedFactory too), five seeds.
-PAPER_DATASETS = ["cifar10", "isic2019", "bloodmnist", "pathmnist", "retinamnist"]
-
-
-def all_grid() -> dict:
-    return {"datasets": PAPER_DATASETS,
-            "blocks": [(list(METHODS), ["silos", "dirichlet:0.1"])],
-            "seeds": [0, 1, 2, 3, 4]}

@@ -21,6 +21,7 @@ from .methods.data import DeviceData
 from .methods.models import build_model, count_parameters
 from .methods.registry import METHODS, build_method
 from .methods.rng import Streams
+from .provenance import is_stale, provenance
 from .store import RecordStore
 
 
@@ -37,6 +38,8 @@ class Execution:
     data_root: str | None = None
     threads: int | None = None  # torch CPU threads per run (None: torch's default)
     clients_at_once: int = 1  # >1: train that many clients of a round as one vectorised model
+    started: float = 0.0  # time.time() at the command's start: later records are reused
+    claims: bool = True  # claim each run (bench/store.py); off under Ray, which retries tasks
 
     @property
     def cache_dir(self) -> Path:
@@ -50,11 +53,11 @@ def run_context(config: RunConfig, device: torch.device, data_root: str | None =
     partition and its random streams. Also returns the partition as index arrays."""
     dataset = cached_dataset(config.dataset, data_root)
     data = DeviceData(dataset, config.resolution, device)
-    parts = client_indices(config, dataset)
-    ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in parts], config.train,
+    partition = client_indices(config, dataset)
+    ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in partition], config.train,
                      Streams(config.seed), cache_dir=cache_dir, clients_at_once=clients_at_once,
                      **({"progress": progress} if progress else {}))
-    return ctx, parts
+    return ctx, partition
 
 
 def _part_context(config: RunConfig, execution: Execution, device: torch.device):
@@ -62,13 +65,14 @@ def _part_context(config: RunConfig, execution: Execution, device: torch.device)
     return ctx, build_method(config.method, config.method_params)
 
 
-def pending_parts(config: RunConfig, execution: Execution) -> list[str]:
+def pending_parts(config: RunConfig, execution: Execution, device_type: str) -> list[str]:
     """Pieces of the run an executor may do ahead as tasks of their own (FederatedFactory's
-    modules not yet cached); the run then finds their results in the cache."""
+    modules not yet cached for `device_type`, where the parts will run); the run then finds
+    their results in the cache. Listed from data on the CPU, whatever that device."""
     if not hasattr(METHODS[config.method], "parts"):
         return []
     ctx, method = _part_context(config, execution, torch.device("cpu"))
-    return method.parts(ctx)
+    return method.parts(ctx, device_type)
 
 
 def perform_part(config: RunConfig, execution: Execution, part: str) -> str:
@@ -80,15 +84,30 @@ def perform_part(config: RunConfig, execution: Execution, part: str) -> str:
     return part
 
 
-def perform(config: RunConfig, execution: Execution, progress=None) -> tuple[dict, Path]:
+def perform(config: RunConfig, execution: Execution,
+            progress=None) -> tuple[dict | None, Path | None]:
     """One run as a task: compute it and store its record atomically from where it ran, so
-    a crashed worker loses at most this run. Returns the record and where it was written."""
-    if execution.threads:
-        torch.set_num_threads(execution.threads)
-    device = pick_device(execution.device)
-    record, artifacts = execute(config, device, execution.data_root, progress,
-                                execution.cache_dir, execution.clients_at_once)
-    return record, RecordStore(execution.out).write(record, artifacts)
+    a crashed worker loses at most this run. Returns the record and where it was written;
+    (record, None) when another process computed it meanwhile; (None, None) when another
+    live process holds the run (it is computing it)."""
+    store = RecordStore(execution.out)
+    if execution.claims and not store.claim(config):
+        return None, None
+    try:
+        path = store.path(config)
+        if path.exists() and path.stat().st_mtime >= execution.started:
+            record = store.load(config)  # computed meanwhile by another process
+            if record is not None and not is_stale(record):
+                return record, None
+        if execution.threads:
+            torch.set_num_threads(execution.threads)
+        device = pick_device(execution.device)
+        record, artifacts = execute(config, device, execution.data_root, progress,
+                                    execution.cache_dir, execution.clients_at_once)
+        return record, store.write(record, artifacts)
+    finally:
+        if execution.claims:
+            store.release(config)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -154,7 +173,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
             clients_at_once: int = 1) -> tuple[dict, dict]:
     """Run `config`; return its record (not yet stored) and its artifacts (name -> image)."""
     t0 = time.perf_counter()
-    ctx, parts = run_context(config, device, data_root, cache_dir, clients_at_once, progress)
+    ctx, partition = run_context(config, device, data_root, cache_dir, clients_at_once, progress)
     dataset = cached_dataset(config.dataset, data_root)
     labels = dataset.y_train.numpy()
     t1 = time.perf_counter()
@@ -167,9 +186,9 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
         "config": config.to_dict(),
         "dataset_info": {"n_classes": n_classes, "class_names": list(dataset.info.class_names),
                          "sizes": dataset.sizes, "metric": dataset.info.metric},
-        "split": {"client_sizes": [len(p) for p in parts],
+        "split": {"client_sizes": [len(p) for p in partition],
                   "client_class_counts": [np.bincount(labels[p], minlength=n_classes).tolist()
-                                          for p in parts]},
+                                          for p in partition]},
         "model_parameters": _parameter_count(config, dataset),
         "metrics": result.metrics,
         "curves": result.curves,
@@ -178,6 +197,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
                     "total": t2 - t0},
         "extra": result.extra,
         "environment": {**environment(device), "clients_at_once": clients_at_once},
+        "provenance": provenance(config.method, device),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return record, result.artifacts

@@ -1,20 +1,27 @@
 """The record store: one JSON record per run, written atomically, verified when read.
 
-Layout: `<root>/runs/<dataset>/<method>/<run_id>.json`. A record is published with
+Layout: `<root>/runs/<dataset>/<method>/<run_id>.json` (the user's data under a short folder
+name, `npz-<stem>-<hash>`, datasets/registry.py). A record is published with
 `os.replace` of a fully written and fsynced temporary file, so a crash leaves either the old
 state or the new record, never half of one. When read, a record must parse, carry a checksum
 that matches its content, and hold the config whose hash is its name; otherwise it is reported,
-moved aside to `<name>.corrupt` (its bytes are kept) and its run is redone.
+moved aside to `<name>.corrupt` (its bytes are kept) and its run is redone. A record computed
+by other code (bench/provenance.py) is moved aside to `<name>.stale` when its run is redone.
+
+Several `bench run` processes (or cluster nodes) may share one results folder: a run is claimed
+(`<run_id>.claim`, created exclusively) by the process that computes it, and the others wait for
+its record instead of computing it again.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from .config import SCHEMA, RunConfig
+from .datasets.files import HOST, atomic_write, process_alive, remove_orphans
+from .datasets.registry import folder_name
 
 DEFAULT_ROOT = "results"
 
@@ -22,21 +29,6 @@ DEFAULT_ROOT = "results"
 def _checksum(body: dict) -> str:
     blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_png(f, image) -> None:
@@ -49,13 +41,17 @@ class CorruptRecord(Exception):
     pass
 
 
+CLAIM_SUFFIX = ".claim"
+
+
 class RecordStore:
     def __init__(self, root: str | os.PathLike = DEFAULT_ROOT, warn=print):
         self.root = Path(root)
         self.warn = warn
 
     def path(self, config: RunConfig) -> Path:
-        return self.root / "runs" / config.dataset / config.method / f"{config.run_id}.json"
+        return self.root / "runs" / folder_name(config.dataset) / config.method / \
+            f"{config.run_id}.json"
 
     def artifact_path(self, config: RunConfig, name: str) -> Path:
         return self.path(config).with_name(f"{config.run_id}.{name}.png")
@@ -66,7 +62,7 @@ class RecordStore:
         names = {}
         for name, image in (artifacts or {}).items():
             target = self.artifact_path(config, name)
-            _atomic(target, lambda f, image=image: _write_png(f, image))
+            atomic_write(target, lambda f, image=image: _write_png(f, image))
             names[name] = target.name
         body = {k: v for k, v in record.items() if k != "checksum"}
         if names:
@@ -74,7 +70,7 @@ class RecordStore:
         body["schema"] = SCHEMA
         full = {**body, "checksum": _checksum(body)}
         path = self.path(config)
-        _atomic(path, lambda f: f.write(
+        atomic_write(path, lambda f: f.write(
             json.dumps(full, indent=1, sort_keys=True, allow_nan=False).encode()))
         return path
 
@@ -100,19 +96,88 @@ class RecordStore:
             raise CorruptRecord(f"config hash {config.run_id} does not match the file name")
         return record
 
-    def _quarantine(self, path: Path, reason: str) -> None:
-        target = path.with_name(path.name + ".corrupt")
+    @staticmethod
+    def _set_aside(path: Path, suffix: str) -> Path | None:
+        """Move `path` to `<name>.<suffix>` (or `.<suffix>N`), keeping its bytes; None when
+        another process moved it first."""
+        target = path.with_name(f"{path.name}.{suffix}")
         n = 1
         while target.exists():
-            target = path.with_name(f"{path.name}.corrupt{n}")
+            target = path.with_name(f"{path.name}.{suffix}{n}")
             n += 1
-        os.replace(path, target)
-        self.warn(f"warning: record {path} is corrupt: {reason}; moved to {target.name}, "
-                  f"its run will be redone")
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        target = self._set_aside(path, "corrupt")
+        if target is not None:
+            self.warn(f"warning: record {path} is corrupt: {reason}; moved to {target.name}, "
+                      f"its run will be redone")
+
+    # --- claims: several processes (or nodes) share one grid ---------------------------
+    def claim_path(self, config: RunConfig) -> Path:
+        return self.path(config).with_suffix(CLAIM_SUFFIX)
+
+    def claim(self, config: RunConfig) -> bool:
+        """Take the run for this process (a `<run_id>.claim` file created exclusively, naming
+        the host and pid). False when a live process holds it; a claim left by a dead process
+        of this host is taken over. Release it with `release` once the record is written."""
+        path = self.claim_path(config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                if self.claim_alive(config):
+                    return False
+                path.unlink(missing_ok=True)  # its process died: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{HOST} {os.getpid()}\n")
+            return True
+        return False
+
+    def claim_alive(self, config: RunConfig) -> bool:
+        """Whether a live process holds the run's claim (another host's counts as live)."""
+        try:
+            host, pid = self.claim_path(config).read_text().split()
+        except FileNotFoundError:
+            return False
+        except ValueError:  # being written right now
+            return True
+        return process_alive(host, int(pid)) is not False
+
+    def release(self, config: RunConfig) -> None:
+        self.claim_path(config).unlink(missing_ok=True)
+
+    def remove_orphans(self) -> int:
+        """Temporary files and claims left under the root by killed processes of this host."""
+        removed = remove_orphans(self.root)
+        for claim in (self.root / "runs").glob(f"*/*/*{CLAIM_SUFFIX}"):
+            try:
+                host, pid = claim.read_text().split()
+            except (OSError, ValueError):
+                continue
+            if process_alive(host, int(pid)) is False:
+                claim.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def retire(self, config: RunConfig) -> Path | None:
+        """Set a stale record aside (`<run_id>.json.stale`) before its run is recomputed."""
+        path = self.path(config)
+        return self._set_aside(path, "stale") if path.exists() else None
 
     def load(self, config: RunConfig) -> dict | None:
         """The finished record of `config`, or None (missing, or corrupt and set aside)."""
-        path = self.path(config)
+        return self.load_id(config.dataset, config.method, config.run_id)
+
+    def load_id(self, dataset: str, method: str, run_id: str) -> dict | None:
+        """The finished record of run `run_id`, or None (missing, or corrupt and set aside)."""
+        path = self.root / "runs" / folder_name(dataset) / method / f"{run_id}.json"
         if not path.exists():
             return None
         try:

@@ -4,7 +4,8 @@ Forgetting client k of a stored run means running the same config with k added t
 `exclude_clients`: k's modules are left out, the others come from the cache, and synthesis and
 the classifiers are recomputed. The result is the run that never had client k (the same
 config, so the same record identity). Its record gains an `unlearning` entry with the
-per-class test accuracy before and after, for every downstream mode.
+per-class test accuracy before and after, for every downstream mode, and the classes forgotten:
+those of which only the forgotten clients had modules.
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ def forget_config(config: RunConfig, clients: list[int]) -> RunConfig:
 
 def comparison(before: dict, after: dict, clients: list[int]) -> dict:
     """Per-class test accuracy before and after, for each downstream mode."""
+    kept = {m["class"] for m in after["extra"]["modules"]}
     out = {"from_run": before["run_id"], "forgotten_clients": clients,
-           "forgotten_classes": sorted({c for k in clients
-                                        for c, n in enumerate(before["split"]["client_class_counts"][k])
-                                        if n > 0}),
+           # classes only the forgotten clients had modules of (others keep what they hold)
+           "forgotten_classes": sorted({m["class"] for m in before["extra"]["modules"]
+                                        if m["client"] in clients} - kept),
            "modes": {}}
     for mode, m in after["metrics"]["variants"].items():
         b = before["metrics"]["variants"][mode]["selected"]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import resolve
-from bench.grid import expand
+from bench.grid import grid_configs
 from bench.methods.base import RunContext, TrainConfig
 from bench.methods.communication import CommLog
 from bench.methods.data import DeviceData
@@ -243,11 +243,4 @@ def test_default_grid(benchmark, executor, tmp_path_factory):
         return time.perf_counter() - t
 
     benchmark.pedantic(grid, rounds=1, iterations=1)
-    benchmark.extra_info.update(items=len(expand(**_default_grid())), unit="runs")
-
-
-def _default_grid() -> dict:
-    from bench.protocol import DEFAULT_GRID
-
-    return {"datasets": DEFAULT_GRID["datasets"], "blocks": DEFAULT_GRID["blocks"],
-            "seeds": DEFAULT_GRID["seeds"]}
+    benchmark.extra_info.update(items=len(grid_configs("default")), unit="runs")

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from .base import DataError, DatasetInfo, ImageDataset, stratified_holdout
+from .files import atomic_write
 
 CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")  # UNK has no image in 2019
 CENTERS = ("BCN", "HAM_vidir_molemax", "HAM_vidir_modern", "HAM_rosendahl", "MSK",
@@ -114,12 +115,9 @@ def prepare(root: Path, resolution: int = DEFAULT_RESOLUTION, progress=None) -> 
         if progress is not None:
             progress.update(1)
     target = prepared_path(root, resolution)
-    tmp = target.with_name(target.name + ".tmp.npz")
-    np.savez(tmp, images=images, labels=rows["label"].to_numpy(np.int64),
-             centers=rows["center"].to_numpy(np.int64),
-             train=(rows["fold"] == "train").to_numpy())
-    tmp.replace(target)
-    return target
+    return atomic_write(target, lambda f: np.savez(
+        f, images=images, labels=rows["label"].to_numpy(np.int64),
+        centers=rows["center"].to_numpy(np.int64), train=(rows["fold"] == "train").to_numpy()))
 
 
 def load(root=None, download_missing: bool = False,

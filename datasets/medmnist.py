@@ -129,8 +129,15 @@ def to_tensors(x: np.ndarray, y: np.ndarray, p, split: str) -> tuple[torch.Tenso
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
     y = np.asarray(y).reshape(len(y), -1)
     if y.shape[1] != 1 or len(y) != len(x):
-        raise DataError(f"{p}: {split} labels must be one integer per image, got {y.shape}")
-    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y[:, 0].astype(np.int64))
+        raise DataError(f"{p}: {split} labels must be one integer per image ({len(x)} images), "
+                        f"got shape {y.shape}")
+    labels = y[:, 0]
+    if labels.dtype.kind not in "iub" and not (labels.dtype.kind == "f"
+                                                and np.all(labels == np.round(labels))):
+        raise DataError(f"{p}: {split} labels must be integers, got {labels.dtype}")
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{p}: {split} labels must be class indices >= 0, got {labels.min()}")
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(labels.astype(np.int64))
 
 
 def make_loader(flag: str, size: int):

@@ -6,6 +6,8 @@ Registered: `digits` (embedded), `cifar10`, `isic2019` (Fed-ISIC2019), and every
 """
 from __future__ import annotations
 
+import hashlib
+
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +67,32 @@ def _user_dataset(name: str) -> ImageDataset:
     return userdata.load_npz(name) if name.startswith("npz:") else userdata.load_folder(name)
 
 
+def canonical_name(name: str) -> str:
+    """The name a config stores: the user's data by its absolute path (so `npz:x.npz` and
+    `npz:/abs/x.npz` are one dataset); registered datasets as they are."""
+    if not name.startswith(userdata.PREFIXES):
+        return name
+    kind, _, path = name.partition(":")
+    return f"{kind}:{Path(path).expanduser().resolve()}"
+
+
+def folder_name(name: str) -> str:
+    """A short, stable, readable folder name for a dataset's records: the name itself, or for
+    the user's data `npz-<file stem>-<8 hex digits of its absolute path>`."""
+    if not name.startswith(userdata.PREFIXES):
+        return name
+    kind, _, path = canonical_name(name).partition(":")
+    digest = hashlib.sha256(path.encode()).hexdigest()[:8]
+    return f"{kind}-{Path(path).stem}-{digest}"
+
+
 def get_entry(name: str) -> DatasetEntry:
     if name.startswith(userdata.PREFIXES):
         ds = _user_dataset(name)
+        where = Path(name.partition(":")[2]).expanduser()
         return DatasetEntry(ds.info, lambda root=None, download_missing=False: ds,
-                            "the user's own files", family="user")
+                            "the user's own files", files=lambda root: [where],
+                            family="user")
     if name not in DATASETS:
         shown = [n for n in DATASETS if not n.endswith(("_64", "_128", "_224"))]
         raise DataError(f"unknown dataset {name!r}; valid choices: {', '.join(shown)} (MedMNIST "

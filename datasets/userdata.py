@@ -48,6 +48,11 @@ def load_npz(name: str) -> ImageDataset:
         if key not in arrays:
             raise DataError(f"{p}: missing array {key!r}; expected train/test (and optionally "
                             f"val) _images and _labels")
+    if ("val_images" in arrays) != ("val_labels" in arrays):
+        have, lack = ("val_images", "val_labels") if "val_images" in arrays else (
+            "val_labels", "val_images")
+        raise DataError(f"{p}: has {have!r} but no {lack!r}; give both, or neither (a "
+                        f"stratified {VAL_FRACTION:.0%} of train then becomes validation)")
     xtr, ytr = to_tensors(arrays["train_images"], arrays["train_labels"], p, "train")
     xte, yte = to_tensors(arrays["test_images"], arrays["test_labels"], p, "test")
     if "val_images" in arrays:

@@ -87,6 +87,16 @@ class MethodResult:
     artifacts: dict = field(default_factory=dict)  # name -> uint8 image array, saved as PNG
 
 
+class MethodBase:
+    """Holds a method's hyperparameters: an instance of its frozen `Params` dataclass (its
+    defaults when none are given). A method keeps nothing else between calls."""
+
+    Params: ClassVar[type]
+
+    def __init__(self, params=None):
+        self.params = params if params is not None else self.Params()
+
+
 class Method(Protocol):
     name: ClassVar[str]
     uses_split: ClassVar[bool]  # False: the result does not depend on the client split

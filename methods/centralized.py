@@ -12,21 +12,18 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import MethodResult, RunContext
+from .base import MethodBase, MethodResult, RunContext
 from .evaluation import Selection
 from .training import fit
 
 
-class Centralized:
+class Centralized(MethodBase):
     name = "centralized"
     uses_split = False
 
     @dataclass(frozen=True)
     class Params:
         epochs: int = 0  # 0: rounds x local_epochs, the passes each federated client makes
-
-    def __init__(self, params=None):
-        self.params = params if params is not None else self.Params()
 
     def run(self, ctx: RunContext) -> MethodResult:
         cfg = ctx.train

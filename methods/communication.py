@@ -1,11 +1,21 @@
 """Bytes on the wire, counted at the tensors' real dtypes (float32 weights: 4 bytes each)."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 
-def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+def tensor_bytes(message) -> int:
+    """Bytes of a tensor, a dict of them, or a dataclass of those (a method's typed message),
+    at each tensor's dtype; anything else counts nothing."""
+    if isinstance(message, torch.Tensor):
+        return message.numel() * message.element_size()
+    if isinstance(message, dict):
+        return sum(tensor_bytes(v) for v in message.values())
+    if dataclasses.is_dataclass(message):
+        return sum(tensor_bytes(getattr(message, f.name)) for f in dataclasses.fields(message))
+    return 0
 
 
 class CommLog:

@@ -1,7 +1,8 @@
 """The round loop shared by the weight-averaging methods (FedAvg, FedProx, SCAFFOLD).
 
 The harness owns this loop and the per-client state; a method supplies both halves of its
-algorithm through the methods of `fedavg.FedAvg` it overrides. Aggregation is streamed: a
+algorithm through the hooks of `weight_averaging.WeightAveraging` (their contract is in that
+module's docstring). Aggregation is streamed: a
 client's message is folded into the round's accumulator as soon as it is made, so memory holds
 one working model whatever the number of clients.
 """
@@ -19,10 +20,10 @@ from .training import train_local
 from .vectorized import load_client, train_clients
 
 if TYPE_CHECKING:
-    from .fedavg import FedAvg
+    from .weight_averaging import WeightAveraging
 
 
-def run_rounds(method: "FedAvg", ctx: RunContext) -> MethodResult:
+def run_rounds(method: "WeightAveraging", ctx: RunContext) -> MethodResult:
     cfg = ctx.train
     n = len(ctx.clients)
     model = ctx.new_model()
@@ -60,7 +61,7 @@ def run_rounds(method: "FedAvg", ctx: RunContext) -> MethodResult:
     return MethodResult(selection.metrics(), selection.curves, comm.summary(cfg.rounds), timings)
 
 
-def client_phase(method: "FedAvg", model, ctx: RunContext, chosen: list[int], r: int, lr: float,
+def client_phase(method: "WeightAveraging", model, ctx: RunContext, chosen: list[int], r: int, lr: float,
                  global_state, server, client_states: dict, comm: CommLog):
     """Round r's client half: every chosen client trains from the global weights and its
     message is folded into the round's accumulator. Returns (accumulator, client losses)."""

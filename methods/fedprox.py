@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .fedavg import FedAvg, State
 from .training import TrainHooks
+from .weight_averaging import State, WeightAveraging
 
 
 class ProximalHooks(TrainHooks):
@@ -24,14 +24,14 @@ class ProximalHooks(TrainHooks):
             g.add_(p - w0, alpha=self.mu)
 
 
-class FedProx(FedAvg):
+class FedProx(WeightAveraging):
     name = "fedprox"
 
     @dataclass(frozen=True)
     class Params:
         mu: float = 0.01  # weight of the proximal term
 
-    def client_hooks(self, model: nn.Module, global_state: State, server: State,
-                     client: dict) -> TrainHooks:
+    def client_hooks(self, model: nn.Module, global_state: State, server,
+                     client) -> TrainHooks:
         anchor = [global_state[name] for name, _ in model.named_parameters()]
         return ProximalHooks(self.params.mu, anchor)

@@ -3,7 +3,8 @@
 Client k trains a fresh model for rounds x local_epochs epochs (the same passes as in FL) and
 is evaluated on the global validation and test sets after every local_epochs epochs; its
 reported round is chosen on validation data. The run's metrics are the mean over clients of
-their selected test metrics, with the spread (std, min, max) and every client's numbers.
+their selected test metrics, with the spread (std, min, max) and every client's numbers, and
+the mean of their validation metrics (`val`, as for every method).
 Nothing is communicated.
 """
 from __future__ import annotations
@@ -13,23 +14,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import MethodResult, RunContext
+from .base import MethodBase, MethodResult, RunContext
 from .evaluation import Diverged, Selection
 from .training import train_local
 
 SCALARS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "loss")
 
 
-class LocalOnly:
+class LocalOnly(MethodBase):
     name = "local_only"
     uses_split = True
 
     @dataclass(frozen=True)
     class Params:
         pass
-
-    def __init__(self, params=None):
-        self.params = params if params is not None else self.Params()
 
     def run(self, ctx: RunContext) -> MethodResult:
         cfg = ctx.train
@@ -77,6 +75,8 @@ def _summarise(entries: list[dict | None]) -> dict | None:
         if values:
             out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             out[f"{key}_min"], out[f"{key}_max"] = float(min(values)), float(max(values))
+    out["val"] = {key: float(np.mean([e["val"][key] for e in entries]))
+                  for key in SCALARS if all(e["val"].get(key) is not None for e in entries)}
     pcs = np.array([e["per_class_accuracy"] for e in entries], dtype=float)
     out["per_class_accuracy"] = np.nanmean(pcs, axis=0).tolist()
     out["clients"] = [{k: e[k] for k in (*SCALARS, "round")} for e in entries]

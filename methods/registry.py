@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from .centralized import Centralized
 from .fedavg import FedAvg
 from .federatedfactory import FederatedFactory
 from .fedprox import FedProx
 from .local_only import LocalOnly
+from .provenance import method_fingerprint
 from .scaffold import Scaffold
 
 METHODS: dict[str, type] = {
@@ -48,3 +50,10 @@ def build_method(name: str, params: dict | None = None):
                          f"valid: {', '.join(fields) or 'none'}")
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in (params or {}).items()}
     return cls(cls.Params(**params))
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(name: str) -> str:
+    """The fingerprint of the code and library versions that determine `name`'s numbers
+    (methods/provenance.py)."""
+    return method_fingerprint(METHODS[name], tuple(METHODS.values()))

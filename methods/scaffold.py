@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .fedavg import FedAvg, State
 from .training import LocalStats, TrainHooks
+from .weight_averaging import State, WeightAveraging, WeightedMean
 
 
 class ControlVariateHooks(TrainHooks):
@@ -36,70 +36,76 @@ class ControlVariateHooks(TrainHooks):
             g.add_(corr)
 
 
-class Scaffold(FedAvg):
+@dataclass(frozen=True)
+class ScaffoldServer:
+    c: State  # server control variate, one tensor per model parameter (its names)
+
+
+@dataclass(frozen=True)
+class ScaffoldMessage:
+    dy: State  # y - x, per parameter
+    dc: State  # c_i+ - c_i, per parameter
+    buffers: State  # batch-norm buffers, averaged as in FedAvg
+
+
+@dataclass
+class ScaffoldRound:
+    dy: dict
+    dc: dict
+    buffers: WeightedMean
+    count: int = 0  # clients of the round
+
+
+class Scaffold(WeightAveraging):
     name = "scaffold"
 
     @dataclass(frozen=True)
     class Params:
         server_lr: float = 1.0  # eta_g
 
-    def init_server(self, model: nn.Module, global_state: State) -> State:
-        self._param_names = [n for n, _ in model.named_parameters()]
-        return {f"c.{n}": torch.zeros_like(global_state[n]) for n in self._param_names}
+    def init_server(self, model: nn.Module, global_state: State) -> ScaffoldServer:
+        return ScaffoldServer({n: torch.zeros_like(global_state[n])
+                               for n, _ in model.named_parameters()})
 
-    def download(self, global_state: State, server: State) -> State:
-        return {**global_state, **server}
+    def download(self, global_state: State, server: ScaffoldServer):
+        return {"weights": global_state, "c": server.c}
 
-    def init_client(self, global_state: State, server: State) -> dict:
-        return {k: torch.zeros_like(v) for k, v in server.items()}
+    def init_client(self, global_state: State, server: ScaffoldServer) -> State:
+        return {n: torch.zeros_like(v) for n, v in server.c.items()}  # c_i
 
-    def client_hooks(self, model, global_state, server, client) -> TrainHooks:
-        keys = [f"c.{n}" for n in self._param_names]
-        return ControlVariateHooks([server[k] for k in keys], [client[k] for k in keys])
+    def client_hooks(self, model, global_state, server: ScaffoldServer,
+                     client: State) -> TrainHooks:
+        return ControlVariateHooks(list(server.c.values()), [client[n] for n in server.c])
 
-    def client_message(self, model, global_state, server, client, hooks, stats: LocalStats, lr):
+    def client_message(self, model, global_state, server: ScaffoldServer, client: State,
+                       hooks: ControlVariateHooks, stats: LocalStats, lr: float):
         state = model.state_dict()
         steps = max(stats.steps, 1)
-        msg, new_client = {}, {}
-        for name, g_sum in zip(self._param_names, hooks.grad_sum):
-            msg[f"dy.{name}"] = state[name].detach() - global_state[name]
-            new_client[f"c.{name}"] = g_sum / steps  # c_i+ (option II, see module docstring)
-            msg[f"dc.{name}"] = new_client[f"c.{name}"] - client[f"c.{name}"]
-        for name, v in state.items():  # buffers travel as in FedAvg
-            if name not in global_state or name in self._param_names:
-                continue
-            msg[f"buf.{name}"] = v.detach()
-        return msg, new_client
+        dy, dc, new_client = {}, {}, {}
+        for name, g_sum in zip(server.c, hooks.grad_sum):
+            dy[name] = state[name].detach() - global_state[name]
+            new_client[name] = g_sum / steps  # c_i+ (option II, see module docstring)
+            dc[name] = new_client[name] - client[name]
+        buffers = {k: v.detach() for k, v in state.items()
+                   if k in global_state and k not in server.c}
+        return ScaffoldMessage(dy, dc, buffers), new_client
 
-    def start_round(self, global_state: State) -> dict:
-        acc = super().start_round(global_state)
-        acc["count"] = 0
-        return acc
+    def start_round(self, global_state: State) -> ScaffoldRound:
+        return ScaffoldRound({}, {}, WeightedMean.like(global_state))
 
-    def accumulate(self, acc: dict, msg: State, n_samples: int) -> None:
-        for key, v in msg.items():
-            kind, name = key.split(".", 1)
-            if kind == "buf":
-                if name in acc["sum"]:
-                    acc["sum"][name].add_(v, alpha=float(n_samples))
-                else:
-                    acc["other"][name] = v.clone()
-            else:  # dy, dc: unweighted sums
-                target = acc.setdefault(kind, {})
-                target[name] = target[name] + v if name in target else v.clone()
-        acc["weight"] += n_samples
-        acc["count"] += 1
+    def accumulate(self, acc: ScaffoldRound, msg: ScaffoldMessage, n_samples: int) -> None:
+        acc.buffers.add(msg.buffers, n_samples)
+        for total, part in ((acc.dy, msg.dy), (acc.dc, msg.dc)):  # unweighted sums
+            for name, v in part.items():
+                total[name] = total[name] + v if name in total else v.clone()
+        acc.count += 1
 
-    def aggregate(self, acc: dict, global_state: State, server: State, n_clients: int):
-        eta_g, m = self.params.server_lr, acc["count"]
-        new = {}
-        for k, v in global_state.items():
-            if k in acc["dy"]:
-                new[k] = v + eta_g * acc["dy"][k] / m
-            elif k in acc["sum"]:
-                new[k] = (acc["sum"][k] / acc["weight"]).to(v.dtype)
-            else:
-                new[k] = acc["other"][k]
-        new_server = {f"c.{n}": server[f"c.{n}"] + acc["dc"][n] / n_clients
-                      for n in self._param_names}
-        return new, new_server
+    def aggregate(self, acc: ScaffoldRound, global_state: State, server: ScaffoldServer,
+                  n_clients: int):
+        eta_g, m = self.params.server_lr, acc.count
+        buffers = {k: v for k, v in global_state.items() if k not in acc.dy}
+        new = {**acc.buffers.result(buffers),
+               **{k: global_state[k] + eta_g * acc.dy[k] / m for k in acc.dy}}
+        new = {k: new[k] for k in global_state}  # the model's own order
+        c = {n: server.c[n] + acc.dc[n] / n_clients for n in server.c}
+        return new, ScaffoldServer(c)

@@ -55,6 +55,45 @@ def test_dry_run_lists_resolved_configs(capsys):
     assert all(c["train"]["local_epochs"] == 10 and c["resolution"] == 8 for c in configs)
 
 
+def test_a_method_alone_runs_under_its_default_splits(capsys):
+    """FederatedFactory runs under silos in the default grid (README): asked for alone, it
+    stays there rather than training ~100 generators under IID and Dirichlet."""
+    assert main(["run", "--dry-run", "--methods", "federatedfactory,fedavg"]) == 0
+    configs = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    by_method = {m: sorted(c["split"] for c in configs if c["method"] == m)
+                 for m in ("federatedfactory", "fedavg")}
+    assert by_method["federatedfactory"] == ["silos"]
+    assert len(by_method["fedavg"]) == 4
+
+
+def test_two_processes_share_one_grid(tmp_path):
+    """Two `bench run` on one folder: each run is computed once, by one of them (claims), and
+    both end with the whole grid's tables."""
+    args = ["run", "--methods", "fedavg,fedprox,scaffold,local_only", "--splits", "iid,silos",
+            "--out", str(tmp_path), *tiny_overrides(rounds=4)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", *args, "--threads", "1"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    computed = [sum(line.startswith("[") and "another process" not in line
+                    for line in err.splitlines()) for _, err in outs]
+    assert sum(computed) == 8, computed  # every run once, none twice
+    assert all(out.count("| fedavg |") == 2 for out, _ in outs)  # the whole grid, both
+    assert len(list((tmp_path / "runs").rglob("*.json"))) == 8
+    assert not list((tmp_path / "runs").rglob("*.claim"))
+
+
+def test_local_only_has_validation_metrics(tmp_path, capsys):
+    args = ["run", "--methods", "local_only", "--splits", "iid", "--out", str(tmp_path),
+            *tiny_overrides()]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["table", "--on", "val", "--out", str(tmp_path)]) == 0
+    assert "| local_only |" in capsys.readouterr().out
+
+
 def test_grid_end_to_end_then_skip_then_force(tmp_path, capsys):
     args = ["run", "--methods", "centralized,fedavg,local_only", "--splits", "silos,iid",
             "--out", str(tmp_path), *tiny_overrides()]

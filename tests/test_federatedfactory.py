@@ -1,12 +1,15 @@
 """FederatedFactory: its parts, its determinism, and exact unlearning, on tiny settings."""
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from bench.cli import main
 from bench.config import parse_overrides, resolve
+from bench.methods.federatedfactory.diagnostics import sample_grid
 from bench.methods.federatedfactory.network import build_unet
 from bench.methods.federatedfactory.params import PRESETS, FFParams
 from bench.methods.federatedfactory.sampler import load_unet, sample
@@ -28,7 +31,7 @@ def test_generator_parameter_counts_pinned():
     assert count_parameters(build_unet(FFParams(), 1, 8)) == 651_041
     paper = FFParams(**PRESETS["paper"])
     n = count_parameters(build_unet(paper, 3, 32))
-    assert n == 49_062_787  # "about 50M parameters at 32 px" (guide, section 2)
+    assert n == 49_062_787  # the authors' generator: about 50M parameters at 32 px
 
 
 def test_shares_are_proportional_and_exact():
@@ -92,31 +95,93 @@ def test_run_records_both_modes_bytes_and_diagnostics(tmp_path):
     assert again["metrics"] == record["metrics"]  # cached modules change nothing
 
 
-def test_unlearning_is_bitwise_exact(tmp_path, capsys):
-    """Forgetting client 3 through the CLI gives the classifiers, bit for bit, of a run that
-    never had client 3 and trained everything from scratch (no cache)."""
+def _without_client_images(monkeypatch, client: int):
+    """Load digits with every training image of `client` (silos: class `client`) replaced by
+    noise: a run that never had the client's images."""
+    import bench.runner as runner
+
+    real = runner.cached_dataset("digits", None)
+    x = real.x_train.clone()
+    held = real.y_train == client
+    x[held] = torch.randint(0, 256, x[held].shape, generator=torch.Generator().manual_seed(9),
+                            dtype=torch.uint8)
+    replaced = dataclasses.replace(real, x_train=x)
+    monkeypatch.setattr(runner, "cached_dataset", lambda name, root=None: replaced)
+
+
+def _forget_then_compare_with_never_had(tmp_path, monkeypatch, capsys):
+    """Forget client 3 through the CLI; then run, from scratch (no cache), the same config on
+    data where client 3's images are noise. Returns both records and both sample grids."""
     out = tmp_path / "results"
+    longer = ["federatedfactory.classifier_epochs=10"]  # so that class 3 is known before
     assert main(["run", "--methods", "federatedfactory", "--splits", "silos", "--out", str(out),
-                 *TINY_CLI]) == 0
-    run_id = _config().run_id
+                 *TINY_CLI, "--set", longer[0]]) == 0
     capsys.readouterr()
-    assert main(["unlearn", "--run", run_id[:8], "--clients", "3", "--out", str(out)]) == 0
+    assert main(["unlearn", "--run", _config(extra=longer).run_id[:8], "--clients", "3",
+                 "--out", str(out)]) == 0
     printed = capsys.readouterr().out
+    forgot = _config(extra=[*longer, "federatedfactory.exclude_clients=3"])
+    path = out / "runs/digits/federatedfactory" / f"{forgot.run_id}.json"
+    after = json.loads(path.read_text())
+    grid_after = np.array(Image.open(path.with_name(after["artifacts"]["samples"])))
+    with monkeypatch.context() as m:
+        _without_client_images(m, 3)
+        never, artifacts = execute(forgot, torch.device("cpu"), cache_dir=tmp_path / "fresh")
+    return printed, after, grid_after, never, artifacts["samples"]
+
+
+def test_unlearning_is_exact_and_never_reads_the_forgotten_images(tmp_path, monkeypatch,
+                                                                   capsys):
+    """The unlearned classifiers, metrics, diagnostics and sample grid are bitwise those of a
+    run that never had client 3's images at all; class 3 (no other client holds it) falls to
+    0 % in both modes (README, "Exact unlearning", for the default preset's numbers)."""
+    printed, after, grid_after, never, grid_never = _forget_then_compare_with_never_had(
+        tmp_path, monkeypatch, capsys)
     assert "3 (forgotten)" in printed
-    forgot = _config(extra=["federatedfactory.exclude_clients=3"])
-    after = json.loads((out / "runs/digits/federatedfactory" / f"{forgot.run_id}.json").read_text())
     assert {e["cache"] for e in after["extra"]["modules"]} == {"hit"}  # nothing retrained
     assert all(e["client"] != 3 for e in after["extra"]["modules"])
     assert after["extra"]["synthetic_per_class"][3] == 0
-    never, _ = execute(forgot, torch.device("cpu"), cache_dir=tmp_path / "fresh-cache")
     assert {e["cache"] for e in never["extra"]["modules"]} == {"miss"}
     assert never["extra"]["classifier_sha256"] == after["extra"]["classifier_sha256"]
     assert never["metrics"] == after["metrics"]
+    assert never["extra"]["memorisation"] == after["extra"]["memorisation"]
+    assert np.array_equal(grid_never, grid_after)  # no real image of client 3 in the record
     u = after["unlearning"]
     assert u["forgotten_classes"] == [3]
     for mode in ("server", "local"):
-        m = u["modes"][mode]
-        assert m["per_class_after"][3] <= m["per_class_before"][3]
+        assert u["modes"][mode]["per_class_after"][3] == 0.0
+    # the tiny test generators are too weak for the server to know class 3 even before; in
+    # local mode client 3's own classifier knew it
+    assert u["modes"]["local"]["per_class_before"][3] > 0.05  # 4 of 37 images, then none
+
+
+def test_the_unlearning_proof_fails_when_forgotten_images_are_read(tmp_path, monkeypatch,
+                                                                   capsys):
+    """Plant the pitfall the proof is for (the diagnostics reading every client's training
+    images, as this suite's first version did): the two sides then differ."""
+    import bench.methods.federatedfactory.method as ff_method
+
+    def every_client(synth_x, synth_y, real_x, real_y, n_classes, per_class=8):
+        import bench.runner as runner
+
+        data = runner.cached_dataset("digits", None)
+        return sample_grid(synth_x, synth_y, data.x_train, data.y_train, n_classes, per_class)
+    monkeypatch.setattr(ff_method, "sample_grid", every_client)
+    _, after, grid_after, never, grid_never = _forget_then_compare_with_never_had(
+        tmp_path, monkeypatch, capsys)
+    assert never["extra"]["classifier_sha256"] == after["extra"]["classifier_sha256"]
+    assert not np.array_equal(grid_never, grid_after)
+
+
+def test_forgetting_a_client_whose_classes_others_hold_forgets_no_class(tmp_path, capsys):
+    out = tmp_path / "results"
+    args = ["--splits", "dirichlet:1.0", "--set", "n_clients=3"]
+    assert main(["run", "--methods", "federatedfactory", *args, "--out", str(out),
+                 *TINY_CLI]) == 0
+    run_id = _config("dirichlet:1.0", ["n_clients=3"]).run_id
+    capsys.readouterr()
+    assert main(["unlearn", "--run", run_id, "--clients", "0", "--out", str(out)]) == 0
+    assert "(forgotten)" not in capsys.readouterr().out
 
 
 def test_unlearn_rejects_bad_input(tmp_path, capsys):

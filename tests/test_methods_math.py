@@ -10,7 +10,7 @@ from torch import nn
 
 from bench.methods.fedavg import FedAvg
 from bench.methods.fedprox import FedProx
-from bench.methods.scaffold import Scaffold
+from bench.methods.scaffold import Scaffold, ScaffoldServer
 from bench.methods.training import LocalStats
 
 
@@ -76,11 +76,9 @@ def _scaffold_setup():
     Client 2 (correction -0.5): y = -0.25, then -0.475;
       c_2+ = 1.0 - 0.5 + 0.475/0.2 = 2.875, dy_2 = -0.475, dc_2 = 1.875."""
     method = Scaffold()
-    model = Scalar()
-    method.init_server(model, {"w": torch.zeros(1, dtype=torch.float64)})
-    server = {"c.w": torch.tensor([0.5], dtype=torch.float64)}
-    states = {0: {"c.w": torch.tensor([0.25], dtype=torch.float64)},
-              1: {"c.w": torch.tensor([1.0], dtype=torch.float64)}}
+    server = ScaffoldServer({"w": torch.tensor([0.5], dtype=torch.float64)})
+    states = {0: {"w": torch.tensor([0.25], dtype=torch.float64)},
+              1: {"w": torch.tensor([1.0], dtype=torch.float64)}}
     return method, server, states
 
 
@@ -92,13 +90,13 @@ def _scaffold_setup():
 ])
 def test_scaffold_option_two(server_lr, n_total, x_new, c_new):
     method, server, states = _scaffold_setup()
-    method.params = Scaffold.Params(server_lr=server_lr)
+    method = Scaffold(Scaffold.Params(server_lr=server_lr))
     x, server, states = one_round(method, [1.0, -3.0], 0.0, server, states, lr=0.1, steps=2,
                                   n_total=n_total)
     assert x == pytest.approx(x_new, abs=1e-12)
-    assert float(server["c.w"]) == pytest.approx(c_new, abs=1e-12)
-    assert float(states[0]["c.w"]) == pytest.approx(-0.9625, abs=1e-12)
-    assert float(states[1]["c.w"]) == pytest.approx(2.875, abs=1e-12)
+    assert float(server.c["w"]) == pytest.approx(c_new, abs=1e-12)
+    assert float(states[0]["w"]) == pytest.approx(-0.9625, abs=1e-12)
+    assert float(states[1]["w"]) == pytest.approx(2.875, abs=1e-12)
 
 
 def test_scaffold_uses_steps_actually_taken():
@@ -106,5 +104,37 @@ def test_scaffold_uses_steps_actually_taken():
     c_1+ = (0 - 0.271) / (3 * 0.1) = -0.90333..."""
     method = Scaffold()
     x, server, states = one_round(method, [1.0], 0.0, None, {}, lr=0.1, steps=3, n_total=1)
-    assert float(states[0]["c.w"]) == pytest.approx(-0.271 / 0.3, abs=1e-12)
+    assert float(states[0]["w"]) == pytest.approx(-0.271 / 0.3, abs=1e-12)
     assert x == pytest.approx(0.271, abs=1e-12)
+
+
+def _readme_example():
+    """The weight-averaging example of README.md, "Adding a method", as a module."""
+    import importlib.util
+    import re
+    import sys
+
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(.*?class FedAvgM.*?)```", text, re.S).group(1)
+    source = "\n".join(line[2:] for line in block.splitlines())  # the list item's indent
+    source = source.replace("from .weight_averaging", "from bench.methods.weight_averaging")
+    spec = importlib.util.spec_from_loader("readme_fedavgm", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, "README.md", "exec"), module.__dict__)
+    sys.modules.pop("readme_fedavgm", None)
+    return module.FedAvgM
+
+
+def test_readme_example_method_is_one_subclass_and_does_what_it_says():
+    """FedAvgM with beta = 0.5 on one client, b = 2, lr 0.5, one step from 0: the client ends at
+    1, so round 1: v = 0 - 1 = -1, w = 1; round 2 (from 1, client ends at 1.5): v = 0.5 (-1) +
+    (1 - 1.5) = -1, w = 2. FedAvg would give 1 then 1.5."""
+    FedAvgM = _readme_example()
+    method = FedAvgM(FedAvgM.Params(beta=0.5))
+    x, server, states = one_round(method, [2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=1)
+    assert x == pytest.approx(1.0, abs=1e-12)
+    x, server, states = one_round(method, [2.0], x, server, states, lr=0.5, steps=1, n_total=1)
+    assert x == pytest.approx(2.0, abs=1e-12)
+    assert float(server["w"]) == pytest.approx(-1.0, abs=1e-12)

@@ -154,6 +154,40 @@ def test_end_to_end_on_every_format(tmp_path, capsys):
     assert main(["data", "--data-root", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
     assert "pneumoniamnist" in out and "present" in out and "md5 differs" in out
+    # the user's data: stored under a short readable folder, shown by its path
+    folders = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
+    assert [f.split("-")[0] for f in folders] == ["cifar10", "folder", "npz", "pneumoniamnist"]
+    assert all(len(f) < 40 and "/" not in f for f in folders)
+    npz = tmp_path / "data" / "medmnist" / "pneumoniamnist.npz"
+    assert main(["data", "--datasets", f"npz:{npz}"]) == 0
+    shown = capsys.readouterr().out
+    assert str(npz) in shown and "(in the package)" not in shown
+
+
+@pytest.mark.parametrize("keys,needle", [
+    (("val_images",), "has 'val_images' but no 'val_labels'"),
+    (("val_labels",), "has 'val_labels' but no 'val_images'"),
+    (("train_labels",), "missing array 'train_labels'"),
+])
+def test_user_npz_with_missing_keys_is_a_one_line_error(tmp_path, capsys, keys, needle):
+    arrays = write_medmnist(tmp_path / "mine.npz", classes=3, n=(30, 6, 9), size=8)
+    drop = {"val_images": "val_labels", "val_labels": "val_images",
+            "train_labels": "train_labels"}[keys[0]]
+    np.savez(tmp_path / "mine.npz", **{k: v for k, v in arrays.items() if k != drop})
+    rc = main(["run", "--datasets", f"npz:{tmp_path / 'mine.npz'}", "--methods", "fedavg",
+               "--splits", "iid", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_user_npz_labels_must_be_class_indices(tmp_path):
+    arrays = write_medmnist(tmp_path / "mine.npz", classes=3, n=(30, 6, 9), size=8)
+    np.savez(tmp_path / "mine.npz", **{**arrays, "test_labels": arrays["test_labels"].astype(int) - 5})
+    with pytest.raises(DataError, match="class indices >= 0"):
+        load_dataset(f"npz:{tmp_path / 'mine.npz'}")
+    np.savez(tmp_path / "mine.npz", **{**arrays, "test_labels": arrays["test_labels"] + 0.5})
+    with pytest.raises(DataError, match="must be integers"):
+        load_dataset(f"npz:{tmp_path / 'mine.npz'}")
 
 
 def test_all_dry_run_lists_the_paper_grid(capsys):

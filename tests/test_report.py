@@ -7,7 +7,9 @@ from PIL import Image
 
 from bench.cli import main
 from bench.config import resolve
-from bench.report.check import check, load_reference, make_reference
+from bench.provenance import provenance
+from bench.report.check import (auroc_step, check_claims, check_tripwire,
+                                load_reference, passed, reference_diff, tripwire_cells)
 from bench.store import RecordStore
 
 ACC = {"centralized": 0.99, "fedavg": {"iid": 0.98, "dirichlet:0.1": 0.9, "dirichlet:1.0": 0.96,
@@ -38,9 +40,12 @@ def _record(method, split, seed, acc, variants=None):
                    "variants": {v: _metrics(a) for v, a in variants.items()}}
         curves = {}
         comm = {"rounds": 1, "total_bytes": 5e5, "local_mode": {"total_bytes": 9e5}}
+    import torch
+
     return c, {"run_id": c.run_id, "config": c.to_dict(), "metrics": metrics, "curves": curves,
                "communication": comm, "split": {"client_class_counts": counts},
-               "dataset_info": {"class_names": [str(i) for i in range(10)], "n_classes": 10}}
+               "dataset_info": {"class_names": [str(i) for i in range(10)], "n_classes": 10},
+               "provenance": provenance(method, torch.device("cpu"))}
 
 
 def _acc(method, split, seed):
@@ -98,50 +103,109 @@ def test_table_cells_are_means_over_seeds(store, capsys):
     assert "30.0 ± 1.0 (n=3)" in out
 
 
-def test_check_passes_on_its_own_reference_and_fails_on_a_regression(store, tmp_path, capsys):
-    ref = make_reference(store.all_records(), "t", "", {"digits": 359}, claims=[
-        {"claim": "fedavg far below centralized under silos", "op": "<", "margin": 20,
-         "left": {"dataset": "digits", "split": "silos", "method": "fedavg", "metric": "accuracy"},
-         "right": {"dataset": "digits", "split": "silos", "method": "centralized",
-                   "metric": "accuracy"}}])
+TEST_LABELS = {"digits": np.repeat(np.arange(10), 36)}  # 360 test images, 36 per class
+
+
+def test_tripwire_passes_on_its_own_runs_and_fails_on_a_changed_one(store, tmp_path, capsys):
+    records = store.all_records()
+    ref = {"name": "t", "layer": "tripwire", "grid": "default",
+           "cells": tripwire_cells(records, TEST_LABELS)}
+    cell = next(c for c in ref["cells"] if c["method"] == "fedavg" and c["split"] == "silos"
+                and c["seed"] == 1 and c["metric"] == "accuracy")
+    assert cell["expected"] == pytest.approx(30.0) and cell["tolerance"] == pytest.approx(100 / 360)
     path = tmp_path / "ref.json"
     path.write_text(json.dumps(ref))
-    cell = next(c for c in ref["cells"] if c["method"] == "fedavg" and c["split"] == "silos"
-                and c["metric"] == "accuracy")
-    assert cell["expected"] == pytest.approx(30.0) and cell["tolerance"] == pytest.approx(3.0)
     assert main(["check", "--reference", str(path), "--out", str(store.root)]) == 0
     assert "PASSED" in capsys.readouterr().err
 
-    # plant a regression: one seed of fedavg under silos drops to 10 %
-    c, rec = _record("fedavg", "silos", 2, 0.10)
+    # one seed of fedavg under silos loses two test images: the tripwire notices
+    c, rec = _record("fedavg", "silos", 1, 0.30 - 2 / 360)
     store.write(rec)
     assert main(["check", "--reference", str(path), "--out", str(store.root)]) == 1
     cap = capsys.readouterr()
     assert "REGRESSED" in cap.out and "FAILED" in cap.err
+    assert "REGRESSED: digits fedavg silos seed 1 accuracy: expected 30.00" in cap.err
+    # one test image is within the tolerance
+    c, rec = _record("fedavg", "silos", 1, 0.30 - 1 / 360)
+    store.write(rec)
+    assert main(["check", "--reference", str(path), "--out", str(store.root)]) == 0
 
 
-def test_claims_and_missing_cells(store):
+def test_tripwire_cells_name_their_runs_missing_and_stale(store):
     records = store.all_records()
-    ref = {"require_all": True, "cells": [
-        {"dataset": "digits", "split": "silos", "method": "scaffold", "metric": "accuracy",
-         "expected": 50, "tolerance": 1}], "claims": [
-        {"claim": "local-only far above centralized", "op": ">", "margin": 1,
-         "left": {"dataset": "digits", "split": "silos", "method": "local_only",
-                  "metric": "accuracy"},
-         "right": {"dataset": "digits", "split": "silos", "method": "centralized",
-                   "metric": "accuracy"}}]}
-    table, passed = check(records, ref)
-    assert not passed
-    assert list(table["verdict"]) == ["MISSING", "CLAIM FAILS"]
-    ref["require_all"] = False
-    ref["claims"] = []
-    table, passed = check(records, ref)
-    assert passed and list(table["verdict"]) == ["not run"]
+    ref = {"layer": "tripwire", "cells": tripwire_cells(records[:1], TEST_LABELS)}
+    load = {r["run_id"]: r for r in records}
+    table = check_tripwire(ref, lambda d, m, run_id: load.get(run_id))
+    assert passed(table)
+    table = check_tripwire(ref, lambda d, m, run_id: None)
+    assert set(table["verdict"]) == {"MISSING"}
+    old = {**records[0], "provenance": {"code": "0" * 16}}
+    table = check_tripwire(ref, lambda d, m, run_id: old)
+    assert set(table["verdict"]) == {"STALE"} and not passed(table)
+
+
+def test_auroc_step_is_the_most_one_image_can_move_it():
+    """Two classes, 3 positives and 1 negative: moving the negative past all positives moves
+    the AUROC by 1 (= 1 / n_neg); moving one positive, by 1/3."""
+    assert auroc_step(np.array([1, 1, 1, 0]), 2) == pytest.approx(100.0)
+    # ten balanced classes of 36: (1/10) (1/36 + 9/324) = 1/180
+    assert auroc_step(TEST_LABELS["digits"], 10) == pytest.approx(100 / 180)
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    p = rng.dirichlet(np.ones(3), 60)
+    step = auroc_step(y, 3)
+    for i in range(60):  # whatever one image's scores become, the change stays within a step
+        q = p.copy()
+        q[i] = rng.dirichlet(np.ones(3))
+        moved = 100 * abs(roc_auc_score(y, q, multi_class="ovr")
+                          - roc_auc_score(y, p, multi_class="ovr"))
+        assert moved <= step + 1e-9
+
+
+def test_claims_need_enough_seeds_and_compare_with_constants(store):
+    records = store.all_records()
+    silos = {"dataset": "digits", "split": "silos", "metric": "accuracy"}
+    claims = [{"claim": "fedavg far below centralized", "op": "<", "margin": 20,
+               "left": {**silos, "method": "fedavg"}, "right": {**silos, "method": "centralized"}},
+              {"claim": "local-only at chance", "op": "~", "margin": 1,
+               "left": {**silos, "method": "local_only"}, "right": {"value": 10.0}},
+              {"claim": "local-only far above centralized", "op": ">", "margin": 1,
+               "left": {**silos, "method": "local_only"}, "right": {**silos, "method": "centralized"}},
+              {"claim": "scaffold exists", "op": ">", "margin": 0,
+               "left": {**silos, "method": "scaffold"}, "right": {"value": 0}}]
+    table = check_claims(claims, records, 3, True)
+    assert list(table["verdict"]) == ["ok", "ok", "CLAIM FAILS", "MISSING"]
+    table = check_claims(claims[:1], records, 4, True)
+    assert list(table["verdict"]) == ["TOO FEW SEEDS"]
+
+
+def test_reference_diff_says_what_moved():
+    old = {"cells": [{"dataset": "d", "split": "s", "method": "m", "seed": 0, "metric": "accuracy",
+                      "run_id": "a", "expected": 50.0}]}
+    new = {"cells": [{**old["cells"][0], "expected": 52.5},
+                     {**old["cells"][0], "metric": "auroc", "expected": 90.0}]}
+    assert reference_diff(old, new) == ["~ d m s seed 0 accuracy: 50.00 -> 52.50 (+2.50)",
+                                        "+ d m s seed 0 auroc: 90.00"]
+
+
+def test_committed_references_are_well_formed():
+    for name in ("smoke", "sensitivity", "science", "pneumonia"):
+        ref = load_reference(name)
+        assert ref["layer"] in ("tripwire", "science")
+        if ref["layer"] == "tripwire":
+            assert ref["cells"] and ref["made_with"]["torch"]
+            assert {c["metric"] for c in ref["cells"]} == {"accuracy", "auroc", "round"}
+        else:
+            assert ref["claims"] and ref["min_seeds"] >= 3
+    smoke = load_reference("smoke")
+    assert {c["dataset"] for c in smoke["cells"]} == {"digits"}  # users have no other data
 
 
 def test_paper_reference_is_well_formed():
     ref = load_reference("paper")
-    assert len(ref["cells"]) == 49 and not ref["require_all"]
+    assert len(ref["cells"]) == 49 and ref["layer"] == "published"
     headline = [c for c in ref["cells"] if c["dataset"] == "cifar10" and c["split"] == "silos"
                 and c["metric"] == "accuracy"]
     assert {c["method"]: c["expected"] for c in headline}["fedavg"] == 11.36

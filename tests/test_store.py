@@ -72,3 +72,67 @@ def test_identity_ignores_nothing_that_changes_numbers():
     # pooled methods do not depend on the split: one run for all splits
     assert resolve("digits", "centralized", "iid", 0).run_id == \
         resolve("digits", "centralized", "silos", 0).run_id
+
+
+def test_records_are_readable_by_the_group_and_others(tmp_path):
+    """A shared results folder on a cluster: records get a normal file's mode (not mkstemp's
+    0600)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = RecordStore(tmp_path).write(_record()[1])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_two_processes_quarantining_one_record_do_not_crash(tmp_path):
+    store = RecordStore(tmp_path, warn=lambda m: None)
+    c, rec = _record()
+    path = store.write(rec)
+    path.write_text("{")
+    store._quarantine(path, "test")  # the first process moved it aside
+    store._quarantine(path, "test")  # the second finds it gone: nothing to do, no error
+    assert len(list(path.parent.glob("*.corrupt*"))) == 1
+
+
+def test_orphans_of_dead_processes_are_removed_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from bench.datasets.files import HOST
+
+    store = RecordStore(tmp_path)
+    c, rec = _record()
+    store.write(rec)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    folder = store.path(c).parent
+    orphan = folder / f".{c.run_id}.json.{HOST}.{dead}.abc123.tmp"
+    live = folder / f".{c.run_id}.json.{HOST}.{os.getpid()}.def456.tmp"
+    orphan.write_text("half")
+    live.write_text("being written")
+    store.claim_path(c).write_text(f"{HOST} {dead}\n")  # a claim whose process was killed
+    assert store.remove_orphans() == 2
+    assert not orphan.exists() and live.exists() and not store.claim_path(c).exists()
+
+
+def test_claims_are_exclusive_and_dead_ones_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    from bench.datasets.files import HOST
+
+    store = RecordStore(tmp_path)
+    c, _ = _record()
+    assert store.claim(c) and not store.claim(c)  # held (by this live process)
+    store.release(c)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    store.claim_path(c).write_text(f"{HOST} {dead}\n")
+    assert store.claim(c)  # its holder died: taken over
+    store.claim_path(c).write_text("another-host 1\n")
+    assert not store.claim(c)  # another host's claim counts as live

@@ -16,7 +16,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..config import NO_SPLIT  # noqa: E402
-from .tables import split_order  # noqa: E402
+from ..datasets.files import atomic_write  # noqa: E402
+from .tables import split_order, variant_labels  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind", 10)
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
@@ -39,7 +40,7 @@ def _save(fig, path: Path) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
     for p in out:
-        fig.savefig(p)
+        atomic_write(p, lambda f, p=p: fig.savefig(f, format=p.suffix[1:]))
     plt.close(fig)
     return out
 
@@ -123,6 +124,8 @@ def convergence(records: list[dict], dataset: str, split: str, metric: str,
     """Left: validation and test metric per round. Right: test metric against the bytes
     communicated so far (log axis); one-shot methods appear as one point."""
     rows, oneshot = [], []
+    # runs of one method with other settings get their own curve, labelled as in the tables
+    suffix = dict(zip((r["run_id"] for r in records), variant_labels(records)))
     for r in records:
         c = r["config"]
         if c["dataset"] != dataset or c["split"] != split:
@@ -131,12 +134,14 @@ def convergence(records: list[dict], dataset: str, split: str, metric: str,
         if "bytes_cumulative" in curves:
             for i, rnd in enumerate(curves["round"]):
                 for part in ("val", "test"):
-                    rows.append({"method": c["method"], "seed": c["seed"], "round": rnd,
+                    rows.append({"method": c["method"] + suffix[r["run_id"]], "seed": c["seed"],
+                                 "round": rnd,
                                  "part": part, "value": curves[f"{part}_{metric}"][i],
                                  "bytes": curves["bytes_cumulative"][i]})
         elif comm.get("rounds") == 1:
             for v, m in r["metrics"].get("variants", {}).items():
-                oneshot.append({"method": f"{c['method']}[{v}]", "bytes": comm["total_bytes"]
+                oneshot.append({"method": f"{c['method']}[{v}]{suffix[r['run_id']]}",
+                                "bytes": comm["total_bytes"]
                                 if v == "server" else comm["local_mode"]["total_bytes"],
                                 "value": m["selected"][metric]})
     if not rows:

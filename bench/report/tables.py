@@ -1,7 +1,8 @@
 """Tables from stored records only: mean +- sample std over seeds, in percent.
 
 Each cell shows how many seeds stand behind it; a cell of one seed has no std. Methods that do
-not depend on the split (centralized) appear with the same value in every split column.
+not depend on the split (centralized) appear with the same value in every split column. A cell
+with a run computed by other code than this version's is marked (bench/provenance.py).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 
 from ..config import NO_SPLIT
 from ..methods.registry import METHODS
+from ..provenance import STALE_MARK, STALE_NOTE, is_stale
 
 TABLE_METRICS = ("accuracy", "auroc")
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
@@ -46,6 +48,7 @@ def records_frame(records: list[dict], which: str = "selected", on: str = "test"
     rows = []
     for r, suffix in zip(records, variant_labels(records)):
         c = r["config"]
+        stale = is_stale(r)
         # a method with several downstream variants (federatedfactory: server, local) gives
         # one row per variant, named method[variant]
         variants = r["metrics"].get("variants") or {None: r["metrics"]}
@@ -55,9 +58,9 @@ def records_frame(records: list[dict], which: str = "selected", on: str = "test"
             name = (c["method"] if variant is None else f"{c['method']}[{variant}]") + suffix
             rows.append({"dataset": c["dataset"], "method": name, "split": c["split"],
                          "seed": c["seed"], "n_clients": c["n_clients"], "run_id": r["run_id"],
-                         **{k: m.get(k) for k in SCALAR_METRICS}})
+                         "stale": stale, **{k: m.get(k) for k in SCALAR_METRICS}})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
-                                       "run_id", *SCALAR_METRICS])
+                                       "run_id", "stale", *SCALAR_METRICS])
 
 
 def split_order(split: str) -> tuple:
@@ -69,12 +72,14 @@ def split_order(split: str) -> tuple:
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Long summary: dataset, method, split, metric, mean, std, n (pooled rows broadcast)."""
-    long = frame.melt(id_vars=["dataset", "method", "split", "seed"], value_vars=SCALAR_METRICS,
-                      var_name="metric").dropna(subset=["value"])
+    """Long summary: dataset, method, split, metric, mean, std, n, stale (any of its runs
+    computed by other code; pooled rows broadcast)."""
+    long = frame.melt(id_vars=["dataset", "method", "split", "seed", "stale"],
+                      value_vars=SCALAR_METRICS, var_name="metric").dropna(subset=["value"])
     long["value"] = long["value"].astype(float) * 100
-    g = long.groupby(["dataset", "method", "split", "metric"])["value"]
-    out = g.agg(mean="mean", std="std", n="count").reset_index()
+    g = long.groupby(["dataset", "method", "split", "metric"])
+    out = g.agg(mean=("value", "mean"), std=("value", "std"), n=("value", "count"),
+                stale=("stale", "any")).reset_index()
     pooled = out[out["split"] == NO_SPLIT]
     expanded = [out[out["split"] != NO_SPLIT]]
     for dataset, rows in pooled.groupby("dataset"):
@@ -99,11 +104,12 @@ def _grids(summary: pd.DataFrame, metrics):
             yield dataset, metric, part, methods, splits
 
 
-def _cell(mean: float, std: float, n) -> str:
+def _cell(mean: float, std: float, n, stale: bool = False) -> str:
     n = int(n)
+    mark = f" {STALE_MARK}" if stale else ""
     if n > 1:
-        return f"{mean:.1f} ± {std:.1f} (n={n})"
-    return f"{mean:.1f} (n=1)"
+        return f"{mean:.1f} ± {std:.1f} (n={n}){mark}"
+    return f"{mean:.1f} (n=1){mark}"
 
 
 def markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "test {metric} (%), "
@@ -118,10 +124,12 @@ def markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "test {m
             cells = []
             for s in splits:
                 row = part[(part["method"] == method) & (part["split"] == s)]
-                cells.append(_cell(*row[["mean", "std", "n"]].iloc[0]) if len(row) else "")
+                cells.append(_cell(*row[["mean", "std", "n", "stale"]].iloc[0]) if len(row)
+                             else "")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
+    note = f"\n{STALE_NOTE}\n" if summary["stale"].any() else ""
+    return "\n\n".join(blocks) + "\n" + note
 
 
 def latex(summary: pd.DataFrame, metrics=TABLE_METRICS) -> str:
@@ -143,6 +151,8 @@ def latex(summary: pd.DataFrame, metrics=TABLE_METRICS) -> str:
                     continue
                 mean, std, n = row[["mean", "std", "n"]].iloc[0]
                 text = f"{mean:.1f}" + (rf" $\pm$ {std:.1f}" if n > 1 else "")
+                if row["stale"].iloc[0]:
+                    text += r"$^\dagger$"
                 if abs(mean - best[s]) < 1e-9:
                     text = rf"\textbf{{{text}}}"
                 cells.append(f"{text}$^{{{int(n)}}}$")

@@ -3,17 +3,18 @@
 A key is the SHA-256 of everything that determines the object: for a module, the bytes of its
 training images, the generator settings and its seed; for samples, the module's key, the
 sampler settings and the seeds. Identical work is therefore done once, whichever run asks
-(downstream variants, classifier seeds, unlearning). Files are written atomically.
+(downstream variants, classifier seeds, unlearning). Files are written atomically
+(datasets/files.py).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ...datasets.files import atomic_write
 
 
 def content_key(parts: dict, tensor: torch.Tensor | None = None) -> str:
@@ -47,13 +48,4 @@ class ContentCache:
     def put(self, kind: str, key: str, obj) -> None:
         if self.root is None:
             return
-        path = self._path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(obj, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self._path(kind, key), lambda f: torch.save(obj, f))

@@ -23,29 +23,27 @@ import hashlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..base import MethodResult, RunContext
+from ..base import MethodBase, MethodResult, RunContext
 from ..communication import tensor_bytes
 from ..data import resize_uint8
 from ..evaluation import Diverged, Selection, classification_metrics, predict_proba
 from ..models import build_model, count_parameters
 from ..rng import Streams
 from ..training import fit
+from ..provenance import files_fingerprint
 from .cache import ContentCache, content_key
 from .diagnostics import memorisation, sample_grid
+from .experts import ProductOfExperts
 from .modules import train_module, training_steps
 from .network import build_unet
 from .params import PRESETS, FFParams
 from .sampler import load_unet, sample
 from .synthesis import image_seeds, shares
-
-
-def _log(proba: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.log(np.clip(proba, 1e-300, None)))
 
 
 def weights_sha256(models) -> str:
@@ -61,6 +59,9 @@ GENERATOR_FIELDS = ("gen_channels", "gen_layers_per_block", "gen_attention_level
                     "gen_norm_groups", "gen_images_seen", "gen_batch_size", "gen_lr",
                     "gen_ema_decay", "train_timesteps")
 SAMPLER_FIELDS = ("sampler", "sampler_steps", "train_timesteps")
+# the modules whose code determines a cached generator / a cached sample set
+GENERATOR_CODE = ("network", "schedule", "loss", "modules")
+SAMPLER_CODE = ("network", "schedule", "sampler")
 
 
 @dataclass(frozen=True)
@@ -82,23 +83,22 @@ class ModuleJob:
         return f"module/k{client}/c{cls}"
 
 
-class FederatedFactory:
+class FederatedFactory(MethodBase):
     name = "federatedfactory"
     uses_split = True
     Params = FFParams
     PRESETS = PRESETS
 
-    def __init__(self, params: FFParams | None = None):
-        self.params = params if params is not None else FFParams()
-
     # --- parts: pieces of a run that can be done ahead, elsewhere (bench/executors.py) ---
-    def parts(self, ctx: RunContext) -> list[str]:
-        """The run's modules not yet in the cache. Each is independent of the others; an
-        executor may train them as tasks of their own, and the run then finds them cached."""
+    def parts(self, ctx: RunContext, device_type: str | None = None) -> list[str]:
+        """The run's modules not yet in the cache for training on `device_type` (default: the
+        context's). Each is independent of the others; an executor may train them as tasks of
+        their own, and the run then finds them cached."""
         cache = ContentCache(ctx.cache_dir)
         if cache.root is None:
             return []
-        return [j.part for j in self._module_jobs(ctx) if not cache.has("modules", j.key)]
+        return [j.part for j in self._module_jobs(ctx, device_type=device_type)
+                if not cache.has("modules", j.key)]
 
     def do_part(self, ctx: RunContext, part: str) -> None:
         jobs = self._module_jobs(ctx, only=part)
@@ -115,12 +115,14 @@ class FederatedFactory:
         p = self.params
         return Streams(p.generator_seed if p.generator_seed >= 0 else ctx.streams.seed)
 
-    def _module_jobs(self, ctx: RunContext, only: str | None = None) -> list[ModuleJob]:
+    def _module_jobs(self, ctx: RunContext, only: str | None = None,
+                     device_type: str | None = None) -> list[ModuleJob]:
         """One job per (member client, class it holds at least min_class_samples of); with
         `only`, just that part's job (its images alone are resized and hashed)."""
         p, data = self.params, ctx.data
         res, streams = self._gen_resolution(ctx), self._gen_streams(ctx)
-        gen_cfg = {f: getattr(p, f) for f in GENERATOR_FIELDS}
+        gen_cfg = {**{f: getattr(p, f) for f in GENERATOR_FIELDS},
+                   "code": self._code_key(device_type or ctx.device.type, GENERATOR_CODE)}
         jobs = []
         for k in range(len(ctx.clients)):
             if k in set(p.exclude_clients):
@@ -155,7 +157,6 @@ class FederatedFactory:
         channels = data.info.channels
         res = self._gen_resolution(ctx)
         shared = p.generator_seed >= 0
-        gen_streams = self._gen_streams(ctx)
         cache = ContentCache(ctx.cache_dir)
         timings: dict[str, float] = {}
         members = [k for k in range(len(ctx.clients)) if k not in set(p.exclude_clients)]
@@ -179,47 +180,27 @@ class FederatedFactory:
 
         # 2. synthesis: class-balanced, each image from its own seed
         t0 = time.perf_counter()
-        samp_cfg = {f: getattr(p, f) for f in SAMPLER_FIELDS}
-        sx, sy = [], []
-        counts = [0] * n_classes
-        share_plan = {c: shares(holders[c], p.samples_per_class) for c in range(n_classes)}
-        total = sum(sum(s.values()) for s in share_plan.values())
-        with ctx.progress(total, "synthetic images") as bar:
-            for c in range(n_classes):
-                for k, count in share_plan[c].items():
-                    seeds = image_seeds(gen_streams.int_seed("ff/images"), c, k, count)
-                    key = content_key({"samples": samp_cfg, "module": module_keys[(k, c)],
-                                       "seeds": seeds})
-                    imgs = cache.get("samples", key)
-                    if imgs is None:
-                        unet = load_unet(p, modules[(k, c)], channels, res, ctx.device)
-                        imgs = sample(unet, p, seeds, channels, res, ctx.device)
-                        cache.put("samples", key, imgs)
-                    sx.append(resize_uint8(imgs, data.resolution))
-                    sy.append(torch.full((count,), c, dtype=torch.int64))
-                    counts[c] += count
-                    bar.update(count)
-        empty = torch.zeros((0, channels, data.resolution, data.resolution), dtype=torch.uint8)
-        synth_x = torch.cat(sx) if sx else empty
-        synth_y = torch.cat(sy) if sy else torch.zeros(0, dtype=torch.int64)
+        synth_x, synth_y = self._synthesise(ctx, modules, module_keys, holders, cache)
+        counts = torch.bincount(synth_y, minlength=n_classes).tolist()
         timings["sampling"] = time.perf_counter() - t0
 
         # 3. downstream classifiers
-        variants, curves = {}, {}
-        self.fingerprints: dict[str, str] = {}
+        variants, curves, fingerprints = {}, {}, {}
         for mode in p.modes:
             t0 = time.perf_counter()
             if mode == "server":
-                sel = self._server(ctx, synth_x, synth_y)
+                sel, fingerprints[mode] = self._server(ctx, synth_x, synth_y)
             else:
-                sel = self._local(ctx, members, holders, synth_x, synth_y)
+                sel, fingerprints[mode] = self._local(ctx, members, holders, synth_x, synth_y)
             variants[mode] = sel.metrics()
             curves.update({f"{mode}/{k}": v for k, v in sel.curves.items()})
             timings[f"classifier_{mode}"] = time.perf_counter() - t0
 
-        # 4. diagnostics
+        # 4. diagnostics, on the member clients' images only (an excluded client's images are
+        # never read: tests/test_federatedfactory.py replaces them and compares)
         t0 = time.perf_counter()
-        real_x, real_y = data.x_train.cpu(), data.y_train.cpu()
+        own = torch.cat([ctx.clients[k] for k in members])
+        real_x, real_y = data.x_train[own].cpu(), data.y_train[own].cpu()
         memo = memorisation(synth_x, synth_y, real_x, real_y, data.x_test.cpu(),
                             data.y_test.cpu(), n_classes)
         grid = sample_grid(synth_x, synth_y, real_x, real_y, n_classes)
@@ -239,12 +220,50 @@ class FederatedFactory:
                    "generator_seed": p.generator_seed if shared else ctx.streams.seed,
                    "synthetic_per_class": counts, "memorisation": memo,
                    "excluded_clients": list(p.exclude_clients),
-                   "classifier_sha256": self.fingerprints},
+                   "classifier_sha256": fingerprints},
             artifacts={"samples": grid},
         )
 
     # --- downstream ---------------------------------------------------------------------
-    def _server(self, ctx: RunContext, synth_x, synth_y) -> Selection:
+    def _synthesise(self, ctx: RunContext, modules: dict, module_keys: dict, holders: dict,
+                    cache: ContentCache) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class-balanced synthetic set (uint8 images at the table's resolution, labels),
+        on the CPU: class c's `samples_per_class` images shared among its holders."""
+        p, data, n_classes = self.params, ctx.data, ctx.n_classes
+        channels, res = data.info.channels, self._gen_resolution(ctx)
+        base_seed = self._gen_streams(ctx).int_seed("ff/images")
+        samp_key = {**{f: getattr(p, f) for f in SAMPLER_FIELDS},
+                    "code": self._code_key(ctx.device.type, SAMPLER_CODE)}
+        sx, sy = [], []
+        share_plan = {c: shares(holders[c], p.samples_per_class) for c in range(n_classes)}
+        total = sum(sum(s.values()) for s in share_plan.values())
+        with ctx.progress(total, "synthetic images") as bar:
+            for c in range(n_classes):
+                for k, count in share_plan[c].items():
+                    seeds = image_seeds(base_seed, c, k, count)
+                    key = content_key({"samples": samp_key, "module": module_keys[(k, c)],
+                                       "seeds": seeds})
+                    imgs = cache.get("samples", key)
+                    if imgs is None:
+                        unet = load_unet(p, modules[(k, c)], channels, res, ctx.device)
+                        imgs = sample(unet, p, seeds, channels, res, ctx.device)
+                        cache.put("samples", key, imgs)
+                    sx.append(resize_uint8(imgs, data.resolution))
+                    sy.append(torch.full((count,), c, dtype=torch.int64))
+                    bar.update(count)
+        if not sx:
+            return (torch.zeros((0, channels, data.resolution, data.resolution), dtype=torch.uint8),
+                    torch.zeros(0, dtype=torch.int64))
+        return torch.cat(sx), torch.cat(sy)
+
+    @staticmethod
+    def _code_key(device_type: str, modules: tuple) -> dict:
+        """What besides the settings determines a cached object: the code of its modules, the
+        library versions and the device type it is computed on."""
+        return {"code": files_fingerprint(modules, Path(__file__).parent),
+                "device_type": device_type}
+
+    def _server(self, ctx: RunContext, synth_x, synth_y) -> tuple[Selection, str]:
         data = ctx.data.with_train(synth_x, synth_y)
         model = ctx.new_model()
         sel = Selection(data)
@@ -255,16 +274,16 @@ class FederatedFactory:
                 bar.update(1)
             fit(model, data, idx, ctx.train, self.params.classifier_epochs, ctx.streams,
                 "ff/server", on_epoch)
-        self.fingerprints["server"] = weights_sha256([model])
-        return sel
+        return sel, weights_sha256([model])
 
-    def _local(self, ctx: RunContext, members, holders, synth_x, synth_y) -> Selection:
+    def _local(self, ctx: RunContext, members, holders, synth_x,
+               synth_y) -> tuple[Selection, str]:
         """Each client: own real images + synthetic images of the classes it has no module
         for; the ensemble (product of experts) is evaluated after every epoch and its epoch
         chosen on validation data."""
         d, n_classes, epochs = ctx.data, ctx.n_classes, self.params.classifier_epochs
-        val_sum = torch.zeros(epochs, len(d.y_val), n_classes, dtype=torch.float64)
-        test_sum = torch.zeros(epochs, len(d.y_test), n_classes, dtype=torch.float64)
+        val = [ProductOfExperts(len(d.y_val), n_classes) for _ in range(epochs)]
+        test = [ProductOfExperts(len(d.y_test), n_classes) for _ in range(epochs)]
         models = []
         finite_epochs = epochs  # the ensemble exists up to the first epoch any client diverged
         with ctx.progress(len(members) * epochs, "local classifier epochs") as bar:
@@ -283,23 +302,21 @@ class FederatedFactory:
                     if not (np.isfinite(pv).all() and np.isfinite(pt).all()):
                         finite_epochs = min(finite_epochs, epoch - 1)
                         raise Diverged(f"client {k} diverged at epoch {epoch}")
-                    val_sum[epoch - 1] += _log(pv)
-                    test_sum[epoch - 1] += _log(pt)
+                    val[epoch - 1].add(pv)
+                    test[epoch - 1].add(pt)
                     bar.update(1)
                 fit(model, data, torch.arange(len(y), device=ctx.device), ctx.train, epochs,
                     ctx.streams, f"ff/local/c{k}", on_epoch)
                 models.append(model)
-        self.fingerprints["local"] = weights_sha256(models)
         sel = Selection(d)
         y_val, y_test = d.y_val.cpu().numpy(), d.y_test.cpu().numpy()
         if finite_epochs < epochs:
             sel.diverged_at = finite_epochs + 1
         for e in range(finite_epochs):
-            pv = F.softmax(val_sum[e], dim=1).numpy()
-            pt = F.softmax(test_sum[e], dim=1).numpy()
-            sel.record(e + 1, classification_metrics(pv, y_val, n_classes, detail=False),
-                       classification_metrics(pt, y_test, n_classes))
-        return sel
+            sel.record(e + 1, classification_metrics(val[e].proba(), y_val, n_classes,
+                                                     detail=False),
+                       classification_metrics(test[e].proba(), y_test, n_classes))
+        return sel, weights_sha256(models)
 
     # --- bookkeeping --------------------------------------------------------------------
     def _module_bytes(self, modules: dict) -> dict[int, int]:

@@ -1,11 +1,11 @@
 """FederatedFactory's hyperparameters and its two presets.
 
-`cpu` (default): sized for the embedded digits on a 2-core CPU (the guide's prototype): a
+`cpu` (default): sized for the embedded digits on a 2-core CPU (measured on a CPU prototype): a
 UNet of two levels (32, 64 channels, one ResNet block each, GroupNorm of 8 groups), trained
 for 12,800 images seen per module (200 steps of 64) with AdamW 2e-3 and an EMA, sampled with
 DDIM in 25 steps, 300 images per class.
 
-`paper`: the published setting for GPUs (arXiv 2603.16370, guide section 2): a UNet of about
+`paper`: the published setting for GPUs (arXiv 2603.16370, Sec. 4 and its public code): a UNet of about
 50M parameters at 32 px, 25M images seen per generator, 50-step Heun (99 network
 evaluations), 10,000 images per class, ResNet-50 for 300 epochs (batch 128, lr 0.1).
 """

@@ -1,0 +1,59 @@
+"""`python -m bench check`: compare stored runs with a reference (README, "Checks")."""
+from __future__ import annotations
+
+
+from ..store import RecordStore
+from .common import csv, out_option, say
+
+
+def add_parser(sub) -> None:
+    chk = sub.add_parser("check", help="compare stored results with a reference, cell by cell")
+    chk.add_argument("--reference", default="smoke",
+                     help="a name under results/reference/ (smoke, sensitivity, science, "
+                          "pneumonia, paper) or a .json path")
+    chk.add_argument("--datasets", type=csv, help="check only these datasets' cells and claims")
+    chk.add_argument("--make-reference", metavar="PATH",
+                     help="tripwire references: write a new one made from the stored runs of "
+                          "its grid to PATH (accepting an intended change) and print what moved")
+    chk.add_argument("--data-root", default=None, help="with --make-reference: the data root")
+    out_option(chk)
+
+
+def main(args) -> int:
+    import json
+
+    import pandas as pd
+
+    from ..report.check import (
+        check_reference,
+        failure_lines,
+        load_reference,
+        passed,
+        reference_diff,
+        remake_tripwire,
+    )
+    from ..datasets.files import write_text
+
+    reference = load_reference(args.reference)
+    store = RecordStore(args.out, warn=say)
+    if args.make_reference:
+        new = remake_tripwire(reference, store, args.data_root)
+        write_text(args.make_reference, json.dumps(new, indent=1) + "\n")
+        moved = reference_diff(reference, new)
+        for line in moved:
+            print(line)
+        say(f"wrote {len(new['cells'])} cells to {args.make_reference}; "
+             f"{len(moved)} moved against {args.reference}")
+        return 0
+    table = check_reference(reference, store, args.datasets)
+    with pd.option_context("display.max_rows", None, "display.width", 200,
+                           "display.float_format", "{:.2f}".format):
+        print(table.to_string(index=False))
+    for line in failure_lines(reference, table, store):
+        say(line)
+    ok = passed(table)
+    counts = table["verdict"].value_counts().to_dict()
+    say(f"check {reference.get('name', args.reference)} ({reference['layer']}): "
+         + ", ".join(f"{n} {v}" for v, n in counts.items()) + (" -> PASSED" if ok else
+                                                                " -> FAILED"))
+    return 0 if ok else 1

@@ -1,0 +1,104 @@
+"""What the commands share: option groups, the selected grid, output helpers.
+
+Every bad option or value ends with one line on stderr that says what to do, and exit code 2
+(bench/cli.py turns these exceptions into that line).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..datasets.base import DataError
+from ..datasets.files import write_text
+from ..grid import grid_configs, parse_seeds
+from ..protocol import GRIDS
+from ..store import RecordStore
+
+RESULTS_ENV = "BENCH_RESULTS"
+
+
+class UsageError(Exception):
+    """A bad command line (the message says what to do)."""
+
+
+def csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def out_option(sp) -> None:
+    sp.add_argument("--out", default=os.environ.get(RESULTS_ENV, "results"),
+                    help=f"results folder (default: ${RESULTS_ENV} or ./results)")
+
+
+def grid_options(sp) -> None:
+    sp.add_argument("--methods", type=csv, help="comma list, e.g. fedavg,scaffold")
+    sp.add_argument("--datasets", type=csv, help="comma list, e.g. digits")
+    sp.add_argument("--splits", type=csv,
+                    help="comma list: iid, dirichlet:ALPHA, silos, classes:K")
+    sp.add_argument("--seeds", help="e.g. 0,1,2 or 0-4")
+    sp.add_argument("--grid", default="default", choices=GRIDS,
+                    help="a named grid (default: the digits grid; `python -m bench list` "
+                         "describes them); --methods, --splits, --datasets, --seeds narrow it")
+    sp.add_argument("--all", action="store_true",
+                    help="the paper grid (--grid paper): its datasets x every method x "
+                         "silos and dirichlet:0.1 x 5 seeds")
+    sp.add_argument("--set", dest="overrides", action="append", default=[],
+                    metavar="KEY=VALUE",
+                    help="override a setting: rounds=30, lr=0.1, n_clients=20, "
+                         "fedprox.mu=0.1")
+    sp.add_argument("--scale", choices=("paper", "cpu"),
+                    help="protocol of real datasets: the paper's (GPU) or a reduced one "
+                         "that finishes on a CPU (digits is CPU-sized at both); default: "
+                         "the grid's (paper, except for --grid pneumonia)")
+    sp.add_argument("--data-root", default=None,
+                    help="where datasets live (default: $BENCH_DATA or "
+                         "~/.cache/flbench/data)")
+
+
+
+def selected_configs(args) -> list:
+    """The resolved configs of the grid selected on the command line."""
+    return grid_configs("paper" if args.all else args.grid, args.overrides, args.scale,
+                        args.datasets, args.methods, args.splits,
+                        parse_seeds(args.seeds) if args.seeds else None)
+
+
+def progress_factory(tqdm):
+    """Bars over rounds on a terminal; in a log (CI) only the one line per finished run."""
+    def progress(total: int, desc: str):
+        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+                    disable=not sys.stderr.isatty())
+    return progress
+
+
+def stored(out: str) -> list[dict]:
+    records = RecordStore(out, warn=say).all_records()
+    if not records:
+        raise DataError(f"no stored runs under {out}; run `python -m bench run` first")
+    return records
+
+
+def print_tables(records: list[dict], out: Path, name: str, final: bool = False,
+                  on: str = "test") -> None:
+    from ..report.tables import markdown, records_frame, summarise
+
+    which = "final" if final else "selected"
+    summary = summarise(records_frame(records, which, on))
+    round_name = "final round" if final else "validation-selected round"
+    text = markdown(summary, title=f"{on} {{metric}} (%), {round_name}")
+    stem = f"{name}_{which}" + ("_val" if on == "val" else "")
+    tables = out / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    write_text(tables / f"{stem}.csv", summary.to_csv(index=False))
+    write_text(tables / f"{stem}.md", text)
+    print(text)
+    say(f"tables written to {tables}/{stem}.md and .csv")
+
+
+def fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr)

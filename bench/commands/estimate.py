@@ -1,0 +1,34 @@
+"""`python -m bench estimate`: GPU-hours of a grid per dataset, method and phase, before running it."""
+from __future__ import annotations
+
+from .common import UsageError, grid_options, selected_configs
+
+
+def add_parser(sub) -> None:
+    est = sub.add_parser("estimate", help="GPU-hours of a grid per phase, before running it")
+    grid_options(est)
+    est.add_argument("--tflops", type=float, default=100.0,
+                     help="assumed sustained TFLOP/s of one GPU on these networks (default "
+                          "100; see README, Scaling)")
+    est.add_argument("--gpus", type=int, default=8, help="cluster size for the wall time")
+
+
+def main(args) -> int:
+    import pandas as pd
+
+    from ..estimate import run_costs, summarise
+
+    if args.tflops <= 0 or args.gpus < 1:
+        raise UsageError("--tflops must be > 0 and --gpus >= 1")
+    configs = selected_configs(args)
+    costs = [c for config in configs for c in run_costs(config, args.data_root)]
+    table, t = summarise(costs, args.tflops, args.gpus)
+    with pd.option_context("display.max_rows", None, "display.width", 200,
+                           "display.float_format", "{:,.1f}".format):
+        print(table.to_string(index=False))
+    print(f"\n{t['runs']} runs, {t['eflop']:,.1f} EFLOP: {t['gpu_hours']:,.0f} GPU-hours at "
+          f"{args.tflops:g} TFLOP/s sustained; longest run {t['longest_run_hours']:,.1f} h "
+          f"({t['longest_run']}), {t['longest_chain_hours']:,.1f} h with its generators as "
+          f"parallel tasks; on {args.gpus} GPUs about {t['wall_hours']:,.0f} h wall")
+    print("by phase: " + ", ".join(f"{p} {h:,.0f} h" for p, h in t["by_phase"].items()))
+    return 0

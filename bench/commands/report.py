@@ -1,0 +1,41 @@
+"""`python -m bench report`: tables as Markdown, CSV and LaTeX, and every figure."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import UsageError, csv, out_option, say, stored
+
+
+def add_parser(sub) -> None:
+    report = sub.add_parser("report", help="tables (Markdown, CSV, LaTeX) and figures")
+    report.add_argument("--metrics", type=csv, default=["accuracy", "auroc"],
+                        help="metrics of the tables (accuracy, balanced_accuracy, auroc, f1_macro)")
+    out_option(report)
+
+
+def main(args) -> int:
+    from ..datasets.files import write_text
+    from ..report.figures import all_figures
+    from ..report.tables import (
+        SCALAR_METRICS,
+        latex,
+        markdown,
+        records_frame,
+        summarise,
+    )
+
+    bad = [m for m in args.metrics if m not in SCALAR_METRICS]
+    if bad:
+        raise UsageError(f"--metrics {','.join(bad)}: valid choices: {', '.join(SCALAR_METRICS)}")
+    records = stored(args.out)
+    folder = Path(args.out) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = summarise(records_frame(records))
+    write_text(folder / "summary.csv", summary.to_csv(index=False))
+    write_text(folder / "tables.md", markdown(summary, args.metrics))
+    write_text(folder / "tables.tex", latex(summary, args.metrics))
+    figures = all_figures(records, Path(args.out) / "runs", folder / "figures")
+    print(markdown(summary, args.metrics))
+    say(f"{len(records)} runs -> {folder}/tables.md, tables.tex, summary.csv and "
+         f"{len(figures) // 2} figures (PNG + PDF) in {folder}/figures")
+    return 0

@@ -1,0 +1,161 @@
+"""`python -m bench run`: run a grid (default: the digits grid); stored runs are skipped,
+stale ones recomputed, so an interrupted grid resumes."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..config import ConfigError
+from ..executors import EXECUTORS
+from ..provenance import is_stale
+from ..store import RecordStore
+from .common import (
+    fmt,
+    grid_options,
+    out_option,
+    print_tables,
+    progress_factory,
+    say,
+    selected_configs,
+)
+
+
+def add_parser(sub) -> None:
+    run = sub.add_parser("run", help="run a grid of experiments (default: the digits grid)")
+    grid_options(run)
+    run.add_argument("--dry-run", action="store_true", help="list the runs and their configs")
+    run.add_argument("--force", action="store_true", help="rerun runs that are already stored")
+    run.add_argument("--keep-stale", action="store_true",
+                     help="keep stored runs computed by other code instead of recomputing "
+                          "them (tables mark them)")
+    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    run.add_argument("--download", action="store_true", help="download missing datasets")
+    run.add_argument("--executor", default="sequential", choices=EXECUTORS,
+                     help="sequential (default), joblib (worker processes on this machine) "
+                          "or ray (a local or existing Ray cluster; see README, Scaling)")
+    run.add_argument("--workers", type=int,
+                     help="parallel runs (joblib, local ray); default: cores / --threads")
+    run.add_argument("--threads", type=int,
+                     help="torch CPU threads per run; default: cores / --workers (parallel), "
+                          "torch's default (sequential). Records are identical across "
+                          "executors at equal --threads")
+    run.add_argument("--ray-address", help="Ray cluster to join, e.g. auto or ray://host:10001 "
+                                           "(default: $RAY_ADDRESS, else start a local one)")
+    run.add_argument("--gpus-per-run", type=float,
+                     help="ray: GPUs per run (default: 1 when the cluster has GPUs)")
+    run.add_argument("--clients-at-once", type=int, default=1,
+                     help="FedAvg/FedProx/SCAFFOLD: train this many clients of a round as one "
+                          "vectorised model (torch.func; for GPUs). Default 1: one by one")
+    out_option(run)
+
+
+def main(args) -> int:
+    import json
+
+    from ..executors import Plan, run_all, settle
+    from ..methods.registry import METHODS
+    from ..runner import Execution, check_splits, pick_device
+
+    configs = selected_configs(args)
+    if args.dry_run:
+        for c in configs:
+            print(json.dumps({"run_id": c.run_id, **c.to_dict()}, sort_keys=True))
+        print(f"{len(configs)} runs (dry run: nothing executed)", file=sys.stderr)
+        return 0
+    plan, execution = settle(
+        Plan(args.executor, args.workers, args.ray_address, args.gpus_per_run),
+        Execution(args.out, args.device, args.data_root, args.threads, args.clients_at_once,
+                  started=time.time()))
+    if execution.clients_at_once > 1 and any(
+            c.train.norm == "batch" and getattr(METHODS[c.method], "vectorises_clients", False)
+            for c in configs):
+        raise ConfigError("--clients-at-once > 1 cannot vectorise batch norm; use "
+                          "--set norm=group (or none), or --clients-at-once 1")
+    if plan.executor != "ray":  # a Ray task picks its device where it runs
+        device = pick_device(args.device)
+    check_splits(configs, args.data_root, args.download)
+    store = RecordStore(args.out, warn=say)
+    store.remove_orphans()  # temporary files and claims of killed processes of this host
+    todo, records, stale = [], {}, []
+    for c in configs:
+        rec = None if args.force else store.load(c)
+        if rec is not None and is_stale(rec) and not args.keep_stale:
+            stale.append(c)
+            rec = None
+        if rec is None:
+            todo.append(c)
+        else:
+            records[c.run_id] = rec
+    if stale:
+        say(f"{len(stale)} stored runs were computed by other code (e.g. {stale[0].label}); "
+             f"recomputing them, their old records set aside as *.json.stale (--keep-stale "
+             f"keeps them instead)")
+    if plan.executor == "sequential":
+        where = str(device)
+    elif plan.executor == "ray" and (plan.ray_address or os.environ.get("RAY_ADDRESS")):
+        where = f"ray cluster at {plan.ray_address or os.environ['RAY_ADDRESS']}"
+    else:
+        where = f"{plan.executor}, {plan.workers} workers x {execution.threads} threads"
+    say(f"{len(configs)} runs: {len(records)} already stored, {len(todo)} to run "
+         f"({where}) -> {store.root}")
+    for c in stale:  # set aside only now that the grid is certain to start
+        store.retire(c)
+    from tqdm.auto import tqdm
+
+    done, t, elsewhere = 0, time.perf_counter(), []
+    try:
+        with tqdm(total=len(todo), desc="runs", unit="run", dynamic_ncols=True,
+                  disable=not sys.stderr.isatty()) as bar:
+            for c, rec, path in run_all(todo, execution, plan, progress_factory(tqdm), say):
+                bar.update(1)
+                if rec is None:  # another process holds it
+                    elsewhere.append(c)
+                    continue
+                records[c.run_id] = rec
+                done += 1
+                if path is None:
+                    tqdm.write(f"[{done}/{len(todo)}] {c.label}: computed by another process",
+                               file=sys.stderr)
+                    continue
+                m = rec["metrics"]["selected"] or {}
+                diverged = rec["metrics"].get("diverged_at")
+                tqdm.write(f"[{done}/{len(todo)}] {c.label}: acc {fmt(m.get('accuracy'))}, "
+                           f"auroc {fmt(m.get('auroc'))}"
+                           f"{f', diverged at {diverged}' if diverged else ''} "
+                           f"({rec['timings']['total']:.0f} s) -> {path}", file=sys.stderr)
+        if elsewhere:
+            records.update(_collect(elsewhere, store, execution))
+    except KeyboardInterrupt:
+        say(f"interrupted: {done} of {len(todo)} runs stored; rerun the same command to resume")
+        return 130
+    if todo:
+        say(f"{len(todo)} runs in {time.perf_counter() - t:.0f} s")
+    print_tables([records[c.run_id] for c in configs], Path(args.out), "last_run")
+    return 0
+
+
+def _collect(configs: list, store: RecordStore, execution, poll: float = 1.0) -> dict:
+    """The records of runs other processes were computing: wait for them; a run whose process
+    died without storing it is computed here."""
+    from ..runner import perform
+
+    say(f"{len(configs)} runs are being computed by another process; waiting for them")
+    waiting, records, since = list(configs), {}, time.time()
+    while waiting:
+        if time.time() - since > 600:  # say once in a while what is awaited, and how to stop
+            claim = store.claim_path(waiting[0])
+            say(f"still waiting for {len(waiting)} runs, e.g. {waiting[0].label}, claimed in "
+                f"{claim}; if the process named there is gone, delete that file")
+            since = time.time()
+        for c in list(waiting):
+            rec = store.load(c)
+            if (rec is None or is_stale(rec)) and not store.claim_alive(c):
+                rec, _ = perform(c, execution)  # None: another process took it over first
+            if rec is not None and not is_stale(rec):
+                records[c.run_id] = rec
+                waiting.remove(c)
+        if waiting:
+            time.sleep(poll)
+    return records

@@ -1,0 +1,50 @@
+"""`python -m bench unlearn`: forget clients of a stored FederatedFactory run, retrain, compare."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..store import RecordStore
+from .common import UsageError, csv, fmt, out_option, progress_factory, say
+
+
+def add_parser(sub) -> None:
+    unlearn = sub.add_parser("unlearn", help="forget clients of a stored federatedfactory run")
+    unlearn.add_argument("--run", required=True, help="run id (or a unique prefix)")
+    unlearn.add_argument("--clients", required=True, type=csv, help="client ids, e.g. 3 or 3,5")
+    unlearn.add_argument("--device", default="auto")
+    unlearn.add_argument("--data-root", default=None)
+    out_option(unlearn)
+
+
+def main(args) -> int:
+    from ..config import RunConfig
+    from ..runner import execute, pick_device
+    from ..unlearn import comparison, forget_config
+
+    try:
+        clients = [int(k) for k in args.clients]
+    except ValueError:
+        raise UsageError(f"--clients {','.join(args.clients)}: expected integers") from None
+    store = RecordStore(args.out, warn=say)
+    before = store.find(args.run)
+    config = forget_config(RunConfig.from_dict(before["config"]), clients)
+    device = pick_device(args.device)
+    from tqdm.auto import tqdm
+
+    t = time.perf_counter()
+    after, artifacts = execute(config, device, args.data_root, progress=progress_factory(tqdm),
+                               cache_dir=Path(args.out) / "cache")
+    after["unlearning"] = comparison(before, after, clients)
+    after["unlearning"]["seconds"] = time.perf_counter() - t
+    path = store.write(after, artifacts)
+    u = after["unlearning"]
+    print(f"forgot clients {clients} of run {before['run_id']} (classes {u['forgotten_classes']}) "
+          f"in {u['seconds']:.0f} s -> {path}")
+    for mode, m in u["modes"].items():
+        print(f"\n{mode} mode: accuracy {m['accuracy_before']:.3f} -> {m['accuracy_after']:.3f}")
+        print("| class | before | after |\n|---|---|---|")
+        for c, (b, a) in enumerate(zip(m["per_class_before"], m["per_class_after"])):
+            mark = " (forgotten)" if c in u["forgotten_classes"] else ""
+            print(f"| {c}{mark} | {fmt(b)} | {fmt(a)} |")
+    return 0

@@ -1,0 +1,139 @@
+"""The regression check catches regressions: each planted one makes it fail.
+
+The CI grid `sensitivity` (bench/protocol.py) runs here with the code as it is and must match
+the committed tripwire reference `results/reference/sensitivity.json`; then each regression
+below is planted (a monkeypatch: the source files do not change, so only the numbers can give
+it away), the affected runs are recomputed, and the check must fail on them. The regressions are
+the known pitfalls of other implementations:
+
+- FedAvg averaging the clients unweighted (several frameworks average models without the n_k);
+- FedProx without its proximal term (the term silently dropped, as by a wrong hook order);
+- SCAFFOLD without its gradient correction (it degenerates to FedAvg);
+- model selection on the test set (the FederatedFactory authors' baselines did this);
+- FederatedFactory's product of experts replaced by a plain mean of probabilities;
+- FederatedFactory's synthetic labels off by one class.
+
+It also shows that `bench unlearn` in the same folder leaves the check passing (cells name
+their runs by id, so the unlearned run is never taken for the original).
+"""
+import pytest
+import torch
+
+import bench.methods.evaluation as evaluation
+import bench.methods.federatedfactory.method as ff_method
+from bench.cli import main
+from bench.methods.federatedfactory.experts import ProductOfExperts
+from bench.methods.fedprox import ProximalHooks
+from bench.methods.scaffold import ControlVariateHooks
+from bench.methods.weight_averaging import WeightedMean
+from bench.report.check import check_reference, load_reference, passed
+from bench.store import RecordStore
+
+
+def _unweighted(monkeypatch):
+    weighted = WeightedMean.add
+    monkeypatch.setattr(WeightedMean, "add", lambda self, state, n_samples: weighted(self, state, 1))
+
+
+def _no_proximal_term(monkeypatch):
+    monkeypatch.setattr(ProximalHooks, "adjust_gradients", lambda self, params, grads: None)
+
+
+def _no_correction(monkeypatch):
+    def accumulate_only(self, params, grads):  # keeps c_i+ right, drops (c - c_i) from steps
+        for g, s in zip(grads, self.grad_sum):
+            s.add_(g)
+    monkeypatch.setattr(ControlVariateHooks, "adjust_gradients", accumulate_only)
+
+
+def _select_on_test(monkeypatch):
+    record = evaluation.Selection.record
+
+    def on_test(self, step, val, test, **extra):
+        best = self.best
+        entry = record(self, step, val, test, **extra)
+        key = (test["accuracy"], -test["loss"])
+        if getattr(self, "_test_key", None) is None or key > self._test_key:
+            self._test_key, best = key, entry
+        self.best = best
+        return entry
+    monkeypatch.setattr(evaluation.Selection, "record", on_test)
+
+
+class _MeanOfExperts(ProductOfExperts):
+    def add(self, proba):
+        self.log_sum += torch.from_numpy(proba)
+
+    def proba(self):
+        return (self.log_sum / self.log_sum.sum(1, keepdim=True)).numpy()
+
+
+def _mean_of_experts(monkeypatch):
+    monkeypatch.setattr(ff_method, "ProductOfExperts", _MeanOfExperts)
+
+
+def _labels_off_by_one(monkeypatch):
+    synthesise = ff_method.FederatedFactory._synthesise
+
+    def shifted(self, ctx, *args):
+        x, y = synthesise(self, ctx, *args)
+        return x, (y + 1) % ctx.n_classes
+    monkeypatch.setattr(ff_method.FederatedFactory, "_synthesise", shifted)
+
+
+# regression -> (the methods whose runs it changes, the cells that must catch it)
+PLANTS = {
+    "fedavg unweighted": (_unweighted, "fedavg,fedprox", {"fedavg", "fedprox"}),
+    "fedprox without proximal term": (_no_proximal_term, "fedprox", {"fedprox"}),
+    "scaffold without correction": (_no_correction, "scaffold", {"scaffold"}),
+    "selection on the test set": (_select_on_test, "fedavg", {"fedavg"}),
+    "ff plain mean of experts": (_mean_of_experts, "federatedfactory",
+                                 {"federatedfactory[local]"}),
+    "ff labels off by one": (_labels_off_by_one, "federatedfactory",
+                             {"federatedfactory[server]", "federatedfactory[local]"}),
+}
+
+
+@pytest.fixture(scope="module")
+def clean_grid(tmp_path_factory):
+    """The sensitivity grid computed by the code as it is (its generators cached)."""
+    out = tmp_path_factory.mktemp("sensitivity")
+    assert main(["run", "--grid", "sensitivity", "--out", str(out)]) == 0
+    return out
+
+
+def test_clean_grid_passes_the_committed_reference(clean_grid):
+    table = check_reference(load_reference("sensitivity"), RecordStore(clean_grid))
+    assert passed(table), table[table["verdict"] != "ok"].to_string()
+    assert len(table) == 15  # 4 runs (FF: 2 modes) x accuracy, AUROC, selected round
+
+
+@pytest.mark.parametrize("plant", list(PLANTS))
+def test_planted_regression_fails_the_check(plant, clean_grid, tmp_path, monkeypatch):
+    apply, methods, catchers = PLANTS[plant]
+    out = tmp_path / "planted"
+    (out / "cache").parent.mkdir(parents=True)
+    (out / "cache").symlink_to(clean_grid / "cache")  # generators as in the clean run
+    with monkeypatch.context() as m:
+        apply(m)
+        assert main(["run", "--grid", "sensitivity", "--methods", methods,
+                     "--out", str(out)]) == 0
+    ref = load_reference("sensitivity")
+    ref["cells"] = [c for c in ref["cells"] if c["method"].split("[")[0] in methods.split(",")]
+    table = check_reference(ref, RecordStore(out))
+    failing = table[table["verdict"] != "ok"]
+    print(f"\n{plant}:\n" + failing[["method", "split", "metric", "expected", "measured",
+                                     "tolerance"]].to_string(index=False))  # README, "Checks"
+    assert not passed(table), f"{plant} went unnoticed"
+    assert set(failing["method"]) >= catchers, failing.to_string()
+    assert set(failing["verdict"]) <= {"REGRESSED", "ABOVE"}
+
+
+def test_check_still_passes_after_unlearning_in_the_same_folder(clean_grid, capsys):
+    ff = next(c for c in load_reference("sensitivity")["cells"]
+              if c["method"].startswith("federatedfactory"))
+    assert main(["unlearn", "--run", ff["run_id"], "--clients", "3",
+                 "--out", str(clean_grid)]) == 0
+    capsys.readouterr()
+    assert main(["check", "--reference", "sensitivity", "--out", str(clean_grid)]) == 0
+    assert "PASSED" in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""Results know the code that computed them: a change to a method's code makes its stored runs
+and its cached generators stale; comments and docstrings do not."""
+import json
+import shutil
+
+import pytest
+
+import bench.methods.federatedfactory.method as ff_method
+import bench.provenance as provenance
+from bench.cli import main
+from bench.methods.provenance import (DATASETS_DIR, METHODS_DIR, files_fingerprint,
+                                      method_fingerprint, source_fingerprint)
+from bench.methods.registry import METHODS
+from conftest import tiny_overrides
+
+
+def test_fingerprint_ignores_comments_and_docstrings_not_code(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text('"""Doc."""\ndef g(x):\n    """Doc."""\n    return x + 1  # note\n')
+    before = source_fingerprint([f])
+    f.write_text('"""Other doc."""\n\n\ndef g(x):\n    # a comment\n    return x + 1\n')
+    assert source_fingerprint([f]) == before
+    f.write_text('"""Doc."""\ndef g(x):\n    return x + 2\n')
+    assert source_fingerprint([f]) != before
+
+
+def _copy_source(tmp_path):
+    methods, datasets = tmp_path / "methods", tmp_path / "datasets"
+    shutil.copytree(METHODS_DIR, methods, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(DATASETS_DIR, datasets, ignore=shutil.ignore_patterns("__pycache__"))
+    return methods, datasets
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+@pytest.fixture
+def edited_source(tmp_path):
+    """A copy of methods/ and datasets/ in which the weight-averaging base averages
+    unweighted."""
+    methods, datasets = _copy_source(tmp_path)
+    _edit(methods / "weight_averaging.py", "self.weight += n_samples", "self.weight += 1")
+    return methods, datasets
+
+
+def _changed(methods, datasets) -> set:
+    return {n for n, c in METHODS.items() if method_fingerprint(c, METHODS.values())
+            != method_fingerprint(c, METHODS.values(), methods, datasets)}
+
+
+def test_a_change_to_a_method_stales_it_and_its_subclasses_only(edited_source, tmp_path):
+    assert _changed(*edited_source) == {"fedavg", "fedprox", "scaffold"}  # the base's family
+    methods, datasets = _copy_source(tmp_path / "other")
+    _edit(methods / "fedprox.py", "g.add_(p - w0, alpha=self.mu)", "g.add_(p - w0)")
+    assert _changed(methods, datasets) == {"fedprox"}
+
+
+def test_a_shared_module_change_stales_every_method(edited_source):
+    methods, datasets = edited_source
+    splits = datasets / "splits.py"
+    splits.write_text(splits.read_text() + "\nEXTRA = 1\n")
+    assert all(method_fingerprint(c, METHODS.values(), METHODS_DIR, datasets)
+               != method_fingerprint(c, METHODS.values()) for c in METHODS.values())
+
+
+def test_run_recomputes_stale_records_and_tables_mark_kept_ones(tmp_path, edited_source,
+                                                                monkeypatch, capsys):
+    methods, datasets = edited_source
+    out = tmp_path / "results"
+    args = ["run", "--methods", "fedavg,centralized", "--splits", "silos", "--out", str(out),
+            *tiny_overrides()]
+    assert main(args) == 0
+    capsys.readouterr()
+    # the code changes: FedAvg's numbers now come from the edited module
+    monkeypatch.setattr(provenance, "code_fingerprint",
+                        lambda name: method_fingerprint(METHODS[name], METHODS.values(),
+                                                        methods, datasets))
+    assert main(["table", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    fedavg_row = next(line for line in table.splitlines() if line.startswith("| fedavg |"))
+    assert provenance.STALE_MARK in fedavg_row and "computed by other code" in table
+    assert main([*args, "--keep-stale"]) == 0
+    assert "2 already stored, 0 to run" in capsys.readouterr().err
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 stored runs were computed by other code" in err
+    assert "1 already stored, 1 to run" in err  # centralized is still current
+    kept = list((out / "runs/digits/fedavg").glob("*.json.stale"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["config"]["method"] == "fedavg"
+    assert main(["table", "--out", str(out)]) == 0
+    assert provenance.STALE_MARK not in capsys.readouterr().out
+
+
+def test_a_change_to_the_generator_code_misses_the_generator_cache(tmp_path, monkeypatch):
+    import torch
+    from test_federatedfactory import _config
+
+    from bench.runner import execute
+
+    execute(_config(), torch.device("cpu"), cache_dir=tmp_path)
+    again, _ = execute(_config(), torch.device("cpu"), cache_dir=tmp_path)
+    assert {e["cache"] for e in again["extra"]["modules"]} == {"hit"}
+    copy = tmp_path / "source" / "federatedfactory"
+    shutil.copytree(METHODS_DIR / "federatedfactory", copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    net = copy / "network.py"
+    net.write_text(net.read_text().replace("layers_per_block=p.gen_layers_per_block",
+                                           "layers_per_block=p.gen_layers_per_block + 0"))
+    monkeypatch.setattr(ff_method, "files_fingerprint",
+                        lambda names, folder: files_fingerprint(names, copy))
+    edited, _ = execute(_config(), torch.device("cpu"), cache_dir=tmp_path)
+    assert {e["cache"] for e in edited["extra"]["modules"]} == {"miss"}
