@@ -23,14 +23,17 @@ CURVE_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "loss")
 @torch.no_grad()
 def predict_proba(model: nn.Module, data: DeviceData, x: torch.Tensor,
                   batch_size: int = 1024) -> np.ndarray:
-    """Class probabilities (float64, on the CPU) for uint8 images `x` already on the device."""
+    """Class probabilities (float64, on the CPU) for uint8 images `x` already on the device.
+
+    Evaluation runs in float32 on every device, autocast switched off even where training
+    uses bf16 (CUDA) and even inside an enclosing autocast: bf16 logits keep 8 bits of
+    mantissa, so many test images would tie and the AUROC would drop."""
     model.eval()
-    cuda = data.device.type == "cuda"
     out = []
-    for chunk in torch.split(x, batch_size):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+    with torch.autocast(data.device.type, enabled=False):
+        for chunk in torch.split(x, batch_size):
             logits = model(data.to_float(chunk))
-        out.append(F.log_softmax(logits.float(), dim=1))
+            out.append(F.log_softmax(logits.float(), dim=1))
     return torch.cat(out).exp().double().cpu().numpy()
 
 

@@ -195,3 +195,19 @@ def test_works_under_dirichlet_and_iid(tmp_path):
                             cache_dir=tmp_path)
         assert sum(record["extra"]["synthetic_per_class"]) == 160
         assert record["metrics"]["variants"]["local"]["selected"]["accuracy"] is not None
+
+
+def test_a_part_task_and_the_run_hash_the_same_generator(tmp_path):
+    """A generator trained as a part task (listed from data on the CPU) is the one the run
+    looks for: the keys agree (both resize the client's images on the CPU)."""
+    from bench.runner import Execution, pending_parts, perform_part
+
+    config = _config()
+    execution = Execution(out=str(tmp_path))
+    parts = pending_parts(config, execution, "cpu")
+    assert len(parts) == 10
+    perform_part(config, execution, parts[3])
+    assert pending_parts(config, execution, "cpu") == parts[:3] + parts[4:]
+    record, _ = execute(config, torch.device("cpu"), cache_dir=execution.cache_dir)
+    hits = [e for e in record["extra"]["modules"] if e["cache"] == "hit"]
+    assert [f"module/k{e['client']}/c{e['class']}" for e in hits] == [parts[3]]

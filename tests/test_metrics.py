@@ -62,3 +62,26 @@ def test_accuracy_balanced_f1_confusion_equal_scikit_learn(seed):
     assert m["confusion_matrix"] == confusion_matrix(y, pred, labels=np.arange(5)).tolist()
     assert m["per_class_accuracy"][4] is None
 
+
+
+def test_evaluation_is_float32_even_inside_bf16_autocast():
+    """Training on CUDA runs in bf16 autocast; evaluation must not: bf16 logits tie many test
+    scores and lower the AUROC. Inside an enclosing bf16 autocast, predictions equal the plain
+    float32 ones."""
+    import torch
+
+    from bench.datasets.registry import load_dataset
+    from bench.methods.data import DeviceData
+    from bench.methods.evaluation import predict_proba
+    from bench.methods.models import build_model
+
+    data = DeviceData(load_dataset("digits"), 8, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_model("cnn", 1, 10, 8, "group")
+    plain = predict_proba(model, data, data.x_test)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = predict_proba(model, data, data.x_test)
+        with torch.no_grad():
+            bf16 = model(data.to_float(data.x_test))
+    assert bf16.dtype == torch.bfloat16  # the enclosing autocast is real
+    np.testing.assert_array_equal(inside, plain)

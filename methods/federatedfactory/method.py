@@ -70,7 +70,7 @@ class ModuleJob:
 
     client: int
     cls: int
-    images: torch.Tensor  # uint8 at the generator's resolution, on the device
+    images: torch.Tensor  # uint8 at the generator's resolution, on the CPU (what the key hashes)
     seed: int
     key: str  # content address in the cache
 
@@ -104,7 +104,7 @@ class FederatedFactory(MethodBase):
         jobs = self._module_jobs(ctx, only=part)
         if not jobs:
             raise ValueError(f"{part!r} is not a part of this run")
-        self._module(jobs[0], ContentCache(ctx.cache_dir))
+        self._module(jobs[0], ContentCache(ctx.cache_dir), ctx.device)
 
     def _gen_resolution(self, ctx: RunContext) -> int:
         # the UNet halves the resolution at each level but the last: round up to a multiple
@@ -133,20 +133,23 @@ class FederatedFactory(MethodBase):
                     continue
                 idx = ctx.clients[k][labels == c]
                 if len(idx) >= p.min_class_samples:
-                    images = resize_uint8(data.x_train[idx], res)
+                    # resized on the CPU whatever the data's device, so that a part task
+                    # (listed from CPU data) and the run (on a GPU) hash the same bytes
+                    images = resize_uint8(data.x_train[idx].cpu(), res)
                     seed = streams.int_seed(f"ff/module/k{k}/c{c}")
                     key = content_key({"module": gen_cfg, "seed": seed}, images)
                     jobs.append(ModuleJob(k, c, images, seed, key))
         return jobs
 
-    def _module(self, job: ModuleJob, cache: ContentCache, bar=None) -> tuple[dict, bool]:
-        """The module's EMA weights, from the cache or trained now (then cached)."""
+    def _module(self, job: ModuleJob, cache: ContentCache, device: torch.device,
+                bar=None) -> tuple[dict, bool]:
+        """The module's EMA weights, from the cache or trained on `device` now (then cached)."""
         state = cache.get("modules", job.key)
         if state is not None:
             if bar is not None:
                 bar.update(training_steps(self.params))
             return state, True
-        x = job.images.float().mul(2 / 255).sub(1)
+        x = job.images.to(device).float().mul(2 / 255).sub(1)
         state = train_module(self.params, x, job.seed, bar)
         cache.put("modules", job.key, state)
         return state, False
@@ -171,7 +174,7 @@ class FederatedFactory(MethodBase):
         with ctx.progress(len(jobs) * training_steps(p), "generator steps") as bar:
             for job in jobs:
                 k, c, n = job.client, job.cls, len(job.images)
-                state, hit = self._module(job, cache, bar)
+                state, hit = self._module(job, cache, ctx.device, bar)
                 modules[(k, c)], module_keys[(k, c)] = state, job.key
                 holders[c][k] = n
                 log.append({"client": k, "class": c, "images": n, "cache": "hit" if hit else
