@@ -73,6 +73,9 @@ class Grid:
     overrides: tuple = ()  # KEY=VALUE, as with --set (the command line's --set wins)
     scale: str = "paper"
     needs: str = ""  # what the grid needs beyond an installed suite (shown when it is absent)
+    # torch CPU threads of a sequential run without --threads: the references' count, since
+    # CPU float reductions (and so the tripwire's numbers) depend on it; None: torch's default
+    threads: int | None = None
 
 
 # The baselines run under every split; FederatedFactory under silos, the paper's setting: it
@@ -87,7 +90,7 @@ PAPER_DATASETS = ("cifar10", "isic2019", "bloodmnist", "pathmnist", "retinamnist
 
 GRIDS: dict[str, Grid] = {
     "default": Grid("`python -m bench run`: every method on the embedded digits, seed 0",
-                    ("digits",), DEFAULT_BLOCKS),
+                    ("digits",), DEFAULT_BLOCKS, threads=2),
     # The smallest grid in which each regression that tests/test_check_sensitivity.py plants
     # moves a number beyond the tripwire's tolerance (README, "Checks"): FedAvg under a
     # Dirichlet split (clients of unequal size, so unweighted averaging shows), FedProx with a
@@ -102,12 +105,12 @@ GRIDS: dict[str, Grid] = {
         overrides=("rounds=12", "local_epochs=1", "lr=0.1", "lr_schedule=constant",
                    "fedprox.mu=1", "federatedfactory.gen_images_seen=1280",
                    "federatedfactory.samples_per_class=32", "federatedfactory.sampler_steps=5",
-                   "federatedfactory.classifier_epochs=4")),
+                   "federatedfactory.classifier_epochs=4"), threads=2),
     "science": Grid("the default grid over seeds 0-2: what the paper's claims are checked on",
-                    ("digits",), DEFAULT_BLOCKS, seeds=(0, 1, 2)),
+                    ("digits",), DEFAULT_BLOCKS, seeds=(0, 1, 2), threads=2),
     "pneumonia": Grid("the real PneumoniaMNIST file under silos at CPU scale",
                       ("pneumoniamnist",), ((("centralized", "local_only", "fedavg"),
-                                             ("silos",)),), scale="cpu",
+                                             ("silos",)),), scale="cpu", threads=2,
                       needs="medmnist/pneumoniamnist.npz under the data root (--data-root)"),
     "paper": Grid("the paper's grid (--all): its datasets x every method x silos and "
                   "Dirichlet 0.1 x 5 seeds", PAPER_DATASETS,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..executors import EXECUTORS
+from ..protocol import GRIDS
 from ..provenance import is_stale
 from ..store import RecordStore
 from .common import (
@@ -38,8 +39,9 @@ def add_parser(sub) -> None:
     run.add_argument("--workers", type=int,
                      help="parallel runs (joblib, local ray); default: cores / --threads")
     run.add_argument("--threads", type=int,
-                     help="torch CPU threads per run; default: cores / --workers (parallel), "
-                          "torch's default (sequential). Records are identical across "
+                     help="torch CPU threads per run; default: cores / --workers (parallel); "
+                          "sequential: the grid's (2 for the reference grids, whose numbers "
+                          "depend on it), else torch's default. Records are identical across "
                           "executors at equal --threads")
     run.add_argument("--ray-address", help="Ray cluster to join, e.g. auto or ray://host:10001 "
                                            "(default: $RAY_ADDRESS, else start a local one)")
@@ -64,9 +66,12 @@ def main(args) -> int:
             print(json.dumps({"run_id": c.run_id, **c.to_dict()}, sort_keys=True))
         print(f"{len(configs)} runs (dry run: nothing executed)", file=sys.stderr)
         return 0
+    threads = args.threads
+    if threads is None and args.executor == "sequential" and not args.all:
+        threads = GRIDS[args.grid].threads  # the references' thread count (bench/protocol.py)
     plan, execution = settle(
         Plan(args.executor, args.workers, args.ray_address, args.gpus_per_run),
-        Execution(args.out, args.device, args.data_root, args.threads, args.clients_at_once,
+        Execution(args.out, args.device, args.data_root, threads, args.clients_at_once,
                   started=time.time()))
     if execution.clients_at_once > 1 and any(
             c.train.norm == "batch" and getattr(METHODS[c.method], "vectorises_clients", False)
