@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .weight_averaging import State, WeightAveraging
-
-__all__ = ["FedAvg", "State"]
+from .weight_averaging import WeightAveraging
 
 
 class FedAvg(WeightAveraging):
