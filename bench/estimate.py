@@ -24,7 +24,8 @@ import torch
 from .config import NO_SPLIT, RunConfig
 from .datasets.base import DataError
 from .datasets.registry import get_entry
-from .methods.federatedfactory.network import build_unet
+from .methods.federatedfactory.network import build_unet, generator_resolution
+from .methods.federatedfactory.sampler import network_evaluations
 from .methods.federatedfactory.params import FFParams
 from .methods.models import build_model
 
@@ -33,6 +34,11 @@ from .methods.models import build_model
 OFFICIAL = {"cifar10": {"train": 45_000, "val": 5_000, "test": 10_000},
             "isic2019": {"train": 16_737, "val": 1_860, "test": 4_650}}  # FLamby folds
 VAL_FRACTION = 0.1
+# The FederatedFactory authors' logged costs on one H100 (Fed-ISIC2019 at 128 px, local mode,
+# their public job logs), seconds: what `unit_costs` is checked against (README, "The paper
+# grid on paper").
+LOGGED = {"isic2019": {"synthesis": 16.7 * 60,  # 10,000 images of one class, Heun 50 steps
+                       "classifier epoch": 2.5 * 60}}  # ResNet-50 over a client's ~74k images
 
 
 @dataclass
@@ -133,11 +139,10 @@ def run_costs(config: RunConfig, data_root: str | None = None) -> list[PhaseCost
 
 def _federatedfactory(config: RunConfig, info, n, labels, fwd, step) -> list[PhaseCost]:
     p = FFParams(**config.method_params)
-    levels = 2 ** (len(p.gen_channels) - 1)
-    res = -(-(p.gen_resolution or config.resolution) // levels) * levels
+    res = generator_resolution(p, config.resolution)
     modules = _module_count(config, info, n["train"], labels, p.min_class_samples)
     synth = p.samples_per_class * info.n_classes
-    evals = {"heun": 2 * p.sampler_steps - 1}.get(p.sampler, p.sampler_steps)
+    evals = network_evaluations(p)
     members = config.n_clients - len(p.exclude_clients)
     train = unet_flops(p, info.channels, res, True)
     run = (config.label, config.dataset, config.method)
@@ -154,6 +159,39 @@ def _federatedfactory(config: RunConfig, info, n, labels, fwd, step) -> list[Pha
                  ("local evaluation",
                   p.classifier_epochs * members * (n["val"] + n["test"]), fwd)]
     return costs + [PhaseCost(*run, phase, images, images * per) for phase, images, per in rows]
+
+
+@dataclass
+class UnitCost:
+    dataset: str
+    unit: str  # "synthesis" | "classifier epoch" | "generator training"
+    what: str
+    flops: float
+
+
+def unit_costs(config: RunConfig, data_root: str | None = None) -> list[UnitCost]:
+    """A FederatedFactory run's unit costs, the ones the authors' logs time: synthesis of
+    10,000 images of one class, one local-mode classifier epoch over one client's real and
+    synthetic images, and the training of one generator."""
+    info = get_entry(config.dataset).info
+    n, _ = sizes_and_labels(config.dataset, data_root)
+    p = FFParams(**config.method_params)
+    res = generator_resolution(p, config.resolution)
+    t = config.train
+    step = classifier_flops(t.model, info.channels, info.n_classes, config.resolution, t.norm,
+                            True)
+    # local mode under silos: a client's own class (real) + every other class (synthetic)
+    client = n["train"] / info.n_classes + p.samples_per_class * (info.n_classes - 1)
+    d = config.dataset
+    return [
+        UnitCost(d, "synthesis", f"10,000 images of one class, {p.sampler} "
+                 f"{p.sampler_steps} steps at {res} px",
+                 10_000 * network_evaluations(p) * unet_flops(p, info.channels, res, False)),
+        UnitCost(d, "classifier epoch", f"{t.model} over one client's {client:,.0f} images "
+                 f"at {config.resolution} px", client * step),
+        UnitCost(d, "generator training", f"{p.gen_images_seen:,} images at {res} px",
+                 p.gen_images_seen * unet_flops(p, info.channels, res, True)),
+    ]
 
 
 def _module_count(config: RunConfig, info, n_train: int, labels, min_samples: int) -> int:

@@ -104,6 +104,9 @@ class Method(Protocol):
 
     def run(self, ctx: RunContext) -> MethodResult: ...
 
+    # Optional: `summary(channels, resolution) -> str`, what the method resolves to for data of
+    # that shape (FederatedFactory: its generator), shown by `bench run --dry-run`.
+    #
     # Optional, for methods whose runs split into independent pieces (FederatedFactory's
     # generators): `parts(ctx) -> list[str]` names the pieces not yet in ctx.cache_dir, and
     # `do_part(ctx, name)` computes one into it; the parallel executors run them as tasks of

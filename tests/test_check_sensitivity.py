@@ -11,6 +11,8 @@ the known pitfalls of other implementations:
 - SCAFFOLD without its gradient correction (it degenerates to FedAvg);
 - model selection on the test set (the FederatedFactory authors' baselines did this);
 - FederatedFactory's product of experts replaced by a plain mean of probabilities;
+- FederatedFactory's product of experts without the experts' label priors divided out (the
+  paper's rule passed off as the corrected one);
 - FederatedFactory's synthetic labels off by one class.
 
 It also shows that `bench unlearn` in the same folder leaves the check passing (cells name
@@ -61,15 +63,22 @@ def _select_on_test(monkeypatch):
 
 
 class _MeanOfExperts(ProductOfExperts):
-    def add(self, proba):
+    def add(self, proba, prior):
         self.log_sum += torch.from_numpy(proba)
 
     def proba(self):
         return (self.log_sum / self.log_sum.sum(1, keepdim=True)).numpy()
 
+    def corrected(self, target_prior):
+        return self.proba()
+
 
 def _mean_of_experts(monkeypatch):
     monkeypatch.setattr(ff_method, "ProductOfExperts", _MeanOfExperts)
+
+
+def _no_prior_correction(monkeypatch):
+    monkeypatch.setattr(ProductOfExperts, "corrected", lambda self, target: self.proba())
 
 
 def _labels_off_by_one(monkeypatch):
@@ -88,7 +97,9 @@ PLANTS = {
     "scaffold without correction": (_no_correction, "scaffold", {"scaffold"}),
     "selection on the test set": (_select_on_test, "fedavg", {"fedavg"}),
     "ff plain mean of experts": (_mean_of_experts, "federatedfactory",
-                                 {"federatedfactory[local]"}),
+                                 {"federatedfactory[local]", "federatedfactory[local_plain]"}),
+    "ff label priors not divided out": (_no_prior_correction, "federatedfactory",
+                                        {"federatedfactory[local]"}),
     "ff labels off by one": (_labels_off_by_one, "federatedfactory",
                              {"federatedfactory[server]", "federatedfactory[local]"}),
 }
@@ -105,7 +116,7 @@ def clean_grid(tmp_path_factory):
 def test_clean_grid_passes_the_committed_reference(clean_grid):
     table = check_reference(load_reference("sensitivity"), RecordStore(clean_grid))
     assert passed(table), table[table["verdict"] != "ok"].to_string()
-    assert len(table) == 15  # 4 runs (FF: 2 modes) x accuracy, AUROC, selected round
+    assert len(table) == 27  # 3 runs + 2 FF runs of 3 variants each, x accuracy, AUROC, round
 
 
 @pytest.mark.parametrize("plant", list(PLANTS))

@@ -39,7 +39,7 @@ def test_federatedfactory_counts_one_generator_per_client_and_class_held():
                for p in client_indices(config, dataset))
     assert 50 < held < 100
     assert iid["generator training"].images == held * per_module
-    assert silos["sampling"].images == 10 * 300 * 25  # images x DDIM steps
+    assert silos["sampling"].images == 10 * 300 * 25  # images x network evaluations (Heun 13)
 
 
 def test_official_sizes_when_the_data_is_absent(tmp_path):
@@ -57,3 +57,33 @@ def test_cli_estimate(capsys):
 def test_cli_estimate_bad_throughput_exits_2(capsys):
     assert main(["estimate", "--tflops", "0"]) == 2
     assert "--tflops must be > 0" in capsys.readouterr().err
+
+
+def test_isic_unit_costs_sit_near_the_authors_logged_ones():
+    """The paper preset's ISIC2019 generator (64 x [1, 2, 2, 2] at 128 px, attention at 16 px)
+    synthesises 10,000 images in 0.3-3x the authors' logged 16.7 min at the default 100
+    TFLOP/s. The generator this suite had before (128 wide, attention at 64 and 32 px) costs
+    6.4x more per image and lands outside: this is the check that would have caught it."""
+    from bench.estimate import LOGGED, unit_costs
+    from bench.config import parse_overrides
+
+    config = resolve("isic2019", "federatedfactory", "silos", 0, scale="paper")
+    units = {u.unit: u for u in unit_costs(config)}
+    ratio = units["synthesis"].flops / 100e12 / LOGGED["isic2019"]["synthesis"]
+    assert 0.3 < ratio < 3
+    old = resolve("isic2019", "federatedfactory", "silos", 0, parse_overrides([
+        "federatedfactory.gen_channels_above_64px=",
+        "federatedfactory.gen_attention_resolutions=64,32"]), scale="paper")
+    old_ratio = {u.unit: u for u in unit_costs(old)}["synthesis"].flops / 100e12 \
+        / LOGGED["isic2019"]["synthesis"]
+    assert old_ratio > 3
+    # the classifier epoch: FLOPs put it ~25x under the log (the authors' input pipeline)
+    epoch = units["classifier epoch"].flops / 100e12 / LOGGED["isic2019"]["classifier epoch"]
+    assert epoch < 0.1
+
+
+def test_cli_estimate_prints_unit_costs_beside_the_logged_ones(capsys):
+    assert main(["estimate", "--all", "--datasets", "isic2019", "--methods", "federatedfactory",
+                 "--splits", "silos", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "logged by the authors on one H100: 16.7 min (estimate / logged = 0.60" in out

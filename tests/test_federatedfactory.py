@@ -60,9 +60,10 @@ def test_each_image_has_its_own_seed_whatever_the_batch():
     assert not torch.equal(whole[0], whole[1])
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++", "heun"])
-def test_samplers_give_images_in_range(sampler):
-    p = FFParams(gen_images_seen=64, sampler=sampler, sampler_steps=3)
+@pytest.mark.parametrize("formulation, sampler", [("ddpm", "ddim"), ("ddpm", "dpmsolver++"),
+                                                  ("ddpm", "heun"), ("edm", "heun")])
+def test_samplers_give_images_in_range(formulation, sampler):
+    p = FFParams(formulation=formulation, gen_images_seen=64, sampler=sampler, sampler_steps=3)
     unet = load_unet(p, train_module(p, torch.rand(8, 1, 8, 8) * 2 - 1, seed=1), 1, 8, "cpu")
     imgs = sample(unet, p, [1, 2, 3], 1, 8, "cpu")
     assert imgs.dtype == torch.uint8 and imgs.shape == (3, 1, 8, 8)
@@ -78,7 +79,7 @@ def test_module_training_is_deterministic():
 def test_run_records_both_modes_bytes_and_diagnostics(tmp_path):
     record, artifacts = execute(_config(), torch.device("cpu"), cache_dir=tmp_path)
     m = record["metrics"]
-    assert set(m["variants"]) == {"server", "local"}
+    assert set(m["variants"]) == {"server", "local", "local_plain"}
     assert m["selected"] == m["variants"]["server"]["selected"]
     extra = record["extra"]
     assert extra["synthetic_per_class"] == [16] * 10
@@ -187,6 +188,17 @@ def test_forgetting_a_client_whose_classes_others_hold_forgets_no_class(tmp_path
 def test_unlearn_rejects_bad_input(tmp_path, capsys):
     assert main(["unlearn", "--run", "ffff", "--clients", "1", "--out", str(tmp_path)]) == 2
     assert "no stored run with id 'ffff'" in capsys.readouterr().err
+
+
+def test_unlearn_refuses_a_run_computed_by_other_code(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "results"
+    assert main(["run", "--methods", "federatedfactory", "--splits", "silos", "--out", str(out),
+                 *TINY_CLI]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("bench.provenance.code_fingerprint", lambda method: "changed code")
+    assert main(["unlearn", "--run", _config().run_id, "--clients", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "computed by other code" in err[0]
 
 
 def test_works_under_dirichlet_and_iid(tmp_path):

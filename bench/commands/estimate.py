@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     import pandas as pd
 
-    from ..estimate import run_costs, summarise
+    from ..estimate import LOGGED, run_costs, summarise, unit_costs
 
     if args.tflops <= 0 or args.gpus < 1:
         raise UsageError("--tflops must be > 0 and --gpus >= 1")
@@ -31,4 +31,24 @@ def main(args) -> int:
           f"({t['longest_run']}), {t['longest_chain_hours']:,.1f} h with its generators as "
           f"parallel tasks; on {args.gpus} GPUs about {t['wall_hours']:,.0f} h wall")
     print("by phase: " + ", ".join(f"{p} {h:,.0f} h" for p, h in t["by_phase"].items()))
+    _print_unit_costs(configs, args, LOGGED, unit_costs)
     return 0
+
+
+def _print_unit_costs(configs, args, logged, unit_costs) -> None:
+    """FederatedFactory's unit costs per dataset, beside the authors' logged ones where known."""
+    seen = set()
+    for config in configs:
+        if config.method != "federatedfactory" or config.dataset in seen:
+            continue
+        seen.add(config.dataset)
+        print(f"\nunit costs, {config.dataset} (federatedfactory, {args.tflops:g} TFLOP/s):")
+        for u in unit_costs(config, args.data_root):
+            minutes = u.flops / (args.tflops * 1e12) / 60
+            line = f"  {u.unit}: {u.what}: {minutes:,.1f} min"
+            log = logged.get(config.dataset, {}).get(u.unit)
+            if log is not None:
+                line += (f"; logged by the authors on one H100: {log / 60:,.1f} min (estimate / "
+                         f"logged = {minutes * 60 / log:.2f}; the log implies "
+                         f"{u.flops / log / 1e12:,.1f} TFLOP/s sustained)")
+            print(line)

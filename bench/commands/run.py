@@ -56,14 +56,20 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     import json
 
+    from ..datasets.registry import get_entry
     from ..executors import Plan, run_all, settle
-    from ..methods.registry import METHODS
+    from ..methods.registry import METHODS, build_method
     from ..runner import Execution, check_splits, pick_device
 
     configs = selected_configs(args)
     if args.dry_run:
         for c in configs:
-            print(json.dumps({"run_id": c.run_id, **c.to_dict()}, sort_keys=True))
+            line = {"run_id": c.run_id, **c.to_dict()}
+            method = build_method(c.method, c.method_params)
+            if hasattr(method, "summary"):  # what the method resolves to at this data shape
+                line["summary"] = method.summary(get_entry(c.dataset).info.channels,
+                                                 c.resolution)
+            print(json.dumps(line, sort_keys=True))
         print(f"{len(configs)} runs (dry run: nothing executed)", file=sys.stderr)
         return 0
     threads = args.threads

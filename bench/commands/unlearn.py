@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..provenance import is_stale
 from ..store import RecordStore
 from .common import UsageError, csv, fmt, out_option, progress_factory, say
 
@@ -28,6 +29,9 @@ def main(args) -> int:
         raise UsageError(f"--clients {','.join(args.clients)}: expected integers") from None
     store = RecordStore(args.out, warn=say)
     before = store.find(args.run)
+    if is_stale(before):  # its numbers are not this code's: a comparison would mislead
+        raise UsageError(f"run {before['run_id']} was computed by other code than the current "
+                         f"one; recompute it first with `python -m bench run` (same options)")
     config = forget_config(RunConfig.from_dict(before["config"]), clients)
     device = pick_device(args.device)
     from tqdm.auto import tqdm

@@ -8,8 +8,9 @@
 4. Downstream, both modes on the table's classifier, optimiser and validation-based selection:
    - server: one classifier on the synthetic set only;
    - local: each client trains on its real images plus the synthetic images of the classes it
-     has no module for; test predictions are the product of experts,
-     p(y | x) = softmax(sum_k log softmax f_k(x)).
+     has no module for; test predictions are a product of experts (experts.py): "local"
+     divides out each client's label prior and applies the target prior once,
+     "local_plain" is the paper's p(y | x) = softmax(sum_k log softmax f_k(x)).
    In local mode "real vs synthetic" can reveal the label of a client's own class; server mode
    has no such shortcut, which is why it is the headline and stored beside local mode.
 
@@ -32,17 +33,17 @@ from ..base import MethodBase, MethodResult, RunContext
 from ..communication import tensor_bytes
 from ..data import resize_uint8
 from ..evaluation import Diverged, Selection, classification_metrics, predict_proba
-from ..models import build_model, count_parameters
+from ..models import build_model
 from ..rng import Streams
 from ..training import fit
 from ..provenance import files_fingerprint
 from .cache import ContentCache, content_key
 from .diagnostics import memorisation, sample_grid
-from .experts import ProductOfExperts
+from .experts import ProductOfExperts, label_prior
 from .modules import train_module, training_steps
-from .network import build_unet
+from .network import describe, generator_resolution
 from .params import PRESETS, FFParams
-from .sampler import load_unet, sample
+from .sampler import load_unet, network_evaluations, sample
 from .synthesis import image_seeds, shares
 
 
@@ -55,10 +56,15 @@ def weights_sha256(models) -> str:
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
-GENERATOR_FIELDS = ("gen_channels", "gen_layers_per_block", "gen_attention_levels",
-                    "gen_norm_groups", "gen_images_seen", "gen_batch_size", "gen_lr",
-                    "gen_ema_decay", "train_timesteps")
-SAMPLER_FIELDS = ("sampler", "sampler_steps", "train_timesteps")
+# the settings that determine a cached generator / a cached sample set, per formulation
+GENERATOR_FIELDS = ("formulation", "gen_channels", "gen_channels_above_64px",
+                    "gen_layers_per_block", "gen_attention_resolutions", "gen_norm_groups",
+                    "gen_dropout", "gen_images_seen", "gen_batch_size", "gen_lr", "gen_ema_decay")
+SAMPLER_FIELDS = ("formulation", "sampler", "sampler_steps")
+FORMULATION_FIELDS = {"ddpm": {"generator": ("train_timesteps",), "sampler": ("train_timesteps",)},
+                      "edm": {"generator": ("edm_p_mean", "edm_p_std", "edm_sigma_data"),
+                              "sampler": ("edm_sigma_data", "edm_sigma_min", "edm_sigma_max",
+                                          "edm_rho")}}
 # the modules whose code determines a cached generator / a cached sample set
 GENERATOR_CODE = ("network", "schedule", "loss", "modules")
 SAMPLER_CODE = ("network", "schedule", "sampler")
@@ -89,6 +95,18 @@ class FederatedFactory(MethodBase):
     Params = FFParams
     PRESETS = PRESETS
 
+    def summary(self, channels: int, resolution: int) -> str:
+        """The generator and synthesis a run gets at this data shape, in one line."""
+        p, g = self.params, describe(self.params, channels, resolution)
+        base = g["channels"][0]
+        mult = ",".join(str(c // base) for c in g["channels"])
+        attn = ",".join(map(str, g["attention_px"])) or "no"
+        return (f"{g['formulation']} {base}x[{mult}] at {g['resolution']} px, attention at "
+                f"{attn} px, {g['layers_per_block']} blocks per level, dropout {g['dropout']:g}, "
+                f"{g['parameters'] / 1e6:.1f}M parameters, {p.gen_images_seen:,} images seen; "
+                f"{p.sampler} {p.sampler_steps} steps ({network_evaluations(p)} evaluations), "
+                f"{p.samples_per_class:,} images per class")
+
     # --- parts: pieces of a run that can be done ahead, elsewhere (bench/executors.py) ---
     def parts(self, ctx: RunContext, device_type: str | None = None) -> list[str]:
         """The run's modules not yet in the cache for training on `device_type` (default: the
@@ -107,9 +125,14 @@ class FederatedFactory(MethodBase):
         self._module(jobs[0], ContentCache(ctx.cache_dir), ctx.device)
 
     def _gen_resolution(self, ctx: RunContext) -> int:
-        # the UNet halves the resolution at each level but the last: round up to a multiple
-        levels = 2 ** (len(self.params.gen_channels) - 1)
-        return -(-(self.params.gen_resolution or ctx.data.resolution) // levels) * levels
+        return generator_resolution(self.params, ctx.data.resolution)
+
+    def _settings(self, kind: str, device_type: str, code: tuple) -> dict:
+        """What determines a cached `kind` ("generator" or "sampler") besides its inputs."""
+        p = self.params
+        fields = (GENERATOR_FIELDS if kind == "generator" else SAMPLER_FIELDS) \
+            + FORMULATION_FIELDS[p.formulation][kind]
+        return {**{f: getattr(p, f) for f in fields}, "code": self._code_key(device_type, code)}
 
     def _gen_streams(self, ctx: RunContext) -> Streams:
         p = self.params
@@ -121,8 +144,7 @@ class FederatedFactory(MethodBase):
         `only`, just that part's job (its images alone are resized and hashed)."""
         p, data = self.params, ctx.data
         res, streams = self._gen_resolution(ctx), self._gen_streams(ctx)
-        gen_cfg = {**{f: getattr(p, f) for f in GENERATOR_FIELDS},
-                   "code": self._code_key(device_type or ctx.device.type, GENERATOR_CODE)}
+        gen_cfg = self._settings("generator", device_type or ctx.device.type, GENERATOR_CODE)
         jobs = []
         for k in range(len(ctx.clients)):
             if k in set(p.exclude_clients):
@@ -158,7 +180,6 @@ class FederatedFactory(MethodBase):
         p = self.params
         data, n_classes = ctx.data, ctx.n_classes
         channels = data.info.channels
-        res = self._gen_resolution(ctx)
         shared = p.generator_seed >= 0
         cache = ContentCache(ctx.cache_dir)
         timings: dict[str, float] = {}
@@ -193,10 +214,13 @@ class FederatedFactory(MethodBase):
             t0 = time.perf_counter()
             if mode == "server":
                 sel, fingerprints[mode] = self._server(ctx, synth_x, synth_y)
+                selections = {"server": sel}
             else:
-                sel, fingerprints[mode] = self._local(ctx, members, holders, synth_x, synth_y)
-            variants[mode] = sel.metrics()
-            curves.update({f"{mode}/{k}": v for k, v in sel.curves.items()})
+                selections, fingerprints[mode] = self._local(ctx, members, holders, synth_x,
+                                                             synth_y)
+            for name, sel in selections.items():
+                variants[name] = sel.metrics()
+                curves.update({f"{name}/{k}": v for k, v in sel.curves.items()})
             timings[f"classifier_{mode}"] = time.perf_counter() - t0
 
         # 4. diagnostics, on the member clients' images only (an excluded client's images are
@@ -210,16 +234,15 @@ class FederatedFactory(MethodBase):
         timings["diagnostics"] = time.perf_counter() - t0
 
         module_bytes = self._module_bytes(modules)
-        with torch.device("meta"):
-            gen_params = count_parameters(build_unet(p, channels, res))
+        generator = {**describe(p, channels, data.resolution),
+                     "network_evaluations_per_image": network_evaluations(p)}
         headline = variants[p.modes[0]]
         return MethodResult(
             metrics={**headline, "variants": variants},
             curves=curves,
             communication=self._communication(ctx, members, module_bytes),
             timings=timings,
-            extra={"modules": log, "generator_parameters": gen_params,
-                   "generator_resolution": res, "shared_generators": shared,
+            extra={"modules": log, "generator": generator, "shared_generators": shared,
                    "generator_seed": p.generator_seed if shared else ctx.streams.seed,
                    "synthetic_per_class": counts, "memorisation": memo,
                    "excluded_clients": list(p.exclude_clients),
@@ -235,8 +258,7 @@ class FederatedFactory(MethodBase):
         p, data, n_classes = self.params, ctx.data, ctx.n_classes
         channels, res = data.info.channels, self._gen_resolution(ctx)
         base_seed = self._gen_streams(ctx).int_seed("ff/images")
-        samp_key = {**{f: getattr(p, f) for f in SAMPLER_FIELDS},
-                    "code": self._code_key(ctx.device.type, SAMPLER_CODE)}
+        samp_key = self._settings("sampler", ctx.device.type, SAMPLER_CODE)
         sx, sy = [], []
         share_plan = {c: shares(holders[c], p.samples_per_class) for c in range(n_classes)}
         total = sum(sum(s.values()) for s in share_plan.values())
@@ -280,10 +302,11 @@ class FederatedFactory(MethodBase):
         return sel, weights_sha256([model])
 
     def _local(self, ctx: RunContext, members, holders, synth_x,
-               synth_y) -> tuple[Selection, str]:
+               synth_y) -> tuple[dict[str, Selection], str]:
         """Each client: own real images + synthetic images of the classes it has no module
-        for; the ensemble (product of experts) is evaluated after every epoch and its epoch
-        chosen on validation data."""
+        for; the ensemble is evaluated after every epoch under two rules (experts.py), the
+        prior-corrected product ("local") and the paper's plain one ("local_plain"), each
+        with its epoch chosen on validation data."""
         d, n_classes, epochs = ctx.data, ctx.n_classes, self.params.classifier_epochs
         val = [ProductOfExperts(len(d.y_val), n_classes) for _ in range(epochs)]
         test = [ProductOfExperts(len(d.y_test), n_classes) for _ in range(epochs)]
@@ -296,30 +319,40 @@ class FederatedFactory(MethodBase):
                 idx = ctx.clients[k]  # the real images stay on the device
                 x = torch.cat([d.x_train[idx], synth_x[keep].to(ctx.device)])
                 y = torch.cat([d.y_train[idx], synth_y[keep].to(ctx.device)])
+                prior = label_prior(y, n_classes)
                 data = d.with_train(x, y)
                 model = ctx.new_model()
 
-                def on_epoch(epoch, stats, model=model):
+                def on_epoch(epoch, stats, model=model, prior=prior):
                     nonlocal finite_epochs
                     pv, pt = predict_proba(model, d, d.x_val), predict_proba(model, d, d.x_test)
                     if not (np.isfinite(pv).all() and np.isfinite(pt).all()):
                         finite_epochs = min(finite_epochs, epoch - 1)
                         raise Diverged(f"client {k} diverged at epoch {epoch}")
-                    val[epoch - 1].add(pv)
-                    test[epoch - 1].add(pt)
+                    val[epoch - 1].add(pv, prior)
+                    test[epoch - 1].add(pt, prior)
                     bar.update(1)
                 fit(model, data, torch.arange(len(y), device=ctx.device), ctx.train, epochs,
                     ctx.streams, f"ff/local/c{k}", on_epoch)
                 models.append(model)
-        sel = Selection(d)
+        # the target prior is over the classes the member clients hold (an unlearned class
+        # that nobody holds any more gets 0, not the boost its smoothed expert priors imply)
+        pooled = torch.bincount(d.y_train[torch.cat([ctx.clients[k] for k in members])].cpu(),
+                                minlength=n_classes).double().numpy()
+        target = pooled if self.params.poe_target_prior == "train" else (pooled > 0) * 1.0
+        target = target / target.sum()
+        rules = {"local": lambda poe: poe.corrected(target), "local_plain": lambda poe: poe.proba()}
         y_val, y_test = d.y_val.cpu().numpy(), d.y_test.cpu().numpy()
-        if finite_epochs < epochs:
-            sel.diverged_at = finite_epochs + 1
-        for e in range(finite_epochs):
-            sel.record(e + 1, classification_metrics(val[e].proba(), y_val, n_classes,
-                                                     detail=False),
-                       classification_metrics(test[e].proba(), y_test, n_classes))
-        return sel, weights_sha256(models)
+        selections = {}
+        for name, rule in rules.items():
+            sel = selections[name] = Selection(d)
+            if finite_epochs < epochs:
+                sel.diverged_at = finite_epochs + 1
+            for e in range(finite_epochs):
+                sel.record(e + 1, classification_metrics(rule(val[e]), y_val, n_classes,
+                                                         detail=False),
+                           classification_metrics(rule(test[e]), y_test, n_classes))
+        return selections, weights_sha256(models)
 
     # --- bookkeeping --------------------------------------------------------------------
     def _module_bytes(self, modules: dict) -> dict[int, int]:

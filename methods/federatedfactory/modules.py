@@ -1,5 +1,9 @@
 """Training one generative module: an unconditional diffusion model of one client's images of
-one class, from scratch, with an EMA of its weights (diffusers' EMAModel) used for sampling."""
+one class, from scratch, with an EMA of its weights (diffusers' EMAModel) used for sampling.
+
+Dropout (gen_dropout > 0) draws from torch's global generator, which no layer lets us replace:
+training runs inside a forked global RNG seeded with the module's seed, so the draws are a
+function of that seed and leave the caller's RNG untouched."""
 from __future__ import annotations
 
 import math
@@ -7,10 +11,19 @@ import math
 import torch
 from diffusers.training_utils import EMAModel
 
-from .loss import epsilon_loss
+from .loss import edm_loss, epsilon_loss
 from .network import build_unet
 from .params import FFParams
-from .schedule import training_schedule
+from .schedule import edm_schedule, training_schedule
+
+
+def training_loss(p: FFParams):
+    """(unet, x0, gen) -> loss of the formulation."""
+    if p.formulation == "edm":
+        schedule = edm_schedule(p)
+        return lambda unet, x0, gen: edm_loss(unet, schedule, x0, gen, p)
+    schedule = training_schedule(p.train_timesteps)
+    return lambda unet, x0, gen: epsilon_loss(unet, schedule, x0, gen)
 
 
 def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None) -> dict:
@@ -21,26 +34,26 @@ def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None) ->
     """
     device = images.device
     channels, resolution = images.shape[1], images.shape[-1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = build_unet(p, channels, resolution)
-    unet.to(device).train()
-    gen = torch.Generator().manual_seed(seed)
-    schedule = training_schedule(p.train_timesteps)
-    opt = torch.optim.AdamW(unet.parameters(), lr=p.gen_lr)
-    ema = EMAModel(unet.parameters(), decay=p.gen_ema_decay, use_ema_warmup=True, power=3 / 4)
-    steps = math.ceil(p.gen_images_seen / p.gen_batch_size)
     cuda = device.type == "cuda"
-    for _ in range(steps):
-        idx = torch.randint(0, images.shape[0], (p.gen_batch_size,), generator=gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            loss = epsilon_loss(unet, schedule, images[idx.to(device)], gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ema.step(unet.parameters())
-        if progress is not None:
-            progress.update(1)
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        torch.manual_seed(seed)  # initialisation, then dropout
+        unet = build_unet(p, channels, resolution)
+        unet.to(device).train()
+        gen = torch.Generator().manual_seed(seed)
+        loss_fn = training_loss(p)
+        opt = torch.optim.AdamW(unet.parameters(), lr=p.gen_lr)
+        ema = EMAModel(unet.parameters(), decay=p.gen_ema_decay, use_ema_warmup=True,
+                       power=3 / 4)
+        for _ in range(training_steps(p)):
+            idx = torch.randint(0, images.shape[0], (p.gen_batch_size,), generator=gen)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss = loss_fn(unet, images[idx.to(device)], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ema.step(unet.parameters())
+            if progress is not None:
+                progress.update(1)
     ema.copy_to(unet.parameters())
     return {k: v.detach().float().cpu() for k, v in unet.state_dict().items()}
 

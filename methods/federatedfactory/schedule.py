@@ -1,17 +1,24 @@
-"""Noise schedule (training) and the samplers built on it, from diffusers.
+"""Noise schedules (training) and the samplers built on them, from diffusers.
 
-Training: DDPM forward process with the cosine schedule of Nichol & Dhariwal (2021)
+DDPM formulation. Training: DDPM forward process with the cosine schedule of Nichol & Dhariwal (2021)
 ("squaredcos_cap_v2"), 1000 steps. Sampling reuses the same schedule with a fast solver:
 - "ddim": DDIM (eta 0, deterministic), trailing timestep spacing, x0 clipped to [-1, 1]
   (on a CPU prototype, clipping held digits accuracy at 10 steps where DPM-Solver++ fell);
 - "dpmsolver++": DPM-Solver++ (2M), multistep;
 - "heun": Heun's 2nd-order method on Karras sigmas (Karras et al., 2022), the paper's
   sampler: `steps` steps cost 2 * steps - 1 network evaluations.
+
+EDM formulation (Karras et al., 2022): diffusers' EDMEulerScheduler holds sigma_data, computes
+the preconditioning (network.denoise) and the sampling sigmas
+sigma_i = (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
+i < N, then 0 (EDM Eq. 5); its Euler step is not used: sampler.edm_heun takes Heun steps.
 """
 from __future__ import annotations
 
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
-                       HeunDiscreteScheduler)
+                       EDMEulerScheduler, HeunDiscreteScheduler)
+
+from .params import FFParams
 
 
 def training_schedule(timesteps: int) -> DDPMScheduler:
@@ -31,3 +38,11 @@ def sampler_schedule(kind: str, timesteps: int):
     if kind == "heun":
         return HeunDiscreteScheduler(**base, use_karras_sigmas=True)
     raise ValueError(f"unknown sampler {kind!r}; valid choices: ddim, dpmsolver++, heun")
+
+
+def edm_schedule(p: FFParams) -> EDMEulerScheduler:
+    # diffusers' "epsilon" here is EDM's F-prediction: D = c_skip x + c_out F, c_out > 0
+    return EDMEulerScheduler(sigma_min=p.edm_sigma_min, sigma_max=p.edm_sigma_max,
+                             sigma_data=p.edm_sigma_data, rho=p.edm_rho,
+                             sigma_schedule="karras", prediction_type="epsilon",
+                             final_sigmas_type="zero")
