@@ -11,8 +11,9 @@ Two formulations of the generator, on the same diffusers UNet backbone:
 UNet of two levels (32, 64 channels, one ResNet block each, GroupNorm of 8 groups), trained
 for 12,800 images seen per module (200 steps of 64) with AdamW 2e-3 and an EMA, 300 images
 per class. The EDM formulation with Heun in 13 steps (25 network evaluations): against DDPM
-with DDIM in 25 steps, at the same cost, it tied on digits under silos (3 seeds) and gained 3
-points of accuracy on the real PneumoniaMNIST file (README, "More measurements"). The DDPM
+with DDIM in 25 steps, at the same cost, it tied on digits under silos (3 seeds) and gained 1.9
+points of server accuracy on the real PneumoniaMNIST file (3 seeds; README, "More
+measurements"). The DDPM
 setting as measured: formulation=ddpm, sampler=ddim, sampler_steps=25.
 
 `paper`: the authors' generator (arXiv 2603.16370 and its public code): the EDM formulation
