@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     import pandas as pd
 
-    from ..estimate import LOGGED, run_costs, summarise, unit_costs
+    from ..estimate import run_costs, summarise
 
     if args.tflops <= 0 or args.gpus < 1:
         raise UsageError("--tflops must be > 0 and --gpus >= 1")
@@ -31,12 +31,14 @@ def main(args) -> int:
           f"({t['longest_run']}), {t['longest_chain_hours']:,.1f} h with its generators as "
           f"parallel tasks; on {args.gpus} GPUs about {t['wall_hours']:,.0f} h wall")
     print("by phase: " + ", ".join(f"{p} {h:,.0f} h" for p, h in t["by_phase"].items()))
-    _print_unit_costs(configs, args, LOGGED, unit_costs)
+    _print_unit_costs(configs, args)
     return 0
 
 
-def _print_unit_costs(configs, args, logged, unit_costs) -> None:
+def _print_unit_costs(configs, args) -> None:
     """FederatedFactory's unit costs per dataset, beside the authors' logged ones where known."""
+    from ..estimate import LOGGED, unit_costs
+
     seen = set()
     for config in configs:
         if config.method != "federatedfactory" or config.dataset in seen:
@@ -46,7 +48,7 @@ def _print_unit_costs(configs, args, logged, unit_costs) -> None:
         for u in unit_costs(config, args.data_root):
             minutes = u.flops / (args.tflops * 1e12) / 60
             line = f"  {u.unit}: {u.what}: {minutes:,.1f} min"
-            log = logged.get(config.dataset, {}).get(u.unit)
+            log = LOGGED.get(config.dataset, {}).get(u.unit)
             if log is not None:
                 line += (f"; logged by the authors on one H100: {log / 60:,.1f} min (estimate / "
                          f"logged = {minutes * 60 / log:.2f}; the log implies "
