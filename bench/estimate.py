@@ -28,6 +28,8 @@ from .methods.federatedfactory.network import build_unet, generator_resolution
 from .methods.federatedfactory.sampler import network_evaluations
 from .methods.federatedfactory.params import FFParams
 from .methods.models import build_model
+from .methods.registry import METHODS, method_params
+from .methods.weight_averaging import WeightAveraging
 
 # official (train + val, test) sizes where no package states them; train is split into train
 # and val by the loaders (10 % stratified), as here
@@ -122,9 +124,24 @@ def run_costs(config: RunConfig, data_root: str | None = None) -> list[PhaseCost
         costs.append(PhaseCost(label, config.dataset, method, phase, float(images),
                                float(images) * per_image))
 
-    if method in ("fedavg", "fedprox", "scaffold"):
+    params = method_params(method, config.method_params)
+    if issubclass(METHODS[method], WeightAveraging):
         add("client training", t.rounds * t.local_epochs * n["train"], step)
+        if method == "moon":  # the global and previous models' forward passes
+            add("contrastive passes", 2 * t.rounds * t.local_epochs * n["train"], fwd)
         add("evaluation", t.rounds * eval_images, fwd)
+    elif method == "fedcvae":  # the MLP VAEs are negligible beside the classifier
+        synth = params["samples_per_class"] * info.n_classes
+        add("server classifier", params["classifier_epochs"] * synth, step)
+        add("evaluation", params["classifier_epochs"] * eval_images, fwd)
+    elif method == "dense":
+        add("client training", t.rounds * t.local_epochs * n["train"], step)
+        batch, m = params["batch_size"], config.n_clients
+        # generator steps: G, the ensemble and the student forward and backward; student
+        # steps: the ensemble forward, the student trained (the small generator not counted)
+        add("generator steps", params["epochs"] * params["g_steps"] * batch * (m + 1), step)
+        add("student steps", params["epochs"] * params["s_steps"] * batch, step + m * fwd)
+        add("evaluation", params["epochs"] * eval_images, fwd)
     elif method == "local_only":
         add("client training", t.rounds * t.local_epochs * n["train"], step)
         add("evaluation", config.n_clients * t.rounds * eval_images, fwd)

@@ -1,7 +1,8 @@
-"""Exact unlearning of FederatedFactory runs: forget clients, re-synthesise, retrain.
+"""Exact unlearning of the one-round generative methods (FederatedFactory, FedCVAE-Ens; those
+whose class sets `unlearns`): forget clients, re-synthesise, retrain.
 
 Forgetting client k of a stored run means running the same config with k added to
-`exclude_clients`: k's modules are left out, the others come from the cache, and synthesis and
+`exclude_clients`: k's generators are left out, the others come from the cache, and synthesis and
 the classifiers are recomputed. The result is the run that never had client k (the same
 config, so the same record identity). Its record gains an `unlearning` entry with the
 per-class test accuracy before and after, for every downstream mode, and the classes forgotten:
@@ -15,9 +16,12 @@ from .config import ConfigError, RunConfig
 
 
 def forget_config(config: RunConfig, clients: list[int]) -> RunConfig:
-    if config.method != "federatedfactory":
-        raise ConfigError(f"run is a {config.method} run; only federatedfactory runs can unlearn "
-                          f"a client")
+    from .methods.registry import METHODS
+
+    if not getattr(METHODS.get(config.method), "unlearns", False):
+        able = ", ".join(n for n, c in METHODS.items() if getattr(c, "unlearns", False))
+        raise ConfigError(f"run is a {config.method} run; only runs of {able} can unlearn a "
+                          f"client")
     bad = [k for k in clients if not 0 <= k < config.n_clients]
     if bad:
         raise ConfigError(f"--clients {bad}: this run has clients 0..{config.n_clients - 1}")
@@ -36,10 +40,16 @@ def comparison(before: dict, after: dict, clients: list[int]) -> dict:
            "forgotten_classes": sorted({m["class"] for m in before["extra"]["modules"]
                                         if m["client"] in clients} - kept),
            "modes": {}}
-    for mode, m in after["metrics"]["variants"].items():
-        b = before["metrics"]["variants"][mode]["selected"]
+    for mode, m in _variants(after).items():
+        b = _variants(before)[mode]["selected"]
         out["modes"][mode] = {"accuracy_before": b["accuracy"],
                               "accuracy_after": m["selected"]["accuracy"],
                               "per_class_before": b["per_class_accuracy"],
                               "per_class_after": m["selected"]["per_class_accuracy"]}
     return out
+
+
+def _variants(record: dict) -> dict:
+    """Downstream mode -> metrics (a method without variants has one, "server")."""
+    metrics = record["metrics"]
+    return metrics.get("variants") or {"server": metrics}

@@ -1,4 +1,4 @@
-"""The round loop shared by the weight-averaging methods (FedAvg, FedProx, SCAFFOLD).
+"""The round loop shared by the weight-averaging methods (FedAvg, FedProx, SCAFFOLD, ...).
 
 The harness owns this loop and the per-client state; a method supplies both halves of its
 algorithm through the hooks of `weight_averaging.WeightAveraging` (their contract is in that
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def run_rounds(method: "WeightAveraging", ctx: RunContext) -> MethodResult:
     cfg = ctx.train
     n = len(ctx.clients)
-    model = ctx.new_model()
+    model = method.build_model(ctx)
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     server = method.init_server(model, global_state)
     client_states: dict[int, dict] = {}  # per-client state (SCAFFOLD's c_i), owned here
@@ -58,7 +58,8 @@ def run_rounds(method: "WeightAveraging", ctx: RunContext) -> MethodResult:
                 timings["eval"] += time.perf_counter() - t2
             bar.update(1)
             bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
-    return MethodResult(selection.metrics(), selection.curves, comm.summary(cfg.rounds), timings)
+    return MethodResult(selection.metrics(), selection.curves, comm.summary(cfg.rounds), timings,
+                        extra=method.extra(model))
 
 
 def client_phase(method: "WeightAveraging", model, ctx: RunContext, chosen: list[int], r: int, lr: float,
@@ -68,7 +69,8 @@ def client_phase(method: "WeightAveraging", model, ctx: RunContext, chosen: list
     down = method.download(global_state, server)
     acc = method.start_round(global_state)
     losses = []
-    for group in _groups(chosen, ctx.clients_at_once):
+    at_once = ctx.clients_at_once if method.vectorises_clients else 1
+    for group in _groups(chosen, at_once):
         for k, hooks, stats in _train_group(method, model, ctx, group, r, lr, global_state,
                                             server, client_states):
             msg, client_states[k] = method.client_message(

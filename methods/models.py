@@ -78,5 +78,27 @@ def build_model(
     return _resnet(depth, in_channels, n_classes, resolution, norm)
 
 
+def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The classifier's penultimate features (the input of its output layer)."""
+    if isinstance(model, SmallCNN):
+        return model.head[:-1](model.features(x))
+    m = model  # a torchvision ResNet: its forward up to `fc`
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+    x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+    return torch.flatten(m.avgpool(x), 1)
+
+
+def output_layer(model: nn.Module) -> tuple[str, nn.Module]:
+    """The name and module of the classifier's output layer."""
+    return ("head.3", model.head[3]) if isinstance(model, SmallCNN) else ("fc", model.fc)
+
+
+def replace_output_layer(model: nn.Module, layer: nn.Module) -> None:
+    if isinstance(model, SmallCNN):
+        model.head[3] = layer
+    else:
+        model.fc = layer
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -5,10 +5,16 @@ import dataclasses
 import functools
 
 from .centralized import Centralized
+from .dense import Dense
 from .fedavg import FedAvg
+from .fedaws import FedAwS
+from .fedcvae import FedCVAE
+from .feddyn import FedDyn
 from .federatedfactory import FederatedFactory
+from .fednova import FedNova
 from .fedprox import FedProx
 from .local_only import LocalOnly
+from .moon import Moon
 from .provenance import method_fingerprint
 from .scaffold import Scaffold
 
@@ -18,7 +24,13 @@ METHODS: dict[str, type] = {
     "fedavg": FedAvg,
     "fedprox": FedProx,
     "scaffold": Scaffold,
+    "feddyn": FedDyn,
+    "fednova": FedNova,
+    "moon": Moon,
+    "fedaws": FedAwS,
     "federatedfactory": FederatedFactory,
+    "fedcvae": FedCVAE,
+    "dense": Dense,
 }
 
 

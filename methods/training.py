@@ -15,6 +15,11 @@ from .evaluation import Diverged
 class TrainHooks:
     """Small terms a method adds to local training. The default adds nothing (FedAvg)."""
 
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The minibatch loss (default: cross-entropy of `model(x)`). A method that overrides
+        it (MOON, FedAwS) trains its clients one at a time (`vectorises_clients = False`)."""
+        return F.cross_entropy(model(x), y)
+
     def adjust_gradients(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         """Called after backward, before the optimiser step, with the (detached) parameters
         and their gradients; may edit `grads` in place."""
@@ -25,6 +30,7 @@ class LocalStats:
     steps: int  # optimiser steps actually taken
     samples: int  # samples seen (with repeats over epochs)
     mean_loss: float
+    momentum: float = 0.0  # the optimiser's momentum (FedNova's normalisation needs it)
 
 
 def train_local(
@@ -53,7 +59,7 @@ def train_local(
     for _ in range(epochs):
         for x, y in data.batches(indices, cfg.batch_size, gen):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                loss = F.cross_entropy(model(x), y)
+                loss = hooks.loss(model, x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             hooks.adjust_gradients(detached, [p.grad for p in params])
@@ -61,7 +67,7 @@ def train_local(
             steps += 1
             samples += len(y)
             loss_sum += loss.detach() * len(y)
-    return LocalStats(steps, samples, float(loss_sum) / max(samples, 1))
+    return LocalStats(steps, samples, float(loss_sum) / max(samples, 1), cfg.momentum)
 
 
 def fit(model: nn.Module, data: DeviceData, indices: torch.Tensor, cfg: TrainConfig, epochs: int,

@@ -44,6 +44,9 @@ def train_clients(
     if not supports(model):
         raise ValueError("vectorised client training needs a model without batch norm; "
                          "use --set norm=group (or none), or --clients-at-once 1")
+    if any(type(h).loss is not TrainHooks.loss for h in hooks):
+        raise ValueError("a method whose hooks change the loss trains its clients one at a "
+                         "time (vectorises_clients = False)")
     k_clients, device = len(clients), data.device
     base = {n: p.detach() for n, p in model.named_parameters()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
@@ -86,7 +89,8 @@ def train_clients(
             on = mask.view(-1, *([1] * (p.dim() - 1)))
             momentum[n] = torch.where(on, buf, momentum[n])
             params[n] = torch.where(on, p.add(buf, alpha=-lr), p)
-    stats = [LocalStats(steps[k], samples[k], float(loss_sum[k]) / max(samples[k], 1))
+    stats = [LocalStats(steps[k], samples[k], float(loss_sum[k]) / max(samples[k], 1),
+                        cfg.momentum)
              for k in range(k_clients)]
     return params, stats
 

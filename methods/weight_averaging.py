@@ -8,7 +8,8 @@ vectorized.py), the per-client states, byte counting, evaluation and validation-
 selection. A method owns both halves of its algorithm, as pure-ish functions of what they are
 given: no state on the method object, so one object can serve any number of runs.
 
-Per run:     server = init_server(model, global_state)
+Per run:     model = build_model(ctx)                         the network that is federated
+             server = init_server(model, global_state)
 Per round:   down = download(global_state, server)            sent to every chosen client
              acc = start_round(global_state)
   per client k (from the global weights):
@@ -69,12 +70,23 @@ class WeightedMean:
 
 class WeightAveraging(MethodBase):
     uses_split = True
-    vectorises_clients = True  # honours RunContext.clients_at_once (methods/vectorized.py)
+    # honours RunContext.clients_at_once (methods/vectorized.py); False for methods whose
+    # hooks change the loss itself (TrainHooks.loss), whose clients then train one at a time
+    vectorises_clients = True
 
     def run(self, ctx: RunContext) -> MethodResult:
         from .federated import run_rounds
 
         return run_rounds(self, ctx)
+
+    def build_model(self, ctx: RunContext) -> nn.Module:
+        """The federated network: the table's classifier (MOON adds a projection head, FedAwS
+        a cosine output layer; what `model(x)` returns is always the logits evaluated)."""
+        return ctx.new_model()
+
+    def extra(self, model: nn.Module) -> dict:
+        """What the record keeps besides the metrics, from the final global model."""
+        return {}
 
     # --- server half -------------------------------------------------------------------
     def init_server(self, model: nn.Module, global_state: State) -> Any:

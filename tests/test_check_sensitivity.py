@@ -13,7 +13,15 @@ the known pitfalls of other implementations:
 - FederatedFactory's product of experts replaced by a plain mean of probabilities;
 - FederatedFactory's product of experts without the experts' label priors divided out (the
   paper's rule passed off as the corrected one);
-- FederatedFactory's synthetic labels off by one class.
+- FederatedFactory's synthetic labels off by one class;
+- FedDyn adding h / alpha on the server instead of subtracting it (PFLlib issue 29's kind of
+  server-state error);
+- FedNova normalising by the step count although the clients train with momentum;
+- MOON with its positive and negative pairs swapped;
+- FedAwS without the server's spreadout step;
+- FedCVAE-Ens's synthetic labels off by one class;
+- DENSE's student distilled from the ensemble's mean probabilities' arg-max (hard labels)
+  instead of its soft outputs.
 
 It also shows that `bench unlearn` in the same folder leaves the check passing (cells name
 their runs by id, so the unlearned run is never taken for the original).
@@ -21,9 +29,15 @@ their runs by id, so the unlearned run is never taken for the original).
 import pytest
 import torch
 
+import bench.methods.dense as dense
 import bench.methods.evaluation as evaluation
+import bench.methods.fedaws as fedaws
+import bench.methods.fedcvae as fedcvae
 import bench.methods.federatedfactory.method as ff_method
+import bench.methods.fednova as fednova
+import bench.methods.moon as moon
 from bench.cli import main
+from bench.methods.feddyn import FedDyn
 from bench.methods.federatedfactory.experts import ProductOfExperts
 from bench.methods.fedprox import ProximalHooks
 from bench.methods.scaffold import ControlVariateHooks
@@ -90,6 +104,49 @@ def _labels_off_by_one(monkeypatch):
     monkeypatch.setattr(ff_method.FederatedFactory, "_synthesise", shifted)
 
 
+def _feddyn_adds_h(monkeypatch):
+    aggregate = FedDyn.aggregate
+
+    def wrong(self, acc, global_state, server, n_clients):
+        new, h = aggregate(self, acc, global_state, server, n_clients)
+        for n in h:  # theta = mean + h / alpha instead of mean - h / alpha
+            new[n] = new[n] + 2 * h[n] / self.params.alpha
+        return new, h
+    monkeypatch.setattr(FedDyn, "aggregate", wrong)
+
+
+def _fednova_step_count(monkeypatch):
+    monkeypatch.setattr(fednova, "aggregation_norm", lambda steps, momentum: float(steps))
+
+
+def _moon_pairs_swapped(monkeypatch):
+    loss = moon.contrastive_loss
+    monkeypatch.setattr(moon, "contrastive_loss",
+                        lambda z, z_glob, z_prev, tau: loss(z, z_prev, z_glob, tau))
+
+
+def _fedaws_no_spreadout(monkeypatch):
+    monkeypatch.setattr(fedaws, "spreadout_step", lambda weight, lr, margin: weight)
+
+
+def _fedcvae_labels_off_by_one(monkeypatch):
+    train_on = fedcvae.train_on
+
+    def shifted(ctx, x, y, *args):
+        return train_on(ctx, x, (y + 1) % ctx.n_classes, *args)
+    monkeypatch.setattr(fedcvae, "train_on", shifted)
+
+
+def _dense_hard_labels(monkeypatch):
+    kl = dense.kl_divergence
+
+    def hard(teacher, student, reduction="batchmean"):
+        return kl(teacher.argmax(1, keepdim=True).eq(
+            torch.arange(teacher.shape[1], device=teacher.device)).float() * 20, student,
+            reduction)
+    monkeypatch.setattr(dense, "kl_divergence", hard)
+
+
 # regression -> (the methods whose runs it changes, the cells that must catch it)
 PLANTS = {
     "fedavg unweighted": (_unweighted, "fedavg,fedprox", {"fedavg", "fedprox"}),
@@ -102,6 +159,12 @@ PLANTS = {
                                         {"federatedfactory[local]"}),
     "ff labels off by one": (_labels_off_by_one, "federatedfactory",
                              {"federatedfactory[server]", "federatedfactory[local]"}),
+    "feddyn adds h": (_feddyn_adds_h, "feddyn", {"feddyn"}),
+    "fednova step count under momentum": (_fednova_step_count, "fednova", {"fednova"}),
+    "moon pairs swapped": (_moon_pairs_swapped, "moon", {"moon"}),
+    "fedaws without spreadout": (_fedaws_no_spreadout, "fedaws", {"fedaws"}),
+    "fedcvae labels off by one": (_fedcvae_labels_off_by_one, "fedcvae", {"fedcvae"}),
+    "dense hard labels": (_dense_hard_labels, "dense", {"dense"}),
 }
 
 
@@ -116,7 +179,8 @@ def clean_grid(tmp_path_factory):
 def test_clean_grid_passes_the_committed_reference(clean_grid):
     table = check_reference(load_reference("sensitivity"), RecordStore(clean_grid))
     assert passed(table), table[table["verdict"] != "ok"].to_string()
-    assert len(table) == 27  # 3 runs + 2 FF runs of 3 variants each, x accuracy, AUROC, round
+    # 9 runs + 2 FF runs of 3 variants each, x accuracy, AUROC, round
+    assert len(table) == 45
 
 
 @pytest.mark.parametrize("plant", list(PLANTS))

@@ -47,11 +47,13 @@ def test_dry_run_lists_resolved_configs(capsys):
     assert main(["run", "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     configs = [json.loads(line) for line in out]
-    # 4 split-dependent baselines x 4 splits + one pooled centralized run + FF under silos
-    assert len(configs) == 18
+    # 4 split-dependent baselines x 4 splits + one pooled centralized run + FF and FedCVAE-Ens
+    # under silos
+    assert len(configs) == 19
     assert {c["method"] for c in configs} == {"centralized", "local_only", "fedavg", "fedprox",
-                                             "scaffold", "federatedfactory"}
-    assert [c["split"] for c in configs if c["method"] == "federatedfactory"] == ["silos"]
+                                             "scaffold", "federatedfactory", "fedcvae"}
+    assert [c["split"] for c in configs if c["method"] in ("federatedfactory", "fedcvae")] \
+        == ["silos", "silos"]
     assert all(c["train"]["local_epochs"] == 10 and c["resolution"] == 8 for c in configs)
 
 

@@ -14,7 +14,7 @@ from bench.methods.federatedfactory.network import build_unet
 from bench.methods.federatedfactory.params import PRESETS, FFParams
 from bench.methods.federatedfactory.sampler import load_unet, sample
 from bench.methods.federatedfactory.modules import train_module
-from bench.methods.federatedfactory.synthesis import image_seeds, shares
+from bench.methods.synthesis import image_seeds, shares
 from bench.methods.models import count_parameters
 from bench.runner import execute
 

@@ -205,8 +205,11 @@ def test_committed_references_are_well_formed():
 
 def test_paper_reference_is_well_formed():
     ref = load_reference("paper")
-    assert len(ref["cells"]) == 49 and ref["layer"] == "published"
-    headline = [c for c in ref["cells"] if c["dataset"] == "cifar10" and c["split"] == "silos"
+    paper = [c for c in ref["cells"] if "source" not in c]
+    niid = [c for c in ref["cells"] if c.get("source", "").startswith("NIID-Bench")]
+    assert len(paper) == 49 and len(niid) == 8 and ref["layer"] == "published"
+    assert {(c["dataset"], c["method"]): c["expected"] for c in niid}[("mnist", "fednova")] == 52.6
+    headline = [c for c in paper if c["dataset"] == "cifar10" and c["split"] == "silos"
                 and c["metric"] == "accuracy"]
     assert {c["method"]: c["expected"] for c in headline}["fedavg"] == 11.36
 

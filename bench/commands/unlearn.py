@@ -1,4 +1,5 @@
-"""`python -m bench unlearn`: forget clients of a stored FederatedFactory run, retrain, compare."""
+"""`python -m bench unlearn`: forget clients of a stored FederatedFactory or FedCVAE-Ens run,
+retrain, compare."""
 from __future__ import annotations
 
 import time
@@ -10,7 +11,7 @@ from .common import UsageError, csv, fmt, out_option, progress_factory, say
 
 
 def add_parser(sub) -> None:
-    unlearn = sub.add_parser("unlearn", help="forget clients of a stored federatedfactory run")
+    unlearn = sub.add_parser("unlearn", help="forget clients of a stored federatedfactory or fedcvae run")
     unlearn.add_argument("--run", required=True, help="run id (or a unique prefix)")
     unlearn.add_argument("--clients", required=True, type=csv, help="client ids, e.g. 3 or 3,5")
     unlearn.add_argument("--device", default="auto")

@@ -165,7 +165,8 @@ def check_published(ref: dict, records: list[dict]) -> pd.DataFrame:
     for cell in ref["cells"]:
         row = _lookup(summary, cell)
         base = {k: cell[k] for k in KEY} | {"expected": cell["expected"],
-                                            "tolerance": cell["tolerance"]}
+                                            "tolerance": cell["tolerance"],
+                                            "source": cell.get("source", "").split(" (")[0]}
         if row is None:
             rows.append(base | {"measured": None, "n": 0, "verdict": "not run"})
             continue

@@ -20,6 +20,7 @@ from ..datasets.files import atomic_write  # noqa: E402
 from .tables import split_order, variant_labels  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind", 10)
+PEERS = sns.color_palette("dark", 10)  # the peers (issue 13), darker tones of the same hues
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
          "figure.dpi": 100, "savefig.dpi": 200, "savefig.bbox": "tight"}
 REFERENCE = "centralized"
@@ -28,12 +29,15 @@ REFERENCE = "centralized"
 # fixed colours (indices into the colour-blind palette), the same in every figure
 COLOURS = {"centralized": 5, "local_only": 7, "fedavg": 0, "fedprox": 2, "scaffold": 4,
            "federatedfactory[server]": 3, "federatedfactory[local]": 9}
+PEER_COLOURS = {"feddyn": 1, "fednova": 6, "moon": 8, "fedaws": 4, "fedcvae": 3, "dense": 5}
 
 
 def method_color(method: str):
     """A method's colour; variants of other settings ("fedavg (lr=0.1)") share it."""
     base = method.split(" (")[0]
-    return PALETTE[COLOURS[base]] if base in COLOURS else PALETTE[8]
+    if base in COLOURS:
+        return PALETTE[COLOURS[base]]
+    return PEERS[PEER_COLOURS[base]] if base in PEER_COLOURS else PALETTE[8]
 
 
 def _save(fig, path: Path) -> list[Path]:

@@ -44,7 +44,7 @@ from .modules import train_module, training_steps
 from .network import describe, generator_resolution
 from .params import PRESETS, FFParams
 from .sampler import load_unet, network_evaluations, sample
-from .synthesis import image_seeds, shares
+from ..synthesis import image_seeds, shares, train_on
 
 
 def weights_sha256(models) -> str:
@@ -92,6 +92,7 @@ class ModuleJob:
 class FederatedFactory(MethodBase):
     name = "federatedfactory"
     uses_split = True
+    unlearns = True  # `bench unlearn` can forget a client (exclude_clients)
     Params = FFParams
     PRESETS = PRESETS
 
@@ -289,16 +290,8 @@ class FederatedFactory(MethodBase):
                 "device_type": device_type}
 
     def _server(self, ctx: RunContext, synth_x, synth_y) -> tuple[Selection, str]:
-        data = ctx.data.with_train(synth_x, synth_y)
-        model = ctx.new_model()
-        sel = Selection(data)
-        idx = torch.arange(len(synth_y), device=ctx.device)
-        with ctx.progress(self.params.classifier_epochs, "server classifier epochs") as bar:
-            def on_epoch(epoch, stats):
-                sel.evaluate(model, epoch, train_loss=stats.mean_loss)
-                bar.update(1)
-            fit(model, data, idx, ctx.train, self.params.classifier_epochs, ctx.streams,
-                "ff/server", on_epoch)
+        sel, model = train_on(ctx, synth_x, synth_y, self.params.classifier_epochs, "ff/server",
+                              "server classifier epochs")
         return sel, weights_sha256([model])
 
     def _local(self, ctx: RunContext, members, holders, synth_x,

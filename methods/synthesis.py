@@ -1,4 +1,6 @@
-"""The class-balanced synthetic set: who draws how many images of each class, with which seeds.
+"""Synthetic training sets, shared by the generative one-round methods (FederatedFactory,
+FedCVAE-Ens): who draws how many images of each class, with which seeds, and the table's
+classifier trained on such a set with validation-based selection.
 
 Class c gets `samples_per_class` images, shared among the modules that hold c in proportion to
 their clients' training counts of c (largest-remainder rounding, ties to the lower client id).
@@ -8,6 +10,11 @@ whatever the other modules, the shares or the batch size.
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from .base import RunContext
+from .evaluation import Selection
+from .training import fit
 
 
 def shares(counts: dict[int, int], total: int) -> dict[int, int]:
@@ -27,3 +34,20 @@ def shares(counts: dict[int, int], total: int) -> dict[int, int]:
 def image_seeds(base: int, cls: int, client: int, n: int) -> list[int]:
     return [int(np.random.SeedSequence((base, cls, client, j)).generate_state(1)[0])
             for j in range(n)]
+
+
+def train_on(ctx: RunContext, x: torch.Tensor, y: torch.Tensor, epochs: int, purpose: str,
+             desc: str):
+    """The table's classifier trained on (x, y) (uint8 images, labels) for `epochs` epochs,
+    evaluated on the real validation and test sets after each; returns (selection, model).
+    Its batches come from the run's `purpose` streams."""
+    data = ctx.data.with_train(x, y)
+    model = ctx.new_model()
+    sel = Selection(data)
+    idx = torch.arange(len(y), device=ctx.device)
+    with ctx.progress(epochs, desc) as bar:
+        def on_epoch(epoch, stats):
+            sel.evaluate(model, epoch, train_loss=stats.mean_loss)
+            bar.update(1)
+        fit(model, data, idx, ctx.train, epochs, ctx.streams, purpose, on_epoch)
+    return sel, model

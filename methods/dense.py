@@ -1,0 +1,205 @@
+"""DENSE (Zhang et al., "DENSE: Data-Free One-Shot Federated Learning", NeurIPS 2022, Eq. 3-7).
+
+1. Each client trains the table's classifier f_k on its own data (rounds x local_epochs
+   epochs, the passes it makes in FL) and uploads it once. The ensemble is the mean of the
+   clients' logits, D(x) = (1 / m) sum_k f_k(x).
+2. Data generation: a generator G(z) (DCGAN-style, z ~ N(0, I), `noise_dim`) is trained
+   against the ensemble with random target labels y~:
+       L_G = CE(D(G(z)), y~) + lambda_bn L_BN + lambda_adv L_adv                     (Eq. 6)
+   L_BN = sum over the clients' batch-norm layers of ||mu_l(x^) - mu_l||_2 +
+   ||sigma^2_l(x^) - sigma^2_l||_2 (the synthetic batch's statistics against the stored
+   running ones, Eq. 4; zero when the classifier has no batch norm, as the CPU protocol's
+   GroupNorm CNN), and L_adv = -KL(D(x^) || S(x^)) over the images on which ensemble and
+   student agree (Eq. 5): the generator seeks images the student has not learnt yet.
+3. Model distillation: the student S (the table's classifier, fresh) minimises
+   KL(softmax D(x^) || softmax S(x^)) on generated batches (Eq. 7). Generator and student
+   alternate for `epochs` epochs of `g_steps` and `s_steps` steps; the student is evaluated on
+   the real validation set after every epoch and the best epoch is reported (validation-based
+   selection, as for every method). The paper also replays an image pool of earlier batches;
+   here every student step draws fresh images.
+
+Under silos every client's classifier has seen one class and outputs it whatever the input:
+the ensemble's logits carry no information about the image, so the generator cannot make
+class-specific images and the student learns at most a constant prediction (near chance).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import MethodBase, MethodResult, RunContext
+from .communication import tensor_bytes
+from .evaluation import Diverged, Selection
+from .training import fit
+
+
+class Generator(nn.Module):
+    """z -> image in [-1, 1] at `resolution` (a multiple of 4): DCGAN-style upsampling."""
+
+    def __init__(self, noise_dim: int, channels: int, resolution: int, width: int):
+        super().__init__()
+        self.width, self.side = width, resolution // 4
+        self.fc = nn.Linear(noise_dim, width * self.side * self.side)
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(width), nn.Upsample(scale_factor=2),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(width, width // 2, 3, padding=1), nn.BatchNorm2d(width // 2),
+            nn.LeakyReLU(0.2), nn.Conv2d(width // 2, channels, 3, padding=1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(self.fc(z).view(len(z), self.width, self.side, self.side))
+
+
+class BatchNormStatistics:
+    """Forward hooks on every BatchNorm2d of `models`: after a forward pass, `loss()` is the
+    summed distance of the batch's channel statistics to the stored running ones (Eq. 4)."""
+
+    def __init__(self, models: list[nn.Module]):
+        self.terms: list[torch.Tensor] = []
+        self.handles = [m.register_forward_hook(self._hook) for model in models
+                        for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def _hook(self, module: nn.BatchNorm2d, inputs, output) -> None:
+        x = inputs[0]
+        mean = x.mean(dim=(0, 2, 3))
+        var = x.var(dim=(0, 2, 3), unbiased=False)
+        self.terms.append(torch.linalg.vector_norm(mean - module.running_mean)
+                          + torch.linalg.vector_norm(var - module.running_var))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.handles)
+
+    def loss(self) -> torch.Tensor | float:
+        out, self.terms = (sum(self.terms) if self.terms else 0.0), []
+        return out
+
+
+def ensemble_logits(models: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    return torch.stack([m(x) for m in models]).mean(0)
+
+
+def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor,
+                  reduction: str = "batchmean") -> torch.Tensor:
+    """KL(softmax(teacher) || softmax(student)); per image with reduction='none'."""
+    kl = F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1),
+                  reduction="none", log_target=True).sum(1)
+    return kl.mean() if reduction == "batchmean" else kl
+
+
+def generator_loss(teacher: torch.Tensor, student: torch.Tensor, target: torch.Tensor,
+                   bn: torch.Tensor | float, bn_weight: float, adv_weight: float) -> torch.Tensor:
+    """Eq. 6: CE to the target labels + lambda_bn L_BN - lambda_adv KL where they agree."""
+    agree = (teacher.argmax(1) == student.argmax(1)).float()
+    adv = -(kl_divergence(teacher, student, reduction="none") * agree).mean()
+    return F.cross_entropy(teacher, target) + bn_weight * bn + adv_weight * adv
+
+
+class Dense(MethodBase):
+    name = "dense"
+    uses_split = True
+
+    @dataclass(frozen=True)
+    class Params:
+        epochs: int = 60  # generator / student alternations
+        g_steps: int = 5  # generator steps per epoch
+        s_steps: int = 10  # student steps per epoch
+        batch_size: int = 128  # synthetic images per step
+        noise_dim: int = 100
+        gen_width: int = 64
+        gen_lr: float = 1e-3  # Adam (betas 0.5, 0.999)
+        bn_weight: float = 1.0  # lambda_bn
+        adv_weight: float = 1.0  # lambda_adv
+
+    def run(self, ctx: RunContext) -> MethodResult:
+        p, data, cfg = self.params, ctx.data, ctx.train
+        timings = {}
+
+        # 1. local models, uploaded once
+        t0 = time.perf_counter()
+        local_epochs = cfg.rounds * cfg.local_epochs
+        teachers = []
+        with ctx.progress(len(ctx.clients) * local_epochs, "client epochs") as bar:
+            for k, idx in enumerate(ctx.clients):
+                model = ctx.new_model()  # the same initialisation for all, as in FL
+                fit(model, data, idx, cfg, local_epochs, ctx.streams, f"batches/c{k}",
+                    lambda epoch, stats: bar.update(1))
+                model.eval()
+                for q in model.parameters():
+                    q.requires_grad_(False)
+                teachers.append(model)
+        timings["clients"] = time.perf_counter() - t0
+
+        # 2-3. generator and student, alternating
+        t0 = time.perf_counter()
+        with ctx.streams.global_torch("dense/generator"):
+            gen_net = Generator(p.noise_dim, data.info.channels, data.resolution, p.gen_width)
+        gen_net = gen_net.to(ctx.device)
+        student = ctx.new_model("dense/student")
+        g_opt = torch.optim.Adam(gen_net.parameters(), lr=p.gen_lr, betas=(0.5, 0.999))
+        s_opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+        bn = BatchNormStatistics(teachers)
+        noise = ctx.streams.torch("dense/noise")
+        sel = Selection(data)
+
+        def draw():
+            z = torch.randn(p.batch_size, p.noise_dim, generator=noise).to(ctx.device)
+            y = torch.randint(ctx.n_classes, (p.batch_size,), generator=noise).to(ctx.device)
+            return z, y
+
+        with ctx.progress(p.epochs, "generator / student epochs") as bar:
+            for epoch in range(p.epochs):
+                lr = cfg.lr_at(epoch, p.epochs)
+                for group in s_opt.param_groups:
+                    group["lr"] = lr
+                student.eval()  # the student's statistics stay fixed while G adapts
+                gen_net.train()
+                for _ in range(p.g_steps):
+                    z, y = draw()
+                    x = gen_net(z)
+                    teacher = ensemble_logits(teachers, x)
+                    loss = generator_loss(teacher, student(x), y, bn.loss(), p.bn_weight,
+                                          p.adv_weight)
+                    g_opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    g_opt.step()
+                student.train()
+                gen_net.eval()
+                losses = []
+                for _ in range(p.s_steps):
+                    z, _ = draw()
+                    with torch.no_grad():
+                        x = gen_net(z)
+                        teacher = ensemble_logits(teachers, x)
+                        bn.loss()  # the statistics of a student step are not used
+                    loss = kl_divergence(teacher, student(x))
+                    s_opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    s_opt.step()
+                    losses.append(float(loss))
+                try:
+                    entry = sel.evaluate(student, epoch + 1, train_loss=sum(losses) / len(losses))
+                except Diverged:
+                    break
+                bar.update(1)
+                bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
+        timings["distillation"] = time.perf_counter() - t0
+
+        with torch.no_grad():  # what distillation can at best reach: the ensemble itself
+            pred = torch.cat([ensemble_logits(teachers, data.to_float(x)).argmax(1)
+                              for x in torch.split(data.x_test, 1024)])
+        ensemble_accuracy = float((pred == data.y_test).float().mean())
+        classifier = tensor_bytes(teachers[0].state_dict())
+        comm = {"rounds": 1, "total_up_bytes": classifier * len(teachers),
+                "total_down_bytes": classifier * len(teachers),
+                "total_bytes": 2 * classifier * len(teachers),
+                "note": "each client's classifier up once; the student down to every client"}
+        return MethodResult(sel.metrics(), sel.curves, comm, timings,
+                            extra={"batch_norm_term": bn.active,
+                                   "ensemble_test_accuracy": ensemble_accuracy})
