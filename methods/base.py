@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar, Protocol
 import torch
 from torch import nn
 
+from .communication import tensor_bytes
 from .data import DeviceData
 from .models import build_model
 from .rng import Streams
@@ -75,6 +76,13 @@ class RunContext:
         if self.data.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
+
+    def classifier_bytes(self) -> int:
+        """Bytes of the table's classifier on the wire (float32 weights and its buffers)."""
+        with torch.device("meta"):
+            return tensor_bytes(build_model(self.train.model, self.data.info.channels,
+                                            self.n_classes, self.data.resolution,
+                                            self.train.norm).state_dict())
 
 
 @dataclass

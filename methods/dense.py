@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import MethodBase, MethodResult, RunContext
-from .communication import tensor_bytes
 from .evaluation import Diverged, Selection
 from .training import fit
 
@@ -182,7 +181,7 @@ class Dense(MethodBase):
                     s_opt.zero_grad(set_to_none=True)
                     loss.backward()
                     s_opt.step()
-                    losses.append(float(loss))
+                    losses.append(float(loss.detach()))
                 try:
                     entry = sel.evaluate(student, epoch + 1, train_loss=sum(losses) / len(losses))
                 except Diverged:
@@ -195,7 +194,7 @@ class Dense(MethodBase):
             pred = torch.cat([ensemble_logits(teachers, data.to_float(x)).argmax(1)
                               for x in torch.split(data.x_test, 1024)])
         ensemble_accuracy = float((pred == data.y_test).float().mean())
-        classifier = tensor_bytes(teachers[0].state_dict())
+        classifier = ctx.classifier_bytes()
         comm = {"rounds": 1, "total_up_bytes": classifier * len(teachers),
                 "total_down_bytes": classifier * len(teachers),
                 "total_bytes": 2 * classifier * len(teachers),

@@ -31,7 +31,6 @@ from torch import nn
 from .base import MethodBase, MethodResult, RunContext
 from .communication import tensor_bytes
 from .federatedfactory.diagnostics import sample_grid
-from .models import build_model
 from .synthesis import shares, train_on
 
 
@@ -140,9 +139,7 @@ class FedCVAE(MethodBase):
 
         up = {k: tensor_bytes(dict(decoders[k].decoder.state_dict())) + tensor_bytes(counts[k])
               for k in members}
-        with torch.device("meta"):  # the classifier, sent back to every client
-            down = len(members) * tensor_bytes(build_model(
-                cfg.model, shape[0], n_classes, data.resolution, cfg.norm).state_dict())
+        down = len(members) * ctx.classifier_bytes()  # the classifier, back to every client
         comm = {"rounds": 1, "total_up_bytes": sum(up.values()), "total_down_bytes": down,
                 "total_bytes": sum(up.values()) + down,
                 "decoder_bytes_per_client": {str(k): v for k, v in up.items()}}

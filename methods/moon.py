@@ -43,6 +43,9 @@ class WithProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(embed(self.net, x))
+
     def project_and_classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = embed(self.net, x)
         return self.proj(h), output_layer(self.net)[1](h)
@@ -63,8 +66,7 @@ class ContrastiveHooks(TrainHooks):
     def loss(self, model: WithProjection, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         z, logits = model.project_and_classify(x)
         with torch.no_grad():
-            z_glob, _ = self.glob.project_and_classify(x)
-            z_prev, _ = self.prev.project_and_classify(x)
+            z_glob, z_prev = self.glob.project(x), self.prev.project(x)
         return F.cross_entropy(logits, y) + self.mu * contrastive_loss(z, z_glob, z_prev,
                                                                        self.tau)
 

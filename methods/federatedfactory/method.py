@@ -33,7 +33,6 @@ from ..base import MethodBase, MethodResult, RunContext
 from ..communication import tensor_bytes
 from ..data import resize_uint8
 from ..evaluation import Diverged, Selection, classification_metrics, predict_proba
-from ..models import build_model
 from ..rng import Streams
 from ..training import fit
 from ..provenance import files_fingerprint
@@ -359,10 +358,7 @@ class FederatedFactory(MethodBase):
         """One round. Up: each client's modules. Server mode, down: the classifier to every
         client. Local mode, down: every other client's modules; up: the client's classifier
         (for the product of experts)."""
-        with torch.device("meta"):
-            classifier = tensor_bytes(build_model(
-                ctx.train.model, ctx.data.info.channels, ctx.n_classes, ctx.data.resolution,
-                ctx.train.norm).state_dict())
+        classifier = ctx.classifier_bytes()
         up = sum(module_bytes.values())
         n = len(members)
         local_down = sum(up - module_bytes.get(k, 0) for k in members)
