@@ -65,4 +65,13 @@ def markdown(report: dict) -> str:
         verdict = "met" if overhead < 0.1 else "NOT met"
         lines.append(f"| harness without its per-round evaluation vs bare "
                      f"| {overhead:+.1%} | < 10% ({verdict}) |")
+    alone = rows.get("test_training_step_processes[1]")
+    pair = rows.get("test_training_step_processes[2]")
+    if alone and pair:
+        ratio = pair["extra_info"]["ms_per_step"] / alone["extra_info"]["ms_per_step"]
+        verdict = "met" if ratio <= 2.2 else "NOT met"
+        lines.append(f"| training step, two processes at once vs one alone (ms per step: "
+                     f"{pair['extra_info']['ms_per_step']:.2f} / "
+                     f"{alone['extra_info']['ms_per_step']:.2f}) | {ratio:.2f}x | <= 2.2x "
+                     f"({verdict}) |")
     return "\n".join(lines) + "\n"
