@@ -21,8 +21,8 @@ STEPS = 400
 BLOCK = 20
 
 # GOMP_SPINCOUNT: how many times an idle OpenMP thread polls for work before it sleeps.
-# libgomp's default is 300,000 when neither it nor OMP_WAIT_POLICY is set (and 0 with
-# OMP_WAIT_POLICY=PASSIVE), so every row names it and the suite's default never applies.
+# libgomp's default is 300,000 when neither it nor OMP_WAIT_POLICY is set (0 with
+# OMP_WAIT_POLICY=PASSIVE); every row of the sweep names it.
 SPINCOUNTS = ["300000", "100000", "30000", "10000", "1000", "0"]
 
 
@@ -55,13 +55,18 @@ def worker(steps: int) -> float:
     return statistics.median(blocks)
 
 
-def measure(spincount: str, at_once: int, steps: int = STEPS) -> list[float]:
-    """Milliseconds per step of each of `at_once` workers started together."""
-    env = {**os.environ, "GOMP_SPINCOUNT": spincount}
-    env.pop("OMP_WAIT_POLICY", None)
+def measure(spincount: str | None, at_once: int, steps: int = STEPS) -> list[float]:
+    """Milliseconds per step of each of `at_once` workers started together, with OpenMP's
+    wait setting unset (libgomp's default, as a user has it) or GOMP_SPINCOUNT=spincount."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    if spincount is not None:
+        env["GOMP_SPINCOUNT"] = spincount
     procs = [subprocess.Popen([sys.executable, __file__, "worker", str(steps)], env=env,
                               stdout=subprocess.PIPE, text=True) for _ in range(at_once)]
-    return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    out = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"a contention worker failed (exit {[p.returncode for p in procs]})")
+    return [float(o.strip().splitlines()[-1]) for o in out]
 
 
 def sweep(repeats: int = 3) -> None:
