@@ -21,6 +21,7 @@ are (README, "Scaling").
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
@@ -94,13 +95,27 @@ def _task(config: RunConfig, execution: Execution, *after):
     return config, record, path
 
 
+PART_POLL = 1.0  # seconds between a waiting run's looks at the cache
+
+
 def _parts(configs, execution, say, device_type: str) -> dict[str, list[str]]:
+    """Each run's pending parts; a part that several runs share (the same name: the same
+    work) is done once, as a task of the first run that names it."""
     parts = {c.run_id: pending_parts(c, execution, device_type) for c in configs}
-    n = sum(map(len, parts.values()))
+    n = len({p for ps in parts.values() for p in ps})
     if n:
         say(f"{n} parts of {sum(1 for p in parts.values() if p)} runs (generators) run as "
             f"tasks of their own first")
     return parts
+
+
+def _owned(configs, parts: dict[str, list[str]]):
+    """(config, part) for each distinct part, with the first run that names it."""
+    seen: dict[str, RunConfig] = {}
+    for c in configs:
+        for part in parts[c.run_id]:
+            seen.setdefault(part, c)
+    return [(c, part) for part, c in seen.items()]
 
 
 def gpu_round_robin(execution: Execution, n_tasks: int) -> list[Execution]:
@@ -114,25 +129,37 @@ def gpu_round_robin(execution: Execution, n_tasks: int) -> list[Execution]:
     return [replace(execution, device=f"cuda:{i % count}") for i in range(n_tasks)]
 
 
+def _after_parts(config: RunConfig, execution: Execution, device_type: str):
+    """A run whose parts were queued before it: wait until they are cached (they run on the
+    other workers), then run. Its own phases then go on beside the runs queued after it."""
+    while pending_parts(config, execution, device_type):
+        time.sleep(PART_POLL)
+    return _task(config, execution)
+
+
 def _joblib(configs, execution, plan, progress, say):
     from joblib import Parallel, delayed, parallel_config
 
     from .runner import pick_device
 
-    parts = _parts(configs, execution, say, pick_device(execution.device).type)
-    # first the parts (submitted first, so the long generators start at once) and the runs
-    # that have none; then the runs whose parts are done
-    devices = iter(gpu_round_robin(execution, len(configs) + sum(map(len, parts.values()))))
-    first = [delayed(perform_part)(c, next(devices), part) for c in configs
-             for part in parts[c.run_id]]
-    first += [delayed(_task)(c, next(devices)) for c in configs if not parts[c.run_id]]
-    later = [delayed(_task)(c, next(devices)) for c in configs if parts[c.run_id]]
+    device_type = pick_device(execution.device).type
+    parts = _parts(configs, execution, say, device_type)
+    owned = _owned(configs, parts)
+    # one queue, taken in order by whichever worker is free: the parts (the long generators
+    # start at once), then the runs that have parts (each starts once its parts are cached,
+    # so that its own phases overlap the runs after it), then the other runs
+    devices = iter(gpu_round_robin(execution, len(configs) + len(owned)))
+    tasks = [delayed(perform_part)(c, next(devices), part) for c, part in owned]
+    tasks += [delayed(_after_parts)(c, next(devices), device_type)
+              for c in configs if parts[c.run_id]]
+    tasks += [delayed(_task)(c, next(devices)) for c in configs if not parts[c.run_id]]
     # inner_max_num_threads caps OpenMP / BLAS in each worker; perform() pins torch as well
     with parallel_config(backend="loky", inner_max_num_threads=execution.threads):
-        for stage in (first, later):
-            for out in Parallel(n_jobs=plan.workers, return_as="generator_unordered")(stage):
-                if isinstance(out, tuple):  # a run (a part returns its name)
-                    yield out
+        # batch_size 1: a run that waits for its parts never holds a part queued behind it
+        for out in Parallel(n_jobs=plan.workers, batch_size=1,
+                            return_as="generator_unordered")(tasks):
+            if isinstance(out, tuple):  # a run (a part returns its name)
+                yield out
 
 
 def _ray(configs, execution, plan, progress, say):
@@ -168,11 +195,11 @@ def _ray(configs, execution, plan, progress, say):
         run_task = ray.remote(**resources)(_task)
         part_task = ray.remote(**resources)(perform_part)
         parts = _parts(configs, execution, say, "cuda" if gpus else "cpu")
+        tasks = {part: part_task.remote(c, execution, part) for c, part in _owned(configs, parts)}
+        refs += tasks.values()
         pending = []
         for c in configs:  # a run's task starts once its parts' tasks are done
-            after = [part_task.remote(c, execution, part) for part in parts[c.run_id]]
-            refs += after
-            pending.append(run_task.remote(c, execution, *after))
+            pending.append(run_task.remote(c, execution, *[tasks[p] for p in parts[c.run_id]]))
         refs += pending
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

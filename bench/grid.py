@@ -5,13 +5,18 @@ whatever the number of splits selected.
 """
 from __future__ import annotations
 
+import copy
+
 from .config import ConfigError, Overrides, RunConfig, parse_overrides, resolve
 from .protocol import GRIDS, Grid
 
 
 def expand(datasets: list[str], blocks: list[tuple[list[str], list[str]]], seeds: list[int],
-           overrides: Overrides | None = None, scale: str = "paper") -> list[RunConfig]:
-    """Every dataset x seed x (method, split) of each block of (methods, splits)."""
+           overrides: Overrides | None = None, scale: str = "paper",
+           sweep: tuple = ()) -> list[RunConfig]:
+    """Every dataset x seed x (method, split) of each block of (methods, splits), and for each
+    (METHOD.PARAM, factors) of `sweep` the same run with PARAM at factor x its resolved value
+    (one parameter at a time; runs of another method are not swept)."""
     configs: dict[str, RunConfig] = {}
     for dataset in datasets:
         for seed in seeds:
@@ -20,7 +25,21 @@ def expand(datasets: list[str], blocks: list[tuple[list[str], list[str]]], seeds
                     for method in methods:
                         c = resolve(dataset, method, split, seed, overrides, scale)
                         configs.setdefault(c.run_id, c)
+                        for v in _swept(c, sweep, overrides, scale):
+                            configs.setdefault(v.run_id, v)
     return list(configs.values())
+
+
+def _swept(c: RunConfig, sweep: tuple, overrides: Overrides | None, scale: str):
+    for key, factors in sweep:
+        method, param = key.split(".", 1)
+        if method != c.method:
+            continue
+        base = c.method_params[param]
+        for f in factors:
+            o = copy.deepcopy(overrides) if overrides else Overrides()
+            o.method.setdefault(method, {})[param] = type(base)(max(1, int(base * f + 0.5)))
+            yield resolve(c.dataset, c.method, c.split, c.seed, o, scale)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -67,4 +86,4 @@ def grid_configs(name: str, overrides: list[str] = (), scale: str | None = None,
         raise ConfigError(f"unknown grid {name!r}; valid choices: {', '.join(GRIDS)}")
     grid = GRIDS[name]
     return expand(*select(grid, datasets, methods, splits, seeds),
-                  parse_overrides([*grid.overrides, *overrides]), scale or grid.scale)
+                  parse_overrides([*grid.overrides, *overrides]), scale or grid.scale, grid.sweep)

@@ -73,9 +73,17 @@ class Grid:
     overrides: tuple = ()  # KEY=VALUE, as with --set (the command line's --set wins)
     scale: str = "paper"
     needs: str = ""  # what the grid needs beyond an installed suite (shown when it is absent)
-    # torch CPU threads of a sequential run without --threads: the references' count, since
+    # torch CPU threads per run without --threads (any executor): the references' count, since
     # CPU float reductions (and so the tripwire's numbers) depend on it; None: torch's default
+    # (sequential) or cores / workers (parallel)
     threads: int | None = None
+    # the executor without --executor: the default grid runs on joblib, one thread per worker
+    # and a worker per core, its generators as parts beside the baselines (README, "Measured")
+    executor: str = "sequential"
+    # one-at-a-time sweeps: ((METHOD.PARAM, factors), ...); every run of the grid is run once
+    # more per factor with PARAM set to its resolved value times the factor (rounded, >= 1), so
+    # that the sweep follows the preset (`--set federatedfactory.preset=paper`) it is run with
+    sweep: tuple = ()
 
 
 # The baselines run under every split; FederatedFactory under silos, the paper's setting: it
@@ -95,7 +103,7 @@ PAPER_DATASETS = ("cifar10", "isic2019", "bloodmnist", "pathmnist", "retinamnist
 
 GRIDS: dict[str, Grid] = {
     "default": Grid("`python -m bench run`: every method on the embedded digits, seed 0",
-                    ("digits",), DEFAULT_BLOCKS, threads=2),
+                    ("digits",), DEFAULT_BLOCKS, threads=1, executor="joblib"),
     # The smallest grid in which each regression that tests/test_check_sensitivity.py plants
     # moves a number beyond the tripwire's tolerance (README, "Checks"): FedAvg under a
     # Dirichlet split (clients of unequal size, so unweighted averaging shows), FedProx with a
@@ -120,7 +128,8 @@ GRIDS: dict[str, Grid] = {
                    "federatedfactory.classifier_epochs=4", "fedcvae.samples_per_class=32",
                    "fedcvae.classifier_epochs=4", "dense.epochs=8"), threads=2),
     "science": Grid("the default grid over seeds 0-2: what the paper's claims are checked on",
-                    ("digits",), DEFAULT_BLOCKS, seeds=(0, 1, 2), threads=2),
+                    ("digits",), DEFAULT_BLOCKS, seeds=(0, 1, 2), threads=1,
+                    executor="joblib"),
     # the peers beside the runs their claims compare with (the science grid's, the same runs)
     "peers": Grid("the peers (FedDyn, FedNova, MOON, FedAwS, FedCVAE-Ens, DENSE) on digits, "
                   "every default split, seeds 0-2, with centralized, FedAvg and FederatedFactory",
@@ -131,6 +140,15 @@ GRIDS: dict[str, Grid] = {
                       ("pneumoniamnist",), ((("centralized", "local_only", "fedavg"),
                                              ("silos",)),), scale="cpu", threads=2,
                       needs="medmnist/pneumoniamnist.npz under the data root (--data-root)"),
+    # What a generator needs (README, "What a generator needs"): FederatedFactory's accuracy
+    # against its generators' training length and its sampler's steps, each relative to the
+    # preset's value; on a GPU `--set federatedfactory.preset=paper` (and the paper scale's
+    # classifier) finds the knee before the paper's 25M images per generator are spent
+    "generator": Grid("FederatedFactory on digits silos, seeds 0-2, at 1/8-2x the preset's "
+                      "generator training length and 1/4-2x its sampler steps",
+                      ("digits",), ((("federatedfactory",), ("silos",)),), seeds=(0, 1, 2),
+                      sweep=(("federatedfactory.gen_images_seen", (0.125, 0.25, 0.5, 1, 2)),
+                             ("federatedfactory.sampler_steps", (0.25, 0.5, 1, 2)))),
     "paper": Grid("the paper's grid (--all): its datasets x every method x silos and "
                   "Dirichlet 0.1 x 5 seeds", PAPER_DATASETS,
                   ((tuple(METHODS), ("silos", "dirichlet:0.1")),), seeds=(0, 1, 2, 3, 4)),

@@ -1,6 +1,7 @@
 """One run as one call: config -> dataset -> split -> method -> metrics -> record."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import platform
@@ -23,6 +24,7 @@ from .methods.registry import METHODS, build_method
 from .methods.rng import Streams
 from .provenance import is_stale, provenance
 from .store import RecordStore
+from .turns import turns
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,16 @@ def perform_part(config: RunConfig, execution: Execution, part: str) -> str:
     """Do one part of a run where it executes (its result goes to the shared cache)."""
     if execution.threads:
         torch.set_num_threads(execution.threads)
-    ctx, method = _part_context(config, execution, pick_device(execution.device))
-    method.do_part(ctx, part)
+    device = pick_device(execution.device)
+    with _cpu_turns(device):
+        ctx, method = _part_context(config, execution, device)
+        method.do_part(ctx, part)
     return part
+
+
+def _cpu_turns(device: torch.device):
+    """On the CPU, take turns with the machine's other suite processes (bench/turns.py)."""
+    return turns(torch.get_num_threads()) if device.type == "cpu" else contextlib.nullcontext()
 
 
 def perform(config: RunConfig, execution: Execution,
@@ -178,7 +187,10 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
     labels = dataset.y_train.numpy()
     t1 = time.perf_counter()
     method = build_method(config.method, config.method_params)
-    result = method.run(ctx)
+    with _cpu_turns(device) as shared:
+        waited = shared.waited if shared else 0.0
+        result = method.run(ctx)
+        waited = (shared.waited if shared else 0.0) - waited
     t2 = time.perf_counter()
     n_classes = dataset.info.n_classes
     record = {
@@ -194,7 +206,9 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
         "curves": result.curves,
         "communication": result.communication,
         "timings": {"setup": t1 - t0, **result.timings, "method_total": t2 - t1,
-                    "total": t2 - t0},
+                    "total": t2 - t0,
+                    # of the total, the wait for cores other suite processes held
+                    "waiting_for_cores": waited},
         "extra": result.extra,
         "environment": {**environment(device), "clients_at_once": clients_at_once},
         "provenance": provenance(config.method, device),
@@ -210,6 +224,25 @@ def _parameter_count(config: RunConfig, dataset: ImageDataset) -> int:
     return count_parameters(model)
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name and family/model numbers (Linux), e.g. "Intel(R) Xeon(R)
+    Processor (6/207)": CPUs of other models pick other float kernels (AVX-512, AMX), so the
+    tripwire's exact numbers hold on the model its reference was made on."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if not sep:
+                    break  # the first processor's block ends
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    return f"{fields.get('model name', '?')} ({fields.get('cpu family', '?')}/" \
+           f"{fields.get('model', '?')})"
+
+
 def environment(device: torch.device) -> dict:
     import sklearn
 
@@ -217,6 +250,7 @@ def environment(device: torch.device) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -116,6 +116,7 @@ class Method(Protocol):
     # that shape (FederatedFactory: its generator), shown by `bench run --dry-run`.
     #
     # Optional, for methods whose runs split into independent pieces (FederatedFactory's
-    # generators): `parts(ctx) -> list[str]` names the pieces not yet in ctx.cache_dir, and
+    # generators): `parts(ctx) -> list[str]` names the pieces not yet in ctx.cache_dir (a
+    # name says what the piece computes: runs that share a piece name it alike), and
     # `do_part(ctx, name)` computes one into it; the parallel executors run them as tasks of
     # their own before the run, which then finds them cached (bench/executors.py).

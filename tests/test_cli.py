@@ -125,9 +125,10 @@ def test_table_without_runs_is_a_clear_error(tmp_path, capsys):
 
 
 def test_kill_mid_grid_then_resume(tmp_path):
-    """A grid killed with SIGKILL keeps its finished records and resumes from them."""
+    """A grid killed with SIGKILL keeps its finished records and resumes from them (one
+    process: joblib's workers, orphaned by the kill, could still finish a run)."""
     args = ["run", "--methods", "fedavg,fedprox,scaffold", "--splits", "iid,silos",
-            "--out", str(tmp_path), *tiny_overrides(rounds=3)]
+            "--executor", "sequential", "--out", str(tmp_path), *tiny_overrides(rounds=3)]
     proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -182,3 +183,20 @@ def test_divergence_is_recorded_not_a_crash(tmp_path, capsys):
     assert len(records) == 3
     assert all(r["metrics"]["diverged_at"] for r in records), [r["metrics"] for r in records]
     assert "diverged at" in capsys.readouterr().err
+
+
+def test_generator_grid_sweeps_relative_to_the_preset(capsys):
+    """`--grid generator`: each seed's FederatedFactory run at 1/8-2x the preset's images seen
+    and 1/4-2x its sampler steps, one setting at a time; with the paper preset the same
+    factors apply to the paper's values (the knee, before 25M images per generator)."""
+    def swept(*extra):
+        assert main(["run", "--grid", "generator", "--seeds", "0", "--dry-run", *extra]) == 0
+        configs = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+        return sorted((c["method_params"]["gen_images_seen"], c["method_params"]["sampler_steps"])
+                      for c in configs)
+
+    assert swept() == [(1600, 13), (3200, 13), (6400, 13), (12800, 3), (12800, 7),
+                       (12800, 13), (12800, 26), (25600, 13)]
+    paper = swept("--set", "federatedfactory.preset=paper")
+    assert (25_000_000, 50) in paper and (3_125_000, 50) in paper and (25_000_000, 13) in paper
+    assert len(paper) == 8

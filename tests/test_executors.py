@@ -40,7 +40,7 @@ def _run(out: Path, *extra: str) -> int:
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("sequential")
-    assert _run(out) == 0
+    assert _run(out, "--executor", "sequential") == 0
     records = _records(out)
     assert len(records) == 4
     assert set(_module_log(out)) == {"miss"}  # the run trained its own generators

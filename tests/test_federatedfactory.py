@@ -222,4 +222,22 @@ def test_a_part_task_and_the_run_hash_the_same_generator(tmp_path):
     assert pending_parts(config, execution, "cpu") == parts[:3] + parts[4:]
     record, _ = execute(config, torch.device("cpu"), cache_dir=execution.cache_dir)
     hits = [e for e in record["extra"]["modules"] if e["cache"] == "hit"]
-    assert [f"module/k{e['client']}/c{e['class']}" for e in hits] == [parts[3]]
+    assert [f"module/k{e['client']}/c{e['class']}" for e in hits] == [parts[3].rsplit("/", 1)[0]]
+
+
+def test_runs_that_share_a_generator_name_the_same_part(tmp_path):
+    """A part is named by its content: a sampler sweep's runs share their generators (one
+    task each in the executors, bench/executors.py `_owned`), other training lengths do not."""
+    from bench.executors import _owned
+    from bench.runner import Execution, pending_parts
+
+    execution = Execution(out=str(tmp_path))
+    base = _config()
+    p = base.method_params
+    steps = _config(extra=[f"federatedfactory.sampler_steps={p['sampler_steps'] + 2}"])
+    longer = _config(extra=[f"federatedfactory.gen_images_seen={p['gen_images_seen'] * 2}"])
+    parts = {c.run_id: pending_parts(c, execution, "cpu") for c in (base, steps, longer)}
+    assert parts[base.run_id] == parts[steps.run_id]
+    assert not set(parts[base.run_id]) & set(parts[longer.run_id])
+    owned = _owned([base, steps, longer], parts)
+    assert len(owned) == 20 and {c.run_id for c, _ in owned} == {base.run_id, longer.run_id}

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from bench.cli import main
-from bench.config import resolve
+from bench.config import parse_overrides, resolve
 from bench.provenance import provenance
 from bench.report.check import (auroc_step, check_claims, check_tripwire,
                                 load_reference, passed, reference_diff, tripwire_cells)
@@ -230,3 +230,24 @@ def test_runs_with_other_settings_never_share_a_cell(store, capsys):
     out = capsys.readouterr().out
     assert "| fedavg (lr=0.01) |" in out and "| fedavg (lr=0.1) |" in out
     assert "50.0 (n=1)" in out
+
+
+def test_generator_sweep_figure_plots_each_swept_setting(tmp_path):
+    """`bench report`'s generator figure: one panel per setting with >= 3 values among the
+    stored FederatedFactory runs, the other setting held at its common value."""
+    from bench.report.figures import generator_sweep
+
+    records = []
+    for seed in (0, 1):
+        for key, values in (("gen_images_seen", (1600, 3200, 12800)), ("sampler_steps", (3, 7))):
+            for v in values:
+                c = resolve("digits", "federatedfactory", "silos", seed,
+                            parse_overrides([f"federatedfactory.{key}={v}"]))
+                acc = {"server": 0.9, "local": 0.95}
+                records.append({"config": c.to_dict(), "metrics": {
+                    "variants": {m: _metrics(a) for m, a in acc.items()}}})
+    paths = generator_sweep(records, "digits", "silos", tmp_path / "sweep")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.exists() for p in paths)
+    # sampler steps 3, 7 and the default 13 of the length runs: three values, two panels
+    assert generator_sweep(records[:3], "digits", "silos", tmp_path / "one") != []
+    assert generator_sweep(records[:2], "digits", "silos", tmp_path / "none") == []

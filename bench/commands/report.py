@@ -14,6 +14,13 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
+    from ..turns import turns
+
+    with turns(1, hold=True):  # one core, in turn with the machine's other suite processes
+        return _report(args)
+
+
+def _report(args) -> int:
     from ..datasets.files import write_text
     from ..report.figures import all_figures
     from ..report.tables import (

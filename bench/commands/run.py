@@ -33,16 +33,17 @@ def add_parser(sub) -> None:
                           "them (tables mark them)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     run.add_argument("--download", action="store_true", help="download missing datasets")
-    run.add_argument("--executor", default="sequential", choices=EXECUTORS,
-                     help="sequential (default), joblib (worker processes on this machine) "
-                          "or ray (a local or existing Ray cluster; see README, Scaling)")
+    run.add_argument("--executor", choices=EXECUTORS,
+                     help="sequential, joblib (worker processes on this machine) or ray (a "
+                          "local or existing Ray cluster; see README, Scaling); default: the "
+                          "grid's (joblib for the default and science grids, else sequential)")
     run.add_argument("--workers", type=int,
                      help="parallel runs (joblib, local ray); default: cores / --threads")
     run.add_argument("--threads", type=int,
-                     help="torch CPU threads per run; default: cores / --workers (parallel); "
-                          "sequential: the grid's (2 for the reference grids, whose numbers "
-                          "depend on it), else torch's default. Records are identical across "
-                          "executors at equal --threads")
+                     help="torch CPU threads per run; default: the grid's (1 for the default "
+                          "grid, 2 for the other reference grids: their numbers depend on it), "
+                          "else cores / --workers (parallel) or torch's default. Records are "
+                          "identical across executors at equal --threads")
     run.add_argument("--ray-address", help="Ray cluster to join, e.g. auto or ray://host:10001 "
                                            "(default: $RAY_ADDRESS, else start a local one)")
     run.add_argument("--gpus-per-run", type=float,
@@ -72,11 +73,11 @@ def main(args) -> int:
             print(json.dumps(line, sort_keys=True))
         print(f"{len(configs)} runs (dry run: nothing executed)", file=sys.stderr)
         return 0
-    threads = args.threads
-    if threads is None and args.executor == "sequential" and not args.all:
-        threads = GRIDS[args.grid].threads  # the references' thread count (bench/protocol.py)
+    grid = GRIDS["paper" if args.all else args.grid]
+    # the grid's thread count: its references' (bench/protocol.py)
+    threads = args.threads if args.threads is not None else grid.threads
     plan, execution = settle(
-        Plan(args.executor, args.workers, args.ray_address, args.gpus_per_run),
+        Plan(args.executor or grid.executor, args.workers, args.ray_address, args.gpus_per_run),
         Execution(args.out, args.device, args.data_root, threads, args.clients_at_once,
                   started=time.time()))
     if execution.clients_at_once > 1 and any(

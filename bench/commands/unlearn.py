@@ -35,6 +35,13 @@ def main(args) -> int:
                          f"one; recompute it first with `python -m bench run` (same options)")
     config = forget_config(RunConfig.from_dict(before["config"]), clients)
     device = pick_device(args.device)
+    threads = before["environment"].get("torch_threads")
+    if device.type == "cpu" and threads:
+        # the run's own thread count (CPU float rounding depends on it): the unlearned run is
+        # then bit for bit the run that never had the clients, as the grid would compute it
+        import torch
+
+        torch.set_num_threads(threads)
     from tqdm.auto import tqdm
 
     t = time.perf_counter()

@@ -296,11 +296,14 @@ def failure_lines(ref: dict, table: pd.DataFrame, store) -> list[str]:
             lines.append(f"some cells name runs that grid {grid} no longer has (its configs "
                          f"changed): remake the reference, see README, 'Checks'")
     if ref["layer"] == "tripwire" and verdicts & {"REGRESSED", "ABOVE", "CHANGED"}:
+        from ..runner import cpu_model
+
         made = ref.get("made_with", {})
         lines.append(f"the reference was made with torch {made.get('torch')}, "
-                     f"{made.get('torch_threads')} threads, on {made.get('device_name')}: a "
-                     f"tripwire is exact in that environment; if the change is intended, "
-                     f"remake it with --make-reference (README, 'Checks')")
+                     f"{made.get('torch_threads')} threads, on {made.get('device_name')} "
+                     f"(CPU {made.get('cpu_model', 'not recorded')}; this one: {cpu_model()}): "
+                     f"a tripwire is exact in that environment only; if the change is "
+                     f"intended, remake it with --make-reference (README, 'Checks')")
     return lines
 
 
@@ -325,7 +328,8 @@ def remake_tripwire(ref: dict, store, data_root: str | None = None) -> dict:
     env = records[0]["environment"]
     made_with = {"torch": env["torch"], "diffusers": records[0]["provenance"]["diffusers"],
                  "torch_threads": sorted({r["environment"]["torch_threads"] for r in records}),
-                 "device_name": env["device_name"], "platform": env["platform"],
+                 "device_name": env["device_name"], "cpu_model": env.get("cpu_model"),
+                 "platform": env["platform"],
                  "git_commit": env["git_commit"]}
     return {**{k: v for k, v in ref.items() if k != "cells"}, "made_with": made_with,
             "tolerance_rule": "accuracy: one test image; auroc: the most one test image can "

@@ -252,6 +252,58 @@ def unlearning(record: dict, path: Path) -> list[Path]:
         return _save(fig, path)
 
 
+# FederatedFactory's swept generator settings (the `generator` grid): parameter -> axis label
+SWEPT = {"gen_images_seen": "images seen per generator",
+         "sampler_steps": "sampler steps (Heun: 2 x steps - 1 network evaluations)"}
+
+
+def generator_sweep(records: list[dict], dataset: str, split: str, path: Path) -> list[Path]:
+    """FederatedFactory's test accuracy (server and local modes, mean +- std over seeds)
+    against each swept generator setting, the others held at their most common values; a
+    panel per setting with at least three values among the stored runs."""
+    runs = [r for r in records if r["config"]["method"] == "federatedfactory"
+            and r["config"]["dataset"] == dataset and r["config"]["split"] == split
+            and not r["config"]["method_params"].get("exclude_clients")]
+    panels = []
+    for param in SWEPT:
+        groups: dict[str, list[dict]] = {}
+        for r in runs:
+            rest = {k: v for k, v in r["config"]["method_params"].items() if k != param}
+            groups.setdefault(repr(sorted(rest.items())), []).append(r)
+        best = max(groups.values(), key=lambda g: len({r["config"]["method_params"][param]
+                                                       for r in g}), default=[])
+        if len({r["config"]["method_params"][param] for r in best}) >= 3:
+            panels.append((param, best))
+    if not panels:
+        return []
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+        for ax, (param, group) in zip(axes[0], panels):
+            for mode in ("server", "local"):
+                rows = [(r["config"]["method_params"][param],
+                         r["metrics"]["variants"][mode]["selected"]["accuracy"] * 100)
+                        for r in group if mode in r["metrics"].get("variants", {})]
+                if not rows:
+                    continue
+                g = pd.DataFrame(rows, columns=["x", "acc"]).groupby("x")["acc"].agg(
+                    ["mean", "std", "count"]).reset_index()
+                lo, hi = int(g["count"].min()), int(g["count"].max())
+                seeds = lo if lo == hi else f"{lo}-{hi}"
+                ax.errorbar(g["x"], g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3,
+                            color=method_color(f"federatedfactory[{mode}]"),
+                            label=f"federatedfactory[{mode}] (seeds: {seeds})")
+            xs = sorted({r["config"]["method_params"][param] for r in group})
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [f"{x:,}" for x in xs], rotation=30 if len(xs) > 4 else 0)
+            ax.minorticks_off()
+            ax.set_xlabel(SWEPT[param])
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right")
+        fig.suptitle(f"{dataset}, {split}: what FederatedFactory's generators need")
+        return _save(fig, path)
+
+
 def _tag(split: str) -> str:
     """'dirichlet:alpha=0.1' -> 'dirichlet_alpha0p1' (no dots: they would read as a suffix)."""
     return split.replace(":", "_").replace("=", "").replace(".", "p")
@@ -280,6 +332,7 @@ def all_figures(records: list[dict], runs_root: Path, out: Path,
                          None)
             if first is not None:
                 written += label_distribution(first, out / f"{dataset}_{tag}_labels")
+            written += generator_sweep(records, dataset, split, out / f"{dataset}_{tag}_generator")
     for r in records:
         c = r["config"]
         tag = f"{c['dataset']}_{_tag(c['split'])}_s{c['seed']}"

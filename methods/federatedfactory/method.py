@@ -81,7 +81,9 @@ class ModuleJob:
 
     @property
     def part(self) -> str:
-        return self.part_name(self.client, self.cls)
+        """`module/k{client}/c{class}/{key}`: named by its content too, so that runs which
+        share a module (a sampler sweep, say) name it alike and an executor trains it once."""
+        return f"{self.part_name(self.client, self.cls)}/{self.key}"
 
     @staticmethod
     def part_name(client: int, cls: int) -> str:
@@ -119,7 +121,7 @@ class FederatedFactory(MethodBase):
                 if not cache.has("modules", j.key)]
 
     def do_part(self, ctx: RunContext, part: str) -> None:
-        jobs = self._module_jobs(ctx, only=part)
+        jobs = [j for j in self._module_jobs(ctx, only=part.rsplit("/", 1)[0]) if j.part == part]
         if not jobs:
             raise ValueError(f"{part!r} is not a part of this run")
         self._module(jobs[0], ContentCache(ctx.cache_dir), ctx.device)
