@@ -55,6 +55,11 @@ class PhaseCost:
 
 
 
+def _run_name(config) -> str:
+    """A run's label and id: runs of a sweep share the label, not the id."""
+    return f"{config.label} [{config.run_id[:8]}]"
+
+
 def sizes_and_labels(dataset: str, data_root: str | None = None):
     """({train, val, test} sizes, training labels or None when the data is absent)."""
     from .runner import cached_dataset
@@ -117,7 +122,7 @@ def run_costs(config: RunConfig, data_root: str | None = None) -> list[PhaseCost
     args = (t.model, info.channels, info.n_classes, config.resolution, t.norm)
     fwd, step = classifier_flops(*args, False), classifier_flops(*args, True)
     eval_images = n["val"] + n["test"]
-    label, method = config.label, config.method
+    label, method = _run_name(config), config.method
     costs = []
 
     def add(phase, images, per_image):
@@ -162,7 +167,7 @@ def _federatedfactory(config: RunConfig, info, n, labels, fwd, step) -> list[Pha
     evals = network_evaluations(p)
     members = config.n_clients - len(p.exclude_clients)
     train = unet_flops(p, info.channels, res, True)
-    run = (config.label, config.dataset, config.method)
+    run = (_run_name(config), config.dataset, config.method)
     costs = [PhaseCost(*run, "generator training", modules * p.gen_images_seen,
                        modules * p.gen_images_seen * train, tasks=modules)]
     rows = [("sampling", synth * evals, unet_flops(p, info.channels, res, False))]
