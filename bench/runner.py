@@ -227,8 +227,9 @@ def _parameter_count(config: RunConfig, dataset: ImageDataset) -> int:
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name and family/model numbers (Linux), e.g. "Intel(R) Xeon(R)
-    Processor (6/207)": CPUs of other models pick other float kernels (AVX-512, AMX), so the
-    tripwire's exact numbers hold on the model its reference was made on."""
+    Processor (6/207)": the same code and torch have rounded differently on two CPUs
+    (2026-11-26, README "Checks"), so a tripwire's exact numbers are tied to the model its
+    reference was made on."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
