@@ -142,8 +142,8 @@ GRIDS: dict[str, Grid] = {
                       needs="medmnist/pneumoniamnist.npz under the data root (--data-root)"),
     # What a generator needs (README, "What a generator needs"): FederatedFactory's accuracy
     # against its generators' training length and its sampler's steps, each relative to the
-    # preset's value; on a GPU `--set federatedfactory.preset=paper` (and the paper scale's
-    # classifier) finds the knee before the paper's 25M images per generator are spent
+    # preset's value; on a GPU `--datasets cifar10` (the paper scale: the `paper` preset and
+    # its classifier) finds the knee before the paper's 25M images per generator are spent
     "generator": Grid("FederatedFactory on digits silos, seeds 0-2, at 1/8-2x the preset's "
                       "generator training length and 1/4-2x its sampler steps",
                       ("digits",), ((("federatedfactory",), ("silos",)),), seeds=(0, 1, 2),
