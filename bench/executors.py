@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from .config import ConfigError, RunConfig
-from .runner import Execution, pending_parts, perform, perform_part
+from .runner import Execution, parts_done, pending_parts, perform, perform_part
 
 EXECUTORS = ("sequential", "joblib", "ray")
 
@@ -131,8 +131,10 @@ def gpu_round_robin(execution: Execution, n_tasks: int) -> list[Execution]:
 
 def _after_parts(config: RunConfig, execution: Execution, device_type: str):
     """A run whose parts were queued before it: wait until they are cached (they run on the
-    other workers), then run. Its own phases then go on beside the runs queued after it."""
-    while pending_parts(config, execution, device_type):
+    other workers), then run. Its own phases then go on beside the runs queued after it.
+    The parts are listed once; the wait then only checks the cache for them."""
+    parts = pending_parts(config, execution, device_type)
+    while not parts_done(config, execution, parts):
         time.sleep(PART_POLL)
     return _task(config, execution)
 

@@ -10,7 +10,8 @@ training budget (never compare methods run at different resolutions). Two scales
   MedMNIST runs at 28 px for every method (the generators at 32, resized), ISIC2019 at 128 px
   for every method (the paper ran FederatedFactory at 128 and the baselines at 224).
 - `cpu`: a reduced protocol that finishes on a CPU: the small GroupNorm CNN, 10 rounds of 2
-  local epochs, batch 64, lr 0.01, FederatedFactory's `cpu` preset.
+  local epochs, batch 64, lr 0.01, FederatedFactory's `cpu` preset (`cpu_colour`, generators
+  at 16 px, for colour data).
 
 digits is CPU-sized at both scales: NIID-Bench's conventional settings (E = 10 local epochs of
 batch 64, SGD lr 0.01 with momentum 0.9), a cosine schedule over 15 rounds, 10 clients, the
@@ -56,9 +57,11 @@ def protocol_for(dataset: str, scale: str = "paper") -> dict:
         return {"resolution": resolution, "n_clients": 10, "train": PAPER_TRAIN,
                 "method_params": {"centralized": {"epochs": 300},
                                   "federatedfactory": {"preset": "paper"}}}
-    # the small CNN halves the resolution twice: use a multiple of 4 no larger than native
+    # the small CNN halves the resolution twice: use a multiple of 4 no larger than native;
+    # colour images get FederatedFactory's colour preset (README, "Colour images on a CPU")
+    colour = {"federatedfactory": {"preset": "cpu_colour"}} if info.channels == 3 else {}
     return {"resolution": max(4, resolution - resolution % 4), "n_clients": 10,
-            "train": CPU_TRAIN, "method_params": {}}
+            "train": CPU_TRAIN, "method_params": colour}
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,13 @@ GRIDS: dict[str, Grid] = {
                       ("pneumoniamnist",), ((("centralized", "local_only", "fedavg"),
                                              ("silos",)),), scale="cpu", threads=2,
                       needs="medmnist/pneumoniamnist.npz under the data root (--data-root)"),
+    # Colour natural images on a CPU (README, "Colour images on a CPU"): the photographs
+    # scikit-image ships, under silos, FederatedFactory with the `cpu_colour` preset beside
+    # the baselines
+    "colour": Grid("the photos set (colour crops of 8 photographs, no download) under silos at "
+                   "CPU scale, seeds 0-2", ("photos",),
+                   ((BASELINES + ("federatedfactory",), ("silos",)),), seeds=(0, 1, 2),
+                   scale="cpu", threads=2),
     # What a generator needs (README, "What a generator needs"): FederatedFactory's accuracy
     # against its generators' training length and its sampler's steps, each relative to the
     # preset's value; on a GPU `--datasets cifar10` (the paper scale: the `paper` preset and

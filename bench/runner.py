@@ -77,6 +77,11 @@ def pending_parts(config: RunConfig, execution: Execution, device_type: str) -> 
     return method.parts(ctx, device_type)
 
 
+def parts_done(config: RunConfig, execution: Execution, parts: list[str]) -> bool:
+    """Whether every one of `parts` (names from `pending_parts`) is in the cache now."""
+    return all(METHODS[config.method].part_done(execution.cache_dir, p) for p in parts)
+
+
 def perform_part(config: RunConfig, execution: Execution, part: str) -> str:
     """Do one part of a run where it executes (its result goes to the shared cache)."""
     if execution.threads:

@@ -1,6 +1,6 @@
 """The explicit registry of datasets: name -> facts, loader, files and how to get them.
 
-Registered: `digits` (embedded), `cifar10`, `isic2019` (Fed-ISIC2019), and every MedMNIST 2D subset at every size
+Registered: `digits` and `photos` (embedded), `cifar10`, `isic2019` (Fed-ISIC2019), and every MedMNIST 2D subset at every size
 (`bloodmnist`, `bloodmnist_64`, ...). The user's own data is named on the command line as
 `npz:PATH` or `folder:PATH` (datasets/userdata.py); its facts are inferred when it is loaded.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import cifar10, digits, isic2019, medmnist, userdata
+from . import cifar10, digits, isic2019, medmnist, photos, userdata
 from .base import DataError, DatasetInfo, ImageDataset
 
 
@@ -48,6 +48,8 @@ def _medmnist_entries() -> dict[str, DatasetEntry]:
 
 DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(digits.INFO, digits.load, "ships with scikit-learn: nothing to do"),
+    "photos": DatasetEntry(photos.INFO, photos.load,
+                           "cut from photographs that ship with scikit-image: nothing to do"),
     "cifar10": DatasetEntry(cifar10.INFO, cifar10.load,
                             f"python -m bench data --download cifar10  (or extract "
                             f"{cifar10.URL} into the data root)", files=cifar10.files,

@@ -72,10 +72,7 @@ class RunContext:
         with self.streams.global_torch(purpose):
             model = build_model(self.train.model, self.data.info.channels, self.n_classes,
                                 self.data.resolution, self.train.norm)
-        model = model.to(self.device)
-        if self.data.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model
+        return self.data.place(model)
 
     def classifier_bytes(self) -> int:
         """Bytes of the table's classifier on the wire (float32 weights and its buffers)."""

@@ -95,7 +95,10 @@ class DeviceData:
         self.info = dataset.info
         self.device = torch.device(device)
         self.resolution = resolution
-        self.channels_last = self.device.type == "cuda"
+        # NHWC on CUDA (tensor cores) and on the CPU, where oneDNN's convolutions and torch's
+        # max-pooling run faster in it: the small CNN's training step takes about 0.78x the
+        # time of NCHW at 8 and 32 px at one thread (README, "Fast paths")
+        self.channels_last = self.device.type in ("cuda", "cpu")
 
         def put(x: torch.Tensor) -> torch.Tensor:
             return resize_uint8(x, resolution).to(self.device)
@@ -112,6 +115,11 @@ class DeviceData:
         other.x_train = resize_uint8(x, self.resolution).to(self.device)
         other.y_train = y.to(self.device)
         return other
+
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` on this data's device, in its memory format."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 [0, 255] -> float [-1, 1]."""

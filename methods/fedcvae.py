@@ -31,6 +31,7 @@ from torch import nn
 from .base import MethodBase, MethodResult, RunContext
 from .communication import tensor_bytes
 from .federatedfactory.diagnostics import sample_grid
+from .sample_quality import sample_quality
 from .synthesis import shares, train_on
 
 
@@ -134,8 +135,12 @@ class FedCVAE(MethodBase):
         sel, _ = train_on(ctx, synth_x, synth_y, p.classifier_epochs, "fedcvae/server",
                           "server classifier epochs")
         timings["classifier"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         own = torch.cat([ctx.clients[k] for k in members])
         real_x, real_y = data.x_train[own].cpu(), data.y_train[own].cpu()
+        quality = sample_quality(data, own, synth_x, synth_y, ctx.streams, "fedcvae/reference",
+                                 ctx.progress)  # evaluation only (methods/sample_quality.py)
+        timings["diagnostics"] = time.perf_counter() - t0
 
         up = {k: tensor_bytes(dict(decoders[k].decoder.state_dict())) + tensor_bytes(counts[k])
               for k in members}
@@ -145,6 +150,7 @@ class FedCVAE(MethodBase):
                 "decoder_bytes_per_client": {str(k): v for k, v in up.items()}}
         return MethodResult(sel.metrics(), sel.curves, comm, timings,
                             extra={"modules": log, "excluded_clients": list(p.exclude_clients),
+                                   "sample_quality": quality,
                                    "synthetic_per_class":
                                        torch.bincount(synth_y, minlength=n_classes).tolist()},
                             artifacts={"samples": sample_grid(synth_x, synth_y, real_x, real_y,

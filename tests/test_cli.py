@@ -200,3 +200,18 @@ def test_generator_grid_sweeps_relative_to_the_preset(capsys):
     paper = swept("--set", "federatedfactory.preset=paper")
     assert (25_000_000, 50) in paper and (3_125_000, 50) in paper and (25_000_000, 13) in paper
     assert len(paper) == 8
+
+
+def test_cpu_scale_gives_colour_data_the_colour_preset(capsys):
+    """At `--scale cpu` FederatedFactory's generators of colour data (the `colour` grid's
+    photos) learn at 16 px, those of grey data at the table's resolution."""
+    assert main(["run", "--grid", "colour", "--seeds", "0", "--methods", "federatedfactory",
+                 "--dry-run"]) == 0
+    colour = json.loads(capsys.readouterr().out.strip())
+    assert colour["method_params"]["preset"] == "cpu_colour"
+    assert colour["method_params"]["gen_resolution"] == 16 and "at 16 px" in colour["summary"]
+    assert colour["n_clients"] == 8 and colour["resolution"] == 32
+    assert main(["run", "--datasets", "pneumoniamnist", "--scale", "cpu", "--methods",
+                 "federatedfactory", "--dry-run"]) == 0
+    grey = json.loads(capsys.readouterr().out.strip())
+    assert grey["method_params"]["preset"] == "cpu" and grey["method_params"]["gen_resolution"] == 0

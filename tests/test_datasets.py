@@ -47,3 +47,41 @@ def test_registry_entries_state_their_facts():
     for name, entry in DATASETS.items():
         assert entry.info.name == name
         assert entry.info.n_classes == len(entry.info.class_names)
+
+
+def _cell_coded_photo(h: int, w: int, base: int) -> np.ndarray:
+    """A photograph whose pixels say which grid cell they are in (one grey level per cell)."""
+    from bench.datasets.photos import GRID
+
+    rows = np.minimum(np.arange(h) // (h // GRID), GRID - 1)
+    cols = np.minimum(np.arange(w) // (w // GRID), GRID - 1)
+    cell = rows[:, None] * GRID + cols[None, :]
+    return np.repeat((base + 10 * cell).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_photos_test_crops_never_share_a_pixel_with_training_crops():
+    from bench.datasets.photos import PER_CLASS, build
+
+    parts = build([_cell_coded_photo(96, 128, 0), _cell_coded_photo(130, 100, 5)])
+    for part, (x, y) in parts.items():
+        assert x.shape == (2 * PER_CLASS[part], 3, 32, 32) and x.dtype == np.uint8
+        assert np.bincount(y).tolist() == [PER_CLASS[part]] * 2
+        # a crop lies inside one cell: one grey level
+        assert (x.reshape(len(x), -1).min(1) == x.reshape(len(x), -1).max(1)).all()
+    cells = {p: {(int(label), int(img[0, 0, 0])) for img, label in zip(*parts[p])}
+             for p in parts}
+    assert not cells["train"] & cells["test"] and not cells["train"] & cells["val"]
+    assert not cells["val"] & cells["test"]
+    assert [len({v for c, v in cells[p] if c == 0}) for p in ("train", "val", "test")] \
+        == [12, 2, 2]
+
+
+def test_photos_load_from_scikit_image_fixed_and_balanced():
+    a, b = load_dataset("photos"), load_dataset("photos")
+    assert a.info.channels == 3 and a.info.n_classes == 8
+    assert a.sizes == {"train": 1024, "val": 256, "test": 512}
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.x_test, b.x_test)
+    assert torch.bincount(a.y_train).tolist() == [128] * 8
+    # eight different photographs: their mean colours differ
+    means = torch.stack([a.x_train[a.y_train == c].float().mean((0, 2, 3)) for c in range(8)])
+    assert torch.cdist(means, means).add(torch.eye(8) * 1e3).min() > 3

@@ -251,3 +251,6 @@ def test_generator_sweep_figure_plots_each_swept_setting(tmp_path):
     # sampler steps 3, 7 and the default 13 of the length runs: three values, two panels
     assert generator_sweep(records[:3], "digits", "silos", tmp_path / "one") != []
     assert generator_sweep(records[:2], "digits", "silos", tmp_path / "none") == []
+    # a run whose classifier diverged before any finite epoch (selected None) is left out
+    records[0]["metrics"]["variants"]["server"]["selected"] = None
+    assert generator_sweep(records, "digits", "silos", tmp_path / "diverged") != []

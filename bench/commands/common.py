@@ -81,12 +81,20 @@ def stored(out: str) -> list[dict]:
 
 def print_tables(records: list[dict], out: Path, name: str, final: bool = False,
                   on: str = "test") -> None:
-    from ..report.tables import markdown, records_frame, summarise
+    from ..report.tables import (
+        markdown,
+        quality_frame,
+        quality_markdown,
+        records_frame,
+        summarise,
+    )
 
     which = "final" if final else "selected"
     summary = summarise(records_frame(records, which, on))
     round_name = "final round" if final else "validation-selected round"
     text = markdown(summary, title=f"{on} {{metric}} (%), {round_name}")
+    quality = quality_markdown(quality_frame(records))
+    text += f"\n{quality}" if quality else ""
     stem = f"{name}_{which}" + ("_val" if on == "val" else "")
     tables = out / "tables"
     tables.mkdir(parents=True, exist_ok=True)
@@ -94,6 +102,19 @@ def print_tables(records: list[dict], out: Path, name: str, final: bool = False,
     write_text(tables / f"{stem}.md", text)
     print(text)
     say(f"tables written to {tables}/{stem}.md and .csv")
+
+
+def warn_useless_samples(records: list[dict]) -> None:
+    """One line per run whose synthetic images a reference classifier finds close to chance
+    (methods/sample_quality.py), so that a useless generator is never silent."""
+    from ..methods.sample_quality import verdict
+
+    for r in records:
+        line = verdict(r.get("extra", {}).get("sample_quality"))
+        if line:
+            c = r["config"]
+            say(f"warning: {c['method']} on {c['dataset']} {c['split']} seed {c['seed']} "
+                f"[{r['run_id'][:8]}]: {line}")
 
 
 def fmt(x) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UsageError, csv, out_option, say, stored
+from .common import UsageError, csv, out_option, say, stored, warn_useless_samples
 
 
 def add_parser(sub) -> None:
@@ -27,6 +27,8 @@ def _report(args) -> int:
         SCALAR_METRICS,
         latex,
         markdown,
+        quality_frame,
+        quality_markdown,
         records_frame,
         summarise,
     )
@@ -41,8 +43,13 @@ def _report(args) -> int:
     write_text(folder / "summary.csv", summary.to_csv(index=False))
     write_text(folder / "tables.md", markdown(summary, args.metrics))
     write_text(folder / "tables.tex", latex(summary, args.metrics))
+    quality = quality_markdown(quality_frame(records))
+    if quality:
+        write_text(folder / "sample_quality.md", quality)
     figures = all_figures(records, Path(args.out) / "runs", folder / "figures")
-    print(markdown(summary, args.metrics))
-    say(f"{len(records)} runs -> {folder}/tables.md, tables.tex, summary.csv and "
-         f"{len(figures) // 2} figures (PNG + PDF) in {folder}/figures")
+    print(markdown(summary, args.metrics) + (f"\n{quality}" if quality else ""))
+    warn_useless_samples(records)
+    say(f"{len(records)} runs -> {folder}/tables.md, tables.tex, summary.csv"
+        f"{', sample_quality.md' if quality else ''} and "
+        f"{len(figures) // 2} figures (PNG + PDF) in {folder}/figures")
     return 0

@@ -20,6 +20,7 @@ from .common import (
     progress_factory,
     say,
     selected_configs,
+    warn_useless_samples,
 )
 
 
@@ -145,6 +146,7 @@ def main(args) -> int:
     if todo:
         say(f"{len(todo)} runs in {time.perf_counter() - t:.0f} s")
     print_tables([records[c.run_id] for c in configs], Path(args.out), "last_run")
+    warn_useless_samples([records[c.run_id] for c in configs])
     return 0
 
 

@@ -280,9 +280,11 @@ def generator_sweep(records: list[dict], dataset: str, split: str, path: Path) -
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
         for ax, (param, group) in zip(axes[0], panels):
             for mode in ("server", "local"):
+                # a classifier that diverged before any finite epoch has no selected entry
                 rows = [(r["config"]["method_params"][param],
                          r["metrics"]["variants"][mode]["selected"]["accuracy"] * 100)
-                        for r in group if mode in r["metrics"].get("variants", {})]
+                        for r in group if mode in r["metrics"].get("variants", {})
+                        and r["metrics"]["variants"][mode]["selected"] is not None]
                 if not rows:
                     continue
                 g = pd.DataFrame(rows, columns=["x", "acc"]).groupby("x")["acc"].agg(

@@ -164,3 +164,45 @@ def latex(summary: pd.DataFrame, metrics=TABLE_METRICS) -> str:
 
 def _tex(text: str) -> str:
     return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+
+QUALITY_COLUMNS = ("recognised", "real_recognised", "relative", "frechet_ratio")
+
+
+def quality_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run of a generative method that stores a sample-quality diagnostic
+    (methods/sample_quality.py): how recognisable its synthetic images are, in percent."""
+    rows = []
+    for r, suffix in zip(records, variant_labels(records)):
+        q = r.get("extra", {}).get("sample_quality")
+        if not q or "skipped" in q:
+            continue
+        c = r["config"]
+        pct = (lambda v: None if v is None else 100 * v)
+        rows.append({"dataset": c["dataset"], "method": c["method"] + suffix, "split": c["split"],
+                     "seed": c["seed"], "recognised": pct(q["recognisability"]),
+                     "real_recognised": pct(q["reference"]["test_balanced_accuracy"]),
+                     "relative": pct(q["relative"]), "frechet_ratio": q["frechet_ratio"],
+                     "useless": bool(q["useless"])})
+    return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", *QUALITY_COLUMNS,
+                                       "useless"])
+
+
+def quality_markdown(frame: pd.DataFrame) -> str:
+    """The sample-quality table: mean over seeds of each diagnostic, and how many seeds'
+    synthetic sets were useless ('' without such runs)."""
+    if frame.empty:
+        return ""
+    g = frame.groupby(["dataset", "method", "split"], sort=False)
+    lines = ["**Sample quality of the synthetic images (reference CNN trained on the real "
+             "images; mean over seeds)**", "",
+             "| dataset | method | split | recognised (%) | real test recognised (%) | "
+             "relative to chance (%) | Frechet ratio synthetic / real | useless (runs) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (dataset, method, split), rows in g:
+        mean = rows[list(QUALITY_COLUMNS)].astype(float).mean()
+        cells = [f"{mean[k]:.1f}" if pd.notna(mean[k]) else "n/a" for k in QUALITY_COLUMNS[:3]]
+        ratio = f"{mean['frechet_ratio']:.2f}" if pd.notna(mean["frechet_ratio"]) else "n/a"
+        lines.append(f"| {dataset} | {method} | {split} | {' | '.join(cells)} | {ratio} | "
+                     f"{int(rows['useless'].sum())} of {len(rows)} |")
+    return "\n".join(lines) + "\n"

@@ -13,6 +13,10 @@
      "local_plain" is the paper's p(y | x) = softmax(sum_k log softmax f_k(x)).
    In local mode "real vs synthetic" can reveal the label of a client's own class; server mode
    has no such shortcut, which is why it is the headline and stored beside local mode.
+5. Diagnostics, evaluation only: a memorisation indicator (diagnostics.py), a sample grid, and
+   the sample quality (methods/sample_quality.py): how recognisable the synthetic images are to
+   a reference classifier trained on the real ones; a run whose generators learned nothing
+   says so at its end.
 
 Exact unlearning: `exclude_clients` leaves a client's modules out, and everything downstream is
 recomputed from the remaining ones: the result is bitwise that of a run that never had the
@@ -34,6 +38,7 @@ from ..communication import tensor_bytes
 from ..data import resize_uint8
 from ..evaluation import Diverged, Selection, classification_metrics, predict_proba
 from ..rng import Streams
+from ..sample_quality import sample_quality
 from ..training import fit
 from ..provenance import files_fingerprint
 from .cache import ContentCache, content_key
@@ -119,6 +124,12 @@ class FederatedFactory(MethodBase):
             return []
         return [j.part for j in self._module_jobs(ctx, device_type=device_type)
                 if not cache.has("modules", j.key)]
+
+    @staticmethod
+    def part_done(cache_dir, part: str) -> bool:
+        """Whether `part` (a name from `parts`) is cached: a file check, as its name ends in
+        its content key (no data loaded, no image hashed)."""
+        return ContentCache(cache_dir).has("modules", part.rsplit("/", 1)[1])
 
     def do_part(self, ctx: RunContext, part: str) -> None:
         jobs = [j for j in self._module_jobs(ctx, only=part.rsplit("/", 1)[0]) if j.part == part]
@@ -226,13 +237,16 @@ class FederatedFactory(MethodBase):
             timings[f"classifier_{mode}"] = time.perf_counter() - t0
 
         # 4. diagnostics, on the member clients' images only (an excluded client's images are
-        # never read: tests/test_federatedfactory.py replaces them and compares)
+        # never read: tests/test_federatedfactory.py replaces them and compares): the
+        # memorisation indicator and the sample quality (methods/sample_quality.py)
         t0 = time.perf_counter()
         own = torch.cat([ctx.clients[k] for k in members])
         real_x, real_y = data.x_train[own].cpu(), data.y_train[own].cpu()
         memo = memorisation(synth_x, synth_y, real_x, real_y, data.x_test.cpu(),
                             data.y_test.cpu(), n_classes)
         grid = sample_grid(synth_x, synth_y, real_x, real_y, n_classes)
+        quality = sample_quality(data, own, synth_x, synth_y, ctx.streams, "ff/reference",
+                                 ctx.progress)
         timings["diagnostics"] = time.perf_counter() - t0
 
         module_bytes = self._module_bytes(modules)
@@ -247,6 +261,7 @@ class FederatedFactory(MethodBase):
             extra={"modules": log, "generator": generator, "shared_generators": shared,
                    "generator_seed": p.generator_seed if shared else ctx.streams.seed,
                    "synthetic_per_class": counts, "memorisation": memo,
+                   "sample_quality": quality,
                    "excluded_clients": list(p.exclude_clients),
                    "classifier_sha256": fingerprints},
             artifacts={"samples": grid},
