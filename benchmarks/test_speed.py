@@ -220,7 +220,7 @@ def test_generator_training_bare(benchmark, resolution):
 @pytest.mark.benchmark(group="sampling")
 @pytest.mark.parametrize("resolution, n", [(8, 256), (32, 64)])
 def test_sampling(benchmark, resolution, n):
-    """The cpu preset's sampler (EDM Heun, 13 steps, 25 network evaluations), one seed per
+    """The cpu preset's sampler (EDM Heun, 7 steps, 13 network evaluations), one seed per
     image, from an untrained UNet (the cost does not depend on the weights)."""
     p = FFParams()
     unet = build_unet(p, 1, resolution).to(DEVICE).eval()

@@ -19,13 +19,16 @@ a fixed seed. The natural split (`natural`) gives each center's training images 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .base import DataError, DatasetInfo, ImageDataset, stratified_holdout
 from .files import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")  # UNK has no image in 2019
 CENTERS = ("BCN", "HAM_vidir_molemax", "HAM_vidir_modern", "HAM_rosendahl", "MSK",
@@ -62,6 +65,8 @@ def prepared_path(root: Path, resolution: int) -> Path:
 
 
 def _read_tables(root: Path) -> pd.DataFrame:
+    import pandas as pd  # here: a run on other data need not import it
+
     base = Path(root) / FOLDER
     missing = [p for p in raw_files(root) if not p.exists()]
     if missing:

@@ -46,7 +46,7 @@ def _medmnist_entries() -> dict[str, DatasetEntry]:
     return out
 
 
-DATASETS: dict[str, DatasetEntry] = {
+_FIXED: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(digits.INFO, digits.load, "ships with scikit-learn: nothing to do"),
     "photos": DatasetEntry(photos.INFO, photos.load,
                            "cut from photographs that ship with scikit-image: nothing to do"),
@@ -60,8 +60,16 @@ DATASETS: dict[str, DatasetEntry] = {
                              f"prepare isic2019`",
                              files=lambda root: [isic2019.prepared_path(
                                  root, isic2019.DEFAULT_RESOLUTION)], family="isic"),
-    **_medmnist_entries(),
 }
+
+
+@functools.lru_cache(maxsize=1)
+def all_entries() -> dict[str, DatasetEntry]:
+    """Every registered dataset, name -> entry. The MedMNIST entries are made on first use:
+    their facts come from the medmnist package, whose import (its evaluator brings pandas
+    and scikit-learn's metrics) costs a process seconds that a run on other data need not
+    pay."""
+    return {**_FIXED, **_medmnist_entries()}
 
 
 @functools.lru_cache(maxsize=8)
@@ -95,11 +103,14 @@ def get_entry(name: str) -> DatasetEntry:
         return DatasetEntry(ds.info, lambda root=None, download_missing=False: ds,
                             "the user's own files", files=lambda root: [where],
                             family="user")
-    if name not in DATASETS:
-        shown = [n for n in DATASETS if not n.endswith(("_64", "_128", "_224"))]
+    if name in _FIXED:
+        return _FIXED[name]
+    entries = all_entries()
+    if name not in entries:
+        shown = [n for n in entries if not n.endswith(("_64", "_128", "_224"))]
         raise DataError(f"unknown dataset {name!r}; valid choices: {', '.join(shown)} (MedMNIST "
                         f"also as NAME_64, NAME_128, NAME_224), npz:PATH or folder:PATH")
-    return DATASETS[name]
+    return entries[name]
 
 
 def load_dataset(name: str, root=None, download_missing: bool = False) -> ImageDataset:

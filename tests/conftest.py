@@ -7,7 +7,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# at most one torch thread per core over the test processes (pytest-xdist's workers, README)
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)
+                          // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 def tiny_overrides(rounds: int = 2, local_epochs: int = 1) -> list[str]:

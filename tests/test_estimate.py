@@ -39,7 +39,7 @@ def test_federatedfactory_counts_one_generator_per_client_and_class_held():
                for p in client_indices(config, dataset))
     assert 50 < held < 100
     assert iid["generator training"].images == held * per_module
-    assert silos["sampling"].images == 10 * 300 * 25  # images x network evaluations (Heun 13)
+    assert silos["sampling"].images == 10 * 300 * 13  # images x network evaluations (Heun 7)
 
 
 def test_official_sizes_when_the_data_is_absent(tmp_path):

@@ -124,3 +124,19 @@ def test_unreachable_ray_cluster_is_one_line(tmp_path, capsys):
     last = capsys.readouterr().err.splitlines()[-1]  # after the grid's one-line summary
     assert last.startswith("bench: error: --ray-address auto: cannot join the cluster")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_worker_starts_without_the_generator_and_report_libraries():
+    """Each joblib worker imports the runner (and the command line's process the CLI) before
+    its first run. diffusers (which brings torch._dynamo) and medmnist (its evaluator brings
+    scikit-learn's metrics) cost a process seconds each, and a run on digits needs neither:
+    they are imported where they are used (README, "The default grid")."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bench.cli, bench.runner; "
+            "from bench.datasets.registry import load_dataset; load_dataset('digits'); "
+            "print(sorted(m for m in ('diffusers', 'medmnist') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

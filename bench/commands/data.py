@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
-    from ..datasets.registry import DATASETS, get_entry
+    from ..datasets.registry import all_entries, get_entry
     from ..datasets.root import data_root
 
     root = data_root(args.data_root)
@@ -25,7 +25,7 @@ def main(args) -> int:
         entry.load(root, download_missing=True)
         say(f"{name}: downloaded to {root}")
     print(f"data root: {root}  (--data-root, or $BENCH_DATA)")
-    names = args.datasets or list(DATASETS)
+    names = args.datasets or list(all_entries())
     rows = []
     for name in names:
         entry = get_entry(name)

@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
-    from ..datasets.registry import DATASETS
+    from ..datasets.registry import all_entries
     from ..datasets.splits import SPLITS, _usage
     from ..methods.registry import METHODS, method_params
 
@@ -22,7 +22,7 @@ def main(args) -> int:
         print(f"  {name:12s} {doc[0] if doc else ''}{f'  [{params}]' if params else ''}")
     print("datasets (MedMNIST also as NAME_64, NAME_128, NAME_224; your own as npz:PATH or "
           "folder:PATH; `python -m bench data` shows what is present):")
-    for name, entry in DATASETS.items():
+    for name, entry in all_entries().items():
         if name.endswith(("_64", "_128", "_224")):
             continue
         i = entry.info

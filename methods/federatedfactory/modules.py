@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import torch
-from diffusers.training_utils import EMAModel
 
 from .loss import edm_loss, epsilon_loss
 from .network import build_unet
@@ -32,6 +31,8 @@ def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None) ->
     Returns the EMA weights as a float32 state dict on the CPU. Batches are drawn with
     replacement; every draw (batches, timesteps, noise, initialisation) comes from `seed`.
     """
+    from diffusers.training_utils import EMAModel  # here, not at import (schedule.py says why)
+
     device = images.device
     channels, resolution = images.shape[1], images.shape[-1]
     cuda = device.type == "cuda"

@@ -18,10 +18,14 @@ timestep (the score-SDE VE convention) and break D.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import UNet2DModel
 
 from .params import FFParams
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 
 def generator_resolution(p: FFParams, data_resolution: int) -> int:
@@ -44,6 +48,8 @@ def attention_levels(p: FFParams, resolution: int) -> tuple:
 
 
 def build_unet(p: FFParams, channels: int, resolution: int) -> UNet2DModel:
+    from diffusers import UNet2DModel  # here, not at import (schedule.py says why)
+
     widths = level_channels(p, resolution)
     attn = set(attention_levels(p, resolution))
     levels = len(widths)

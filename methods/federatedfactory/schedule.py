@@ -15,18 +15,27 @@ i < N, then 0 (EDM Eq. 5); its Euler step is not used: sampler.edm_heun takes He
 """
 from __future__ import annotations
 
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
-                       EDMEulerScheduler, HeunDiscreteScheduler)
+from typing import TYPE_CHECKING
 
 from .params import FFParams
 
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler, EDMEulerScheduler
+
+# diffusers is imported where a schedule is made, not with this module: importing it costs
+# seconds (torch._dynamo with it), which every worker of a grid would pay for its baselines
+
 
 def training_schedule(timesteps: int) -> DDPMScheduler:
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler(num_train_timesteps=timesteps, beta_schedule="squaredcos_cap_v2",
                          prediction_type="epsilon", clip_sample=True)
 
 
 def sampler_schedule(kind: str, timesteps: int):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, HeunDiscreteScheduler
+
     base = dict(num_train_timesteps=timesteps, beta_schedule="squaredcos_cap_v2",
                 prediction_type="epsilon")
     if kind == "ddim":
@@ -41,6 +50,8 @@ def sampler_schedule(kind: str, timesteps: int):
 
 
 def edm_schedule(p: FFParams) -> EDMEulerScheduler:
+    from diffusers import EDMEulerScheduler
+
     # diffusers' "epsilon" here is EDM's F-prediction: D = c_skip x + c_out F, c_out > 0
     return EDMEulerScheduler(sigma_min=p.edm_sigma_min, sigma_max=p.edm_sigma_max,
                              sigma_data=p.edm_sigma_data, rho=p.edm_rho,
