@@ -16,8 +16,8 @@ points of server accuracy on the real PneumoniaMNIST file (3 seeds; README, "Mor
 measurements"). The DDPM
 setting as measured: formulation=ddpm, sampler=ddim, sampler_steps=25. Since 2026-11-26 Heun
 takes 7 steps (13 network evaluations): on digits silos and on PneumoniaMNIST (3 seeds each)
-both modes stayed within the seeds' spread of 13 steps at about half the sampling time
-(README, "What a generator needs").
+the accuracy of both modes stayed within the seeds' spread of 13 steps' at 0.4-0.5x the
+sampling time (README, "What a generator needs").
 
 `cpu_colour`: `cpu` with the generators trained and sampled at 16 px, their images resized to
 the table's resolution, and Heun in 13 steps (as measured there; 7 steps were not tried on
