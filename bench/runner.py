@@ -50,7 +50,8 @@ class Execution:
 
 def run_context(config: RunConfig, device: torch.device, data_root: str | None = None,
                 cache_dir: Path | None = None, clients_at_once: int = 1,
-                progress=None) -> tuple[RunContext, list[np.ndarray]]:
+                progress=None, cpu_threads: int | None = None
+                ) -> tuple[RunContext, list[np.ndarray]]:
     """What a method's `run` (or `do_part`) sees: the data on `device`, the run's client
     partition and its random streams. Also returns the partition as index arrays."""
     dataset = cached_dataset(config.dataset, data_root)
@@ -58,12 +59,16 @@ def run_context(config: RunConfig, device: torch.device, data_root: str | None =
     partition = client_indices(config, dataset)
     ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in partition], config.train,
                      Streams(config.seed), cache_dir=cache_dir, clients_at_once=clients_at_once,
+                     cpu_threads=cpu_threads,
                      **({"progress": progress} if progress else {}))
     return ctx, partition
 
 
 def _part_context(config: RunConfig, execution: Execution, device: torch.device):
-    ctx, _ = run_context(config, device, execution.data_root, execution.cache_dir)
+    """Listed in the command's process or done in a worker, a part is keyed by the threads
+    its run computes with (`execution.threads`), not by those of the process that lists it."""
+    ctx, _ = run_context(config, device, execution.data_root, execution.cache_dir,
+                         cpu_threads=execution.threads)
     return ctx, build_method(config.method, config.method_params)
 
 

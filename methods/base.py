@@ -58,6 +58,16 @@ class RunContext:
     progress: Callable[[int, str], Any] = _null_progress
     cache_dir: Path | None = None  # where methods may keep reusable intermediate work
     clients_at_once: int = 1  # >1: weight-averaging methods train clients vectorised (torch.func)
+    # torch threads the run computes with on the CPU (float rounding depends on them, so the
+    # caches of reusable work key on them); None: torch's current setting
+    cpu_threads: int | None = None
+
+    def threads_key(self, device_type: str | None = None) -> int | None:
+        """The thread count that computed work on `device_type` (default: the run's) depends
+        on: the CPU's, None on an accelerator."""
+        if (device_type or self.device.type) != "cpu":
+            return None
+        return self.cpu_threads or torch.get_num_threads()
 
     @property
     def device(self) -> torch.device:

@@ -116,3 +116,31 @@ def test_a_change_to_the_generator_code_misses_the_generator_cache(tmp_path, mon
                         lambda names, folder: files_fingerprint(names, copy))
     edited, _ = execute(_config(), torch.device("cpu"), cache_dir=tmp_path)
     assert {e["cache"] for e in edited["extra"]["modules"]} == {"miss"}
+
+
+def test_generators_trained_with_other_cpu_threads_are_not_reused(tmp_path):
+    """CPU float rounding depends on torch's thread count (a generator trained with 2 threads
+    differs from one trained with 1 by about 1e-5 after ten steps), so the generator and sample
+    caches key on it: a run at 1 thread does not take what a 2-thread run left in the cache,
+    and its record is the one an empty cache gives. Pitfall: a cache keyed on the settings and
+    the code alone makes a record depend on what the cache happened to hold."""
+    import torch
+    from test_federatedfactory import _config
+
+    from bench.runner import execute
+
+    cpu, before = torch.device("cpu"), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        fresh, _ = execute(_config(), cpu, cache_dir=tmp_path / "empty")
+        torch.set_num_threads(2)
+        execute(_config(), cpu, cache_dir=tmp_path / "shared")
+        torch.set_num_threads(1)
+        after, _ = execute(_config(), cpu, cache_dir=tmp_path / "shared")
+        again, _ = execute(_config(), cpu, cache_dir=tmp_path / "shared")
+    finally:
+        torch.set_num_threads(before)
+    assert {e["cache"] for e in after["extra"]["modules"]} == {"miss"}
+    assert {e["cache"] for e in again["extra"]["modules"]} == {"hit"}  # same threads: reused
+    assert after["metrics"] == fresh["metrics"]
+    assert after["extra"]["classifier_sha256"] == fresh["extra"]["classifier_sha256"]

@@ -140,12 +140,13 @@ class FederatedFactory(MethodBase):
     def _gen_resolution(self, ctx: RunContext) -> int:
         return generator_resolution(self.params, ctx.data.resolution)
 
-    def _settings(self, kind: str, device_type: str, code: tuple) -> dict:
+    def _settings(self, kind: str, ctx: RunContext, device_type: str, code: tuple) -> dict:
         """What determines a cached `kind` ("generator" or "sampler") besides its inputs."""
         p = self.params
         fields = (GENERATOR_FIELDS if kind == "generator" else SAMPLER_FIELDS) \
             + FORMULATION_FIELDS[p.formulation][kind]
-        return {**{f: getattr(p, f) for f in fields}, "code": self._code_key(device_type, code)}
+        return {**{f: getattr(p, f) for f in fields},
+                "code": self._code_key(device_type, code, ctx.threads_key(device_type))}
 
     def _gen_streams(self, ctx: RunContext) -> Streams:
         p = self.params
@@ -157,7 +158,8 @@ class FederatedFactory(MethodBase):
         `only`, just that part's job (its images alone are resized and hashed)."""
         p, data = self.params, ctx.data
         res, streams = self._gen_resolution(ctx), self._gen_streams(ctx)
-        gen_cfg = self._settings("generator", device_type or ctx.device.type, GENERATOR_CODE)
+        gen_cfg = self._settings("generator", ctx, device_type or ctx.device.type,
+                                 GENERATOR_CODE)
         jobs = []
         for k in range(len(ctx.clients)):
             if k in set(p.exclude_clients):
@@ -275,7 +277,7 @@ class FederatedFactory(MethodBase):
         p, data, n_classes = self.params, ctx.data, ctx.n_classes
         channels, res = data.info.channels, self._gen_resolution(ctx)
         base_seed = self._gen_streams(ctx).int_seed("ff/images")
-        samp_key = self._settings("sampler", ctx.device.type, SAMPLER_CODE)
+        samp_key = self._settings("sampler", ctx, ctx.device.type, SAMPLER_CODE)
         sx, sy = [], []
         share_plan = {c: shares(holders[c], p.samples_per_class) for c in range(n_classes)}
         total = sum(sum(s.values()) for s in share_plan.values())
@@ -299,11 +301,13 @@ class FederatedFactory(MethodBase):
         return torch.cat(sx), torch.cat(sy)
 
     @staticmethod
-    def _code_key(device_type: str, modules: tuple) -> dict:
+    def _code_key(device_type: str, modules: tuple, cpu_threads: int | None) -> dict:
         """What besides the settings determines a cached object: the code of its modules, the
-        library versions and the device type it is computed on."""
+        library versions, the device type it is computed on and, on the CPU, the torch thread
+        count (a generator trained with 2 threads differs in rounding from one trained with 1:
+        reusing it would make a record depend on what the cache held)."""
         return {"code": files_fingerprint(modules, Path(__file__).parent),
-                "device_type": device_type}
+                "device_type": device_type, "cpu_threads": cpu_threads}
 
     def _server(self, ctx: RunContext, synth_x, synth_y) -> tuple[Selection, str]:
         sel, model = train_on(ctx, synth_x, synth_y, self.params.classifier_epochs, "ff/server",
