@@ -68,8 +68,14 @@ def _quality(overrides, cache):
     return record["extra"]["sample_quality"]
 
 
-def test_untrained_generators_are_flagged(tmp_path):
-    q = _quality(UNTRAINED, tmp_path)
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """The diagnostic of the untrained generators' run, computed once for this module."""
+    return _quality(UNTRAINED, tmp_path_factory.mktemp("untrained"))
+
+
+def test_untrained_generators_are_flagged(untrained):
+    q = untrained
     assert q["reference"]["test_balanced_accuracy"] > 0.9  # the instrument itself works
     assert q["relative"] < USELESS_BELOW and q["useless"]
     assert set(q["classes"]) == {str(c) for c in range(10)}
@@ -78,11 +84,10 @@ def test_untrained_generators_are_flagged(tmp_path):
     assert "close to chance" in verdict(q)
 
 
-def test_trained_generators_on_digits_are_not_flagged(tmp_path):
+def test_trained_generators_on_digits_are_not_flagged(tmp_path, untrained):
     q = _quality(TRAINED, tmp_path)
     assert q["relative"] > 0.6 and not q["useless"]
     assert verdict(q) == ""
-    untrained = _quality(UNTRAINED, tmp_path)
     assert q["frechet_ratio"] < untrained["frechet_ratio"]
 
 

@@ -169,6 +169,10 @@ def _tex(text: str) -> str:
 QUALITY_COLUMNS = ("recognised", "real_recognised", "relative", "frechet_ratio")
 
 
+def _percent(v: float | None) -> float | None:
+    return None if v is None else 100 * v
+
+
 def quality_frame(records: list[dict]) -> pd.DataFrame:
     """One row per run of a generative method that stores a sample-quality diagnostic
     (methods/sample_quality.py): how recognisable its synthetic images are, in percent."""
@@ -178,11 +182,10 @@ def quality_frame(records: list[dict]) -> pd.DataFrame:
         if not q or "skipped" in q:
             continue
         c = r["config"]
-        pct = (lambda v: None if v is None else 100 * v)
         rows.append({"dataset": c["dataset"], "method": c["method"] + suffix, "split": c["split"],
-                     "seed": c["seed"], "recognised": pct(q["recognisability"]),
-                     "real_recognised": pct(q["reference"]["test_balanced_accuracy"]),
-                     "relative": pct(q["relative"]), "frechet_ratio": q["frechet_ratio"],
+                     "seed": c["seed"], "recognised": _percent(q["recognisability"]),
+                     "real_recognised": _percent(q["reference"]["test_balanced_accuracy"]),
+                     "relative": _percent(q["relative"]), "frechet_ratio": q["frechet_ratio"],
                      "useless": bool(q["useless"])})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", *QUALITY_COLUMNS,
                                        "useless"])
