@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from .config import ConfigError, RunConfig
+from .methods import numerics
 from .runner import Execution, parts_done, pending_parts, perform, perform_part
 
 EXECUTORS = ("sequential", "joblib", "ray")
@@ -172,10 +173,15 @@ def _ray(configs, execution, plan, progress, say):
                           "(or pip install -e '.[cluster]')") from None
     address = plan.ray_address or os.environ.get("RAY_ADDRESS")
     started_here = not ray.is_initialized()
+    # a worker pins its numerics when it imports the suite (bench/__init__.py); the switches
+    # travel with the job so that an unpinned driver (FLBENCH_NUMERICS=native) has unpinned
+    # workers on every node
+    env = {k: os.environ[k] for k in (*numerics.PINS, numerics.SWITCH) if k in os.environ}
     if started_here:
         if address:
             try:
-                ray.init(address=address, log_to_driver=False)
+                ray.init(address=address, log_to_driver=False,
+                         runtime_env={"env_vars": env})
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ConfigError(f"--ray-address {address}: cannot join the cluster "
                                   f"({str(e).splitlines()[0] if str(e) else type(e).__name__});"
@@ -183,7 +189,8 @@ def _ray(configs, execution, plan, progress, say):
                                   f"for a local instance") from None
         else:  # a local instance sized to this machine's share for the grid
             ray.init(num_cpus=plan.workers * execution.threads, include_dashboard=False,
-                     log_to_driver=False, object_store_memory=256 * 2**20)
+                     log_to_driver=False, object_store_memory=256 * 2**20,
+                     runtime_env={"env_vars": env})
     refs = []
     try:
         gpus = plan.gpus_per_run

@@ -108,7 +108,7 @@ GRIDS: dict[str, Grid] = {
     "default": Grid("`python -m bench run`: every method on the embedded digits, seed 0",
                     ("digits",), DEFAULT_BLOCKS, threads=1, executor="joblib"),
     # The smallest grid in which each regression that tests/test_check_sensitivity.py plants
-    # moves a number beyond the tripwire's tolerance (README, "Checks"): FedAvg under a
+    # moves a number beyond the tripwire's tolerance (docs/checks.md): FedAvg under a
     # Dirichlet split (clients of unequal size, so unweighted averaging shows), FedProx with a
     # proximal weight large enough to matter, SCAFFOLD under silos (its correction matters
     # most there), a constant learning rate of 0.1 (curves that oscillate, so selecting on

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .methods import numerics
 from .methods.provenance import library_versions
 from .methods.registry import code_fingerprint
 
@@ -20,7 +21,10 @@ STALE_NOTE = (f"{STALE_MARK} computed by other code than this version's (or othe
 
 
 def provenance(method: str, device: torch.device) -> dict:
-    return {"code": code_fingerprint(method), **library_versions(), "device_type": device.type}
+    """The code fingerprint, library versions and device type, and the numerics the run
+    computed with (methods/numerics.py: threads, pins, CPU capability, caches)."""
+    return {"code": code_fingerprint(method), **library_versions(), "device_type": device.type,
+            "numerics": numerics.current(device.type).to_dict()}
 
 
 def is_stale(record: dict) -> bool:

@@ -237,9 +237,8 @@ def _parameter_count(config: RunConfig, dataset: ImageDataset) -> int:
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name and family/model numbers (Linux), e.g. "Intel(R) Xeon(R)
-    Processor (6/207)": the same code and torch have rounded differently on two CPUs
-    (2026-11-26, README "Checks"), so a tripwire's exact numbers are tied to the model its
-    reference was made on."""
+    Processor (6/207)", for the record: what a run's bits depend on is its `Numerics`
+    (methods/numerics.py), which the pins make independent of the CPU model."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:

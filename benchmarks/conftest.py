@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
+import bench  # noqa: F401  (first: it pins the CPU numerics before torch loads, as runs do)
+import torch  # noqa: E402
 
 # (group, measured benchmark, its bare baseline, goal): overhead = median / baseline - 1
 PAIRS = [

@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar, Protocol
 import torch
 from torch import nn
 
+from . import numerics
 from .communication import tensor_bytes
 from .data import DeviceData
 from .models import build_model
@@ -62,12 +63,14 @@ class RunContext:
     # caches of reusable work key on them); None: torch's current setting
     cpu_threads: int | None = None
 
-    def threads_key(self, device_type: str | None = None) -> int | None:
-        """The thread count that computed work on `device_type` (default: the run's) depends
-        on: the CPU's, None on an accelerator."""
+    def numerics_key(self, device_type: str | None = None) -> dict | None:
+        """What the float results of work on `device_type` (default: the run's) depend on
+        beyond its inputs and code, as caches key it: on the CPU the thread count and whether
+        the portable pins are in effect (methods/numerics.py); None on an accelerator."""
         if (device_type or self.device.type) != "cpu":
             return None
-        return self.cpu_threads or torch.get_num_threads()
+        n = numerics.current("cpu", self.cpu_threads)
+        return {"threads": n.threads, "pins": n.pins}
 
     @property
     def device(self) -> torch.device:

@@ -1,10 +1,16 @@
 """The regression check catches regressions: each planted one makes it fail.
 
-The CI grid `sensitivity` (bench/protocol.py) runs here with the code as it is and must match
-the committed tripwire reference `results/reference/sensitivity.json`; then each regression
-below is planted (a monkeypatch: the source files do not change, so only the numbers can give
-it away), the affected runs are recomputed, and the check must fail on them. The regressions are
-the known pitfalls of other implementations:
+The CI grid `sensitivity` (bench/protocol.py) runs here with the code as it is, and a tripwire
+reference is made from that clean run, here, with `--make-reference` (so the test holds on any
+machine: the planted regressions are judged against the numbers this machine computes, by the
+exact rule). Then each regression below is planted (a monkeypatch: the source files do not
+change, so only the numbers can give it away), the affected runs are recomputed, and the check
+must fail on them. Each planted run is also judged by the cross-environment rule (what a
+machine with other numerics gets, with the committed reference's measured tolerance): which
+regressions that wider rule still catches is asserted in CROSS_CATCHES (docs/checks.md).
+Separately, the clean run must pass the committed reference `results/reference/sensitivity.json`
+(exactly in its pinned environment, by the cross-environment rule elsewhere).
+The regressions are the known pitfalls of other implementations:
 
 - FedAvg averaging the clients unweighted (several frameworks average models without the n_k);
 - FedProx without its proximal term (the term silently dropped, as by a wrong hook order);
@@ -42,7 +48,7 @@ from bench.methods.federatedfactory.experts import ProductOfExperts
 from bench.methods.fedprox import ProximalHooks
 from bench.methods.scaffold import ControlVariateHooks
 from bench.methods.weight_averaging import WeightedMean
-from bench.report.check import check_reference, load_reference, passed
+from bench.report.check import CROSS, EXACT, check_reference, load_reference, passed
 from bench.store import RecordStore
 
 
@@ -168,6 +174,13 @@ PLANTS = {
 }
 
 
+# the planted regressions that the cross-environment rule (another machine's numerics) still
+# catches: all but the prior correction, which moves FederatedFactory's local accuracy under
+# Dirichlet 0.1 by two test images, less than rounding moves it between environments
+# (docs/checks.md, "What the check catches")
+CROSS_CATCHES = set(PLANTS) - {"ff label priors not divided out"}
+
+
 @pytest.fixture(scope="module")
 def clean_grid(tmp_path_factory):
     """The sensitivity grid computed by the code as it is (its generators cached)."""
@@ -176,15 +189,44 @@ def clean_grid(tmp_path_factory):
     return out
 
 
-def test_clean_grid_passes_the_committed_reference(clean_grid):
-    table = check_reference(load_reference("sensitivity"), RecordStore(clean_grid))
-    assert passed(table), table[table["verdict"] != "ok"].to_string()
+@pytest.fixture(scope="module")
+def clean_reference(clean_grid, tmp_path_factory) -> dict:
+    """The tripwire reference made from the clean run on this machine."""
+    path = tmp_path_factory.mktemp("reference") / "sensitivity.json"
+    assert main(["check", "--reference", "sensitivity", "--out", str(clean_grid),
+                 "--make-reference", str(path)]) == 0
+    return load_reference(str(path))
+
+
+def _cross(reference: dict) -> dict:
+    """`reference` as a machine with other numerics sees it: every cell judged by the
+    cross-environment rule, with the committed reference's measured tolerance."""
+    made = reference["made_with"]
+    return {**reference, "made_with": {**made, "numerics": {**made["numerics"],
+                                                            "cpu_caches": "another machine's"}},
+            "cross_environment": load_reference("sensitivity")["cross_environment"]}
+
+
+def test_clean_grid_passes_the_reference_made_from_it(clean_grid, clean_reference):
+    table = check_reference(clean_reference, RecordStore(clean_grid))
+    assert passed(table) and set(table["rule"]) == {EXACT}
     # 9 runs + 2 FF runs of 3 variants each, x accuracy, AUROC, round
     assert len(table) == 45
 
 
+def test_clean_grid_passes_the_committed_reference(clean_grid, clean_reference):
+    """Exactly where the numerics equal the reference's; by the cross-environment rule
+    elsewhere (another torch, threads, cache sizes): never failed by rounding alone."""
+    committed = load_reference("sensitivity")
+    table = check_reference(committed, RecordStore(clean_grid))
+    assert passed(table), table[table["verdict"] != "ok"].to_string()
+    same = committed["made_with"]["numerics"] == clean_reference["made_with"]["numerics"]
+    assert set(table["rule"]) == ({EXACT} if same else {CROSS})
+
+
 @pytest.mark.parametrize("plant", list(PLANTS))
-def test_planted_regression_fails_the_check(plant, clean_grid, tmp_path, monkeypatch):
+def test_planted_regression_fails_the_check(plant, clean_grid, clean_reference, tmp_path,
+                                            monkeypatch):
     apply, methods, catchers = PLANTS[plant]
     out = tmp_path / "planted"
     (out / "cache").parent.mkdir(parents=True)
@@ -193,15 +235,23 @@ def test_planted_regression_fails_the_check(plant, clean_grid, tmp_path, monkeyp
         apply(m)
         assert main(["run", "--grid", "sensitivity", "--methods", methods,
                      "--out", str(out)]) == 0
-    ref = load_reference("sensitivity")
-    ref["cells"] = [c for c in ref["cells"] if c["method"].split("[")[0] in methods.split(",")]
+    ref = {**clean_reference, "cells": [c for c in clean_reference["cells"]
+                                        if c["method"].split("[")[0] in methods.split(",")]}
     table = check_reference(ref, RecordStore(out))
     failing = table[table["verdict"] != "ok"]
     print(f"\n{plant}:\n" + failing[["method", "split", "metric", "expected", "measured",
-                                     "tolerance"]].to_string(index=False))  # README, "Checks"
+                                     "tolerance"]].to_string(index=False))  # docs/checks.md
     assert not passed(table), f"{plant} went unnoticed"
+    assert set(table["rule"]) == {EXACT}
     assert set(failing["method"]) >= catchers, failing.to_string()
-    assert set(failing["verdict"]) <= {"REGRESSED", "ABOVE"}
+    assert set(failing["verdict"]) <= {"REGRESSED", "ABOVE", "NOT VALIDATION-BEST"}
+
+    cross = check_reference(_cross(ref), RecordStore(out))
+    caught = cross[cross["verdict"] != "ok"]
+    print(f"cross-environment rule:\n" + caught[["method", "split", "metric", "expected",
+                                                "measured", "tolerance", "verdict"]]
+          .to_string(index=False))
+    assert (not passed(cross)) == (plant in CROSS_CATCHES)
 
 
 def test_check_still_passes_after_unlearning_in_the_same_folder(clean_grid, capsys):

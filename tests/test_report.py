@@ -8,8 +8,9 @@ from PIL import Image
 from bench.cli import main
 from bench.config import parse_overrides, resolve
 from bench.provenance import provenance
-from bench.report.check import (auroc_step, check_claims, check_tripwire,
-                                load_reference, passed, reference_diff, tripwire_cells)
+from bench.report.check import (CROSS, EXACT, auroc_step, check_claims, check_tripwire,
+                                cross_environment, load_reference, passed, reference_diff,
+                                selected_round_is_validation_best, tripwire_cells)
 from bench.store import RecordStore
 
 ACC = {"centralized": 0.99, "fedavg": {"iid": 0.98, "dirichlet:0.1": 0.9, "dirichlet:1.0": 0.96,
@@ -195,8 +196,12 @@ def test_committed_references_are_well_formed():
         ref = load_reference(name)
         assert ref["layer"] in ("tripwire", "science")
         if ref["layer"] == "tripwire":
-            assert ref["cells"] and ref["made_with"]["torch"]
+            assert ref["cells"] and ref["made_with"]["numerics"]["torch"]
+            assert ref["made_with"]["numerics"]["pins"] == "avx2+mkl-cnr"
             assert {c["metric"] for c in ref["cells"]} == {"accuracy", "auroc", "round"}
+            tolerance = ref["cross_environment"]["tolerance"]["digits" if name != "pneumonia"
+                                                              else "pneumoniamnist"]
+            assert set(tolerance) == {"accuracy", "auroc"}
         else:
             assert ref["claims"] and ref["min_seeds"] >= 3
     smoke = load_reference("smoke")
@@ -254,3 +259,75 @@ def test_generator_sweep_figure_plots_each_swept_setting(tmp_path):
     # a run whose classifier diverged before any finite epoch (selected None) is left out
     records[0]["metrics"]["variants"]["server"]["selected"] = None
     assert generator_sweep(records, "digits", "silos", tmp_path / "diverged") != []
+
+
+def _with_numerics(record: dict, **changes) -> dict:
+    prov = record["provenance"]
+    return {**record, "provenance": {**prov, "numerics": {**prov["numerics"], **changes}}}
+
+
+def _reference(records: list[dict], cross: dict | None = None) -> dict:
+    ref = {"name": "t", "layer": "tripwire", "cells": tripwire_cells(records, TEST_LABELS),
+           "made_with": {"numerics": records[0]["provenance"]["numerics"]}}
+    return {**ref, "cross_environment": {"tolerance": {"digits": cross}}} if cross else ref
+
+
+def test_same_numerics_are_judged_exactly_other_numerics_by_the_measured_spread():
+    """Three test images down: the exact rule (one image) fails it; on a machine with other
+    numerics the cross-environment tolerance (here 2 points, about 7 images) absorbs it, and
+    the environment is named in one line."""
+    c, rec = _record("fedavg", "silos", 0, 0.30)
+    ref = _reference([rec], cross={"accuracy": 2.0, "auroc": 1.0})
+    _, moved = _record("fedavg", "silos", 0, 0.30 - 3 / 360)
+    table = check_tripwire(ref, lambda *a: moved)
+    assert set(table["rule"]) == {EXACT} and table.attrs["environment"] is None
+    assert not passed(table)
+    elsewhere = _with_numerics(moved, threads=7, cpu_caches="L1d 48K, L2 2048K")
+    table = check_tripwire(ref, lambda *a: elsewhere)
+    assert set(table["rule"]) == {CROSS} and passed(table)
+    line = table.attrs["environment"]
+    assert "threads" in line and "-> 7" in line and "L2 2048K" in line and "\n" not in line
+    assert "accuracy ±2.00" in line
+    # beyond the spread it still fails
+    _, far = _record("fedavg", "silos", 0, 0.30 - 8 / 360)
+    table = check_tripwire(ref, lambda *a: _with_numerics(far, threads=7))
+    assert not passed(table) and "REGRESSED" in set(table["verdict"])
+
+
+def test_selected_round_must_be_the_best_validation_round_under_either_rule():
+    """The invariant that replaces the exact round on other machines: the selected round has
+    the best validation accuracy (ties: lowest validation loss, then the earliest round), and
+    its test numbers are that round's."""
+    c, rec = _record("fedavg", "silos", 0, 0.30)
+    assert selected_round_is_validation_best(rec, None)
+    curves = {**rec["curves"], "val_accuracy": [0.1, 0.3, 0.3], "val_loss": [2.0, 0.5, 0.5]}
+    tied = {**rec, "curves": curves}
+    assert not selected_round_is_validation_best(tied, None)  # the tie goes to round 2
+    test_chosen = {**rec, "curves": {**rec["curves"], "val_accuracy": [0.1, 0.31, 0.3]}}
+    assert not selected_round_is_validation_best(test_chosen, None)
+    ref = _reference([rec], cross={"accuracy": 2.0, "auroc": 1.0})
+    for record in (test_chosen, _with_numerics(test_chosen, threads=7)):
+        table = check_tripwire(ref, lambda *a, r=record: r)
+        assert "NOT VALIDATION-BEST" in set(table["verdict"]) and not passed(table)
+    # on another machine a different round passes when it is the validation-best one
+    moved = {**rec, "curves": {**rec["curves"], "round": [1, 2, 4]},
+             "metrics": {k: {**v, "round": 4} for k, v in rec["metrics"].items()}}
+    assert passed(check_tripwire(ref, lambda *a: _with_numerics(moved, threads=7)))
+    assert not passed(check_tripwire(ref, lambda *a: moved))
+
+
+def test_cross_environment_tolerance_is_the_measured_spread_times_one_and_a_half(tmp_path):
+    """The tolerance comes from the same runs computed under other numerics, and is never
+    below the exact one."""
+    c, rec = _record("fedavg", "silos", 0, 0.30)
+    _, other = _record("fedavg", "silos", 0, 0.30 + 5 / 360)
+    store = RecordStore(tmp_path / "other")
+    store.write(_with_numerics(other, threads=7))
+    cells = tripwire_cells([rec], TEST_LABELS)
+    cross = cross_environment(cells, [rec], [store])
+    five = 500 / 360
+    assert cross["spread"]["digits"]["accuracy"] == pytest.approx(five, abs=1e-4)
+    assert cross["tolerance"]["digits"]["accuracy"] == pytest.approx(1.5 * five, abs=1e-4)
+    assert any("threads" in s for s in cross["spread_from"])
+    with pytest.raises(Exception, match="no run of the grid computed under other numerics"):
+        cross_environment(cells, [rec], [RecordStore(tmp_path / "empty")])

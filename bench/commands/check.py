@@ -1,7 +1,8 @@
-"""`python -m bench check`: compare stored runs with a reference (README, "Checks")."""
+"""`python -m bench check`: compare stored runs with a reference (docs/checks.md)."""
 from __future__ import annotations
 
 
+from ..config import ConfigError
 from ..store import RecordStore
 from .common import csv, out_option, say
 
@@ -15,6 +16,11 @@ def add_parser(sub) -> None:
     chk.add_argument("--make-reference", metavar="PATH",
                      help="tripwire references: write a new one made from the stored runs of "
                           "its grid to PATH (accepting an intended change) and print what moved")
+    chk.add_argument("--spread-from", type=csv, metavar="DIR,...",
+                     help="with --make-reference: results folders holding the same grid run "
+                          "under other numerics (--threads N, FLBENCH_NUMERICS=native), or "
+                          "earlier references (.json) of the same runs made on another machine; "
+                          "the reference's cross-environment tolerance is measured from them")
     chk.add_argument("--data-root", default=None, help="with --make-reference: the data root")
     out_option(chk)
 
@@ -36,8 +42,12 @@ def main(args) -> int:
 
     reference = load_reference(args.reference)
     store = RecordStore(args.out, warn=say)
+    if args.spread_from and not args.make_reference:
+        raise ConfigError("--spread-from goes with --make-reference")
     if args.make_reference:
-        new = remake_tripwire(reference, store, args.data_root)
+        others = [load_reference(d) if d.endswith(".json") else RecordStore(d, warn=say)
+                  for d in args.spread_from or []]
+        new = remake_tripwire(reference, store, args.data_root, others)
         write_text(args.make_reference, json.dumps(new, indent=1) + "\n")
         moved = reference_diff(reference, new)
         for line in moved:
@@ -46,6 +56,8 @@ def main(args) -> int:
              f"{len(moved)} moved against {args.reference}")
         return 0
     table = check_reference(reference, store, args.datasets)
+    if table.attrs.get("environment"):
+        say(table.attrs["environment"])
     with pd.option_context("display.max_rows", None, "display.width", 200,
                            "display.float_format", "{:.2f}".format):
         print(table.to_string(index=False))

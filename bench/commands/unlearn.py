@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     from ..config import RunConfig
     from ..runner import execute, pick_device
+    from ..methods import numerics
     from ..unlearn import comparison, forget_config
 
     try:
@@ -42,6 +43,12 @@ def main(args) -> int:
         import torch
 
         torch.set_num_threads(threads)
+        pins, here = (before.get("provenance", {}).get("numerics", {}).get("pins"),
+                      numerics.current("cpu").pins)
+        if pins != here:
+            say(f"run {before['run_id']} was computed with numerics pins {pins}, this process "
+                f"has {here}: the unlearned run differs from it by rounding too "
+                f"(docs/numerics.md)")
     from tqdm.auto import tqdm
 
     t = time.perf_counter()

@@ -3,12 +3,22 @@
 A reference is one of three layers:
 
 - `tripwire`: per-run expected values for the runs of a named grid (bench/protocol.py), made
-  by this code on the CPU with the thread count recorded (`made_with`). A cell names its run
-  by id (the hash of its full config), so other runs in the same folder (other settings, an
-  unlearned run) never take its place. Tolerances are tight: one test image for accuracy, the
-  most that one test image can move the macro AUROC for AUROC (derived from the test set's
-  class counts, see `auroc_step`), zero for the validation-selected round. Any change in
-  behaviour fails; `--make-reference` accepts an intended change and prints what moved.
+  by this code on the CPU with the pinned portable numerics (methods/numerics.py), recorded in
+  `made_with.numerics`. A cell names its run by id (the hash of its full config), so other
+  runs in the same folder (other settings, an unlearned run) never take its place. Two rules:
+  - *exact*, where a record's numerics equal the reference's (the same bits are computed on
+    any AVX2 x86-64 CPU with the same torch, threads and per-core caches): one test image for
+    accuracy, the most that one test image can move the macro AUROC for AUROC (`auroc_step`),
+    the validation-selected round exactly;
+  - *cross-environment*, where they differ (another torch, thread count, architecture, cache
+    size, a GPU, unpinned numerics): accuracy and AUROC within the reference's
+    `cross_environment` tolerance, 1.5 times the largest difference that the same runs showed
+    under other numerics (measured with `--spread-from` and committed), and the selected
+    round not compared with the reference's but checked as an invariant that holds on any
+    machine: it carries the best validation score of its curve under the selection's tie
+    rule (`selected_round_is_validation_best`). Rounding alone never fails it.
+  Both rules check the invariant. Any change in behaviour in the pinned environment fails;
+  `--make-reference` accepts an intended change and prints what moved.
 - `science`: the paper's claims as orderings of two cells with a margin, each side the mean
   over at least `min_seeds` seeds of the grid's runs, e.g. "FedAvg under silos at least 5
   points below centralized".
@@ -28,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import ConfigError
+from ..methods.numerics import Numerics
 from ..provenance import is_stale
 from .tables import records_frame, summarise
 
@@ -36,6 +47,9 @@ KEY = ("dataset", "split", "method", "metric")
 LAYERS = ("tripwire", "science", "published")
 TRIPWIRE_METRICS = ("accuracy", "auroc", "round")
 PASS = ("ok", "not run")
+EXACT, CROSS = "exact", "cross-environment"
+SPREAD_FACTOR = 1.5  # cross-environment tolerance = this x the largest measured difference
+NOT_VALIDATION_BEST = "NOT VALIDATION-BEST"
 
 
 def reference_path(name: str) -> Path:
@@ -107,29 +121,102 @@ def split_method(label: str) -> tuple[str, str | None]:
 
 
 # --- the three layers -------------------------------------------------------------------
+def record_numerics(record: dict) -> Numerics | None:
+    stored = record.get("provenance", {}).get("numerics")
+    return None if stored is None else Numerics.from_dict(stored)
+
+
+def reference_numerics(ref: dict) -> Numerics | None:
+    stored = ref.get("made_with", {}).get("numerics")
+    return None if stored is None else Numerics.from_dict(stored)
+
+
+def selected_round_is_validation_best(record: dict, variant: str | None) -> bool | None:
+    """Whether the selected round carries the best validation score of its curve under the
+    selection's rule (methods/evaluation.py, `Selection.record`: highest validation accuracy,
+    then lowest validation loss, the earliest round on a full tie), and the test values
+    reported are that round's. What the exact round guards (the test set never chooses it)
+    holds on any machine in this form. None when the record has no validation curve or no
+    single selected round (local-only: each client selects its own; its curves are means)."""
+    prefix = f"{variant}/" if variant else ""
+    curves = record["curves"]
+    rounds, acc, loss = (curves.get(prefix + k) for k in ("round", "val_accuracy", "val_loss"))
+    metrics = record["metrics"]["variants"][variant] if variant else record["metrics"]
+    selected = metrics.get("selected")
+    if not rounds or acc is None or loss is None or not selected or "round" not in selected:
+        return None
+    best = max(range(len(rounds)), key=lambda i: (acc[i], -loss[i], -i))
+    test_acc = curves.get(prefix + "test_accuracy")
+    return rounds[best] == selected["round"] and (
+        test_acc is None or test_acc[best] == selected["accuracy"])
+
+
 def check_tripwire(ref: dict, load) -> pd.DataFrame:
-    """`load(dataset, method, run_id)` -> record or None."""
-    rows = []
+    """`load(dataset, method, run_id)` -> record or None. Each cell is judged by the exact
+    rule where its record's numerics equal the reference's, else by the cross-environment
+    rule; `table.attrs["environment"]` says how the environment differs (None: it does not)."""
+    made = reference_numerics(ref)
+    cross = ref.get("cross_environment", {}).get("tolerance", {})
+    rows, differences = [], {}
     for cell in ref["cells"]:
         method, variant = split_method(cell["method"])
         record = load(cell["dataset"], method, cell["run_id"])
         row = {k: cell[k] for k in KEY} | {"seed": cell["seed"], "expected": cell["expected"],
-                                           "tolerance": cell["tolerance"], "measured": None}
+                                           "tolerance": cell["tolerance"], "measured": None,
+                                           "rule": EXACT}
         if record is None:
             rows.append(row | {"verdict": "MISSING"})
             continue
         if is_stale(record):
             rows.append(row | {"verdict": "STALE"})
             continue
+        numerics = record_numerics(record)
+        if made is None or numerics is None or numerics != made:
+            differences.setdefault(
+                "numerics not recorded" if made is None or numerics is None
+                else "; ".join(made.differences(numerics)), 0)
+            row["rule"] = CROSS
         value = run_value(record, variant, cell["metric"])
         row["measured"] = value
-        if value is None or abs(value - cell["expected"]) > cell["tolerance"] + 1e-9:
-            verdict = "CHANGED" if value is None else (
-                "REGRESSED" if value < cell["expected"] else "ABOVE")
+        invariant = selected_round_is_validation_best(record, variant)
+        if cell["metric"] == "round":
+            if invariant is False:
+                verdict = NOT_VALIDATION_BEST
+            elif row["rule"] == CROSS:  # the invariant (where a curve has it), not the number
+                verdict, row["tolerance"] = "ok", None
+            else:
+                verdict = _verdict(value, cell["expected"], cell["tolerance"])
         else:
-            verdict = "ok"
+            if row["rule"] == CROSS:
+                row["tolerance"] = max(cell["tolerance"], cross.get(cell["dataset"], {})
+                                       .get(cell["metric"], cell["tolerance"]))
+            verdict = _verdict(value, cell["expected"], row["tolerance"])
         rows.append(row | {"verdict": verdict})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["environment"] = environment_line(ref, table, list(differences))
+    return table
+
+
+def _verdict(value: float | None, expected: float, tolerance: float) -> str:
+    if value is None:
+        return "CHANGED"
+    if abs(value - expected) <= tolerance + 1e-9:
+        return "ok"
+    return "REGRESSED" if value < expected else "ABOVE"
+
+
+def environment_line(ref: dict, table: pd.DataFrame, differences: list[str]) -> str | None:
+    """One line naming how the records' environment differs from the reference's and the
+    rule that applies (None when every record matches it)."""
+    if not differences:
+        return None
+    n = int((table["rule"] == CROSS).sum())
+    tol = ref.get("cross_environment", {}).get("tolerance")
+    widths = "; ".join(f"{d}: accuracy ±{t['accuracy']:.2f}, AUROC ±{t['auroc']:.2f} points"
+                       for d, t in tol.items()) if tol else "no measured spread: one test image"
+    return (f"environment differs from the reference's ({' | '.join(differences)}): {n} cells "
+            f"judged by the cross-environment rule ({widths}; the selected round by its "
+            f"validation invariant; docs/checks.md)")
 
 
 def check_claims(claims: list[dict], records: list[dict], min_seeds: int,
@@ -294,22 +381,26 @@ def failure_lines(ref: dict, table: pd.DataFrame, store) -> list[str]:
         ids = {c.run_id for c in grid_configs(grid)}
         if any(c["run_id"] not in ids for c in ref["cells"]):
             lines.append(f"some cells name runs that grid {grid} no longer has (its configs "
-                         f"changed): remake the reference, see README, 'Checks'")
+                         f"changed): remake the reference, see docs/checks.md")
     if ref["layer"] == "tripwire" and verdicts & {"REGRESSED", "ABOVE", "CHANGED"}:
-        from ..runner import cpu_model
-
-        made = ref.get("made_with", {})
-        lines.append(f"the reference was made with torch {made.get('torch')}, "
-                     f"{made.get('torch_threads')} threads, on {made.get('device_name')} "
-                     f"(CPU {made.get('cpu_model', 'not recorded')}; this one: {cpu_model()}): "
-                     f"a tripwire is exact in that environment only; if the change is "
-                     f"intended, remake it with --make-reference (README, 'Checks')")
+        rule = "exact: same numerics as the reference" if (table["rule"] == EXACT).all() \
+            else "cross-environment tolerance"
+        lines.append(f"judged by the {rule}, so a number moved beyond rounding; if the change "
+                     f"is intended, remake the reference with --make-reference "
+                     f"(docs/checks.md)")
+    if NOT_VALIDATION_BEST in verdicts:
+        lines.append("a selected round is not the best validation round of its curve: the "
+                     "model was chosen by something other than validation data")
     return lines
 
 
-def remake_tripwire(ref: dict, store, data_root: str | None = None) -> dict:
-    """A new tripwire reference from the stored runs of `ref`'s grid (all present and
-    current), keeping its name, description and grid."""
+def remake_tripwire(ref: dict, store, data_root: str | None = None,
+                    spread_from: list | None = None) -> dict:
+    """A new tripwire reference from the stored runs of `ref`'s grid (all present, current and
+    computed with one numerics), keeping its name, description and grid. `spread_from`: other
+    RecordStores holding the same runs computed under other numerics (threads, unpinned ISA),
+    from which the cross-environment tolerance is measured; without them the reference's
+    previous `cross_environment` is kept."""
     from ..grid import grid_configs
     from ..runner import cached_dataset
 
@@ -323,15 +414,84 @@ def remake_tripwire(ref: dict, store, data_root: str | None = None) -> dict:
         raise ConfigError(f"{len(absent)} runs of grid {ref['grid']} are missing or stale "
                           f"(e.g. {absent[0]}); run `python -m bench run --grid {ref['grid']}` "
                           f"first")
+    numerics = {json.dumps(r["provenance"].get("numerics"), sort_keys=True) for r in records}
+    if len(numerics) != 1 or records[0]["provenance"].get("numerics") is None:
+        raise ConfigError(f"the runs of grid {ref['grid']} were computed with {len(numerics)} "
+                          f"different numerics (threads, pins): rerun them with one setting, "
+                          f"e.g. `python -m bench run --grid {ref['grid']} --force`")
     labels = {d: cached_dataset(d, data_root).y_test.numpy()
               for d in dict.fromkeys(c.dataset for c in configs)}
     env = records[0]["environment"]
-    made_with = {"torch": env["torch"], "diffusers": records[0]["provenance"]["diffusers"],
-                 "torch_threads": sorted({r["environment"]["torch_threads"] for r in records}),
+    made_with = {"numerics": records[0]["provenance"]["numerics"],
+                 "diffusers": records[0]["provenance"]["diffusers"],
                  "device_name": env["device_name"], "cpu_model": env.get("cpu_model"),
-                 "platform": env["platform"],
-                 "git_commit": env["git_commit"]}
-    return {**{k: v for k, v in ref.items() if k != "cells"}, "made_with": made_with,
-            "tolerance_rule": "accuracy: one test image; auroc: the most one test image can "
-                              "move it (auroc_step); round: exact",
-            "cells": tripwire_cells(records, labels)}
+                 "platform": env["platform"], "git_commit": env["git_commit"]}
+    cells = tripwire_cells(records, labels)
+    cross = ref.get("cross_environment")
+    if spread_from:
+        cross = cross_environment(cells, records, spread_from)
+    return {**{k: v for k, v in ref.items() if k not in ("cells", "cross_environment")},
+            "made_with": made_with,
+            "tolerance_rule": "same numerics: accuracy one test image, auroc the most one test "
+                              "image can move it (auroc_step), round exact; other numerics: "
+                              "cross_environment tolerance, round by its validation invariant",
+            **({"cross_environment": cross} if cross else {}), "cells": cells}
+
+
+def cross_environment(cells: list[dict], records: list[dict], others: list) -> dict:
+    """The cross-environment tolerance per dataset and metric: SPREAD_FACTOR x the largest
+    difference between a cell and the same run (same id) computed under other numerics, and
+    never below the cell's exact tolerance. `others`: RecordStores holding the grid run under
+    other numerics here, or earlier tripwire references (dicts) made by the same code in
+    another environment, such as on another CPU, whose cells are measurements of the same runs."""
+    by_id = {r["run_id"]: r for r in records}
+    spread: dict = {}
+    sources = set()
+    for other in others:
+        for cell in cells:
+            if cell["metric"] == "round":
+                continue
+            ours = record_numerics(by_id[cell["run_id"]])
+            value, where = _measured_elsewhere(other, cell, ours)
+            if value is None:
+                continue
+            sources.add(where)
+            s = spread.setdefault(cell["dataset"], {}).setdefault(cell["metric"], 0.0)
+            spread[cell["dataset"]][cell["metric"]] = max(s, abs(value - cell["expected"]))
+    if not spread:
+        raise ConfigError("--spread-from: no run of the grid computed under other numerics "
+                          "was found there (run the grid with --threads N or "
+                          "FLBENCH_NUMERICS=native into that folder first)")
+    steps = {}
+    for c in cells:
+        steps.setdefault(c["dataset"], {})[c["metric"]] = c["tolerance"]
+    return {"rule": f"{SPREAD_FACTOR} x the largest measured difference, at least the exact "
+                    f"tolerance",
+            "spread_from": sorted(sources),
+            "spread": {d: {m: round(v, 4) for m, v in ms.items()} for d, ms in spread.items()},
+            "tolerance": {d: {m: round(max(steps[d][m], SPREAD_FACTOR * v), 4)
+                              for m, v in ms.items()} for d, ms in spread.items()}}
+
+
+def _measured_elsewhere(other, cell: dict, ours: Numerics) -> tuple[float | None, str]:
+    """`cell`'s value as `other` (a RecordStore or an earlier reference) measured it under
+    other numerics, and a description of those numerics; (None, "") when it has none."""
+    if isinstance(other, dict):
+        key = (cell["run_id"], cell["method"], cell["metric"])
+        theirs = next((c for c in other.get("cells", [])
+                       if (c["run_id"], c["method"], c["metric"]) == key), None)
+        made = other.get("made_with", {})
+        numerics = reference_numerics(other)
+        if theirs is None or numerics == ours:
+            return None, ""
+        env = "; ".join(ours.differences(numerics)) if numerics else "numerics not recorded"
+        return theirs["expected"], (f"reference made on {made.get('cpu_model')} with torch "
+                                    f"{made.get('torch')} ({env})")
+    method, variant = split_method(cell["method"])
+    record = other.load_id(cell["dataset"], method, cell["run_id"])
+    if record is None or is_stale(record):
+        return None, ""
+    numerics = record_numerics(record)
+    if numerics is None or numerics == ours:
+        return None, ""
+    return run_value(record, variant, cell["metric"]), "; ".join(ours.differences(numerics))

@@ -146,7 +146,7 @@ class FederatedFactory(MethodBase):
         fields = (GENERATOR_FIELDS if kind == "generator" else SAMPLER_FIELDS) \
             + FORMULATION_FIELDS[p.formulation][kind]
         return {**{f: getattr(p, f) for f in fields},
-                "code": self._code_key(device_type, code, ctx.threads_key(device_type))}
+                "code": self._code_key(device_type, code, ctx.numerics_key(device_type))}
 
     def _gen_streams(self, ctx: RunContext) -> Streams:
         p = self.params
@@ -301,13 +301,14 @@ class FederatedFactory(MethodBase):
         return torch.cat(sx), torch.cat(sy)
 
     @staticmethod
-    def _code_key(device_type: str, modules: tuple, cpu_threads: int | None) -> dict:
+    def _code_key(device_type: str, modules: tuple, numerics_key: dict | None) -> dict:
         """What besides the settings determines a cached object: the code of its modules, the
         library versions, the device type it is computed on and, on the CPU, the torch thread
-        count (a generator trained with 2 threads differs in rounding from one trained with 1:
-        reusing it would make a record depend on what the cache held)."""
+        count and the numerics pins (a generator trained with 2 threads, or unpinned, differs
+        in rounding from one trained with 1: reusing it would make a record depend on what the
+        cache held)."""
         return {"code": files_fingerprint(modules, Path(__file__).parent),
-                "device_type": device_type, "cpu_threads": cpu_threads}
+                "device_type": device_type, "cpu_numerics": numerics_key}
 
     def _server(self, ctx: RunContext, synth_x, synth_y) -> tuple[Selection, str]:
         sel, model = train_on(ctx, synth_x, synth_y, self.params.classifier_epochs, "ff/server",
