@@ -20,7 +20,10 @@ are (README, "Scaling").
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
@@ -165,6 +168,21 @@ def _joblib(configs, execution, plan, progress, say):
                 yield out
 
 
+@contextlib.contextmanager
+def _silenced():
+    """Standard error closed at the file-descriptor level (Ray's C++ core writes there
+    directly, bypassing Python), restored afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _ray(configs, execution, plan, progress, say):
     try:
         import ray
@@ -180,8 +198,9 @@ def _ray(configs, execution, plan, progress, say):
     if started_here:
         if address:
             try:
-                ray.init(address=address, log_to_driver=False,
-                         runtime_env={"env_vars": env})
+                with _silenced():  # Ray's own connection log (Python and C++), until connected
+                    ray.init(address=address, log_to_driver=False,
+                             logging_level=logging.ERROR, runtime_env={"env_vars": env})
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ConfigError(f"--ray-address {address}: cannot join the cluster "
                                   f"({str(e).splitlines()[0] if str(e) else type(e).__name__});"

@@ -4,8 +4,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import platform
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from .config import NO_SPLIT, ConfigError, RunConfig
 from .datasets.base import DataError, ImageDataset
 from .datasets.registry import load_dataset
 from .datasets.splits import parse_split
+from .environment import environment
 from .methods.base import RunContext
 from .methods.data import DeviceData
 from .methods.models import build_model, count_parameters
@@ -25,6 +24,7 @@ from .methods.rng import Streams
 from .provenance import is_stale, provenance
 from .store import RecordStore
 from .turns import turns
+from .unlearn import check_exclusions
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def pending_parts(config: RunConfig, execution: Execution, device_type: str) -> 
     """Pieces of the run an executor may do ahead as tasks of their own (FederatedFactory's
     modules not yet cached for `device_type`, where the parts will run); the run then finds
     their results in the cache. Listed from data on the CPU, whatever that device."""
-    if not hasattr(METHODS[config.method], "parts"):
+    if not METHODS[config.method].has_parts:
         return []
     ctx, method = _part_context(config, execution, torch.device("cpu"))
     return method.parts(ctx, device_type)
@@ -162,8 +162,9 @@ def client_indices(config: RunConfig, dataset: ImageDataset) -> list[np.ndarray]
 def check_splits(configs: list[RunConfig], data_root: str | None = None,
                  download_missing: bool = False) -> None:
     """Draw every partition of a grid before running any of it, so an impossible split
-    (too few samples for a Dirichlet draw, silos with the wrong client count) stops the grid
-    with a clear error before anything is computed."""
+    (too few samples for a Dirichlet draw, silos with the wrong client count) or clients left
+    out that the partition does not have stops the grid with a clear error before anything is
+    computed."""
     missing = {}
     for name in dict.fromkeys(c.dataset for c in configs):
         try:
@@ -179,12 +180,13 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None,
                 missing[name] = str(e2)
     if missing:  # every missing dataset in one message, not one per attempt
         raise DataError(" | ".join(missing.values()))
-    seen = set()
+    clients: dict[tuple, int] = {}
     for c in configs:
         key = (c.dataset, c.split, c.n_clients, c.seed)
-        if key not in seen:
-            seen.add(key)
-            client_indices(c, cached_dataset(c.dataset, data_root))
+        if key not in clients:
+            clients[key] = len(client_indices(c, cached_dataset(c.dataset, data_root)))
+        if c.method_params.get("exclude_clients"):
+            check_exclusions(c, clients[key])
 
 
 def execute(config: RunConfig, device: torch.device, data_root: str | None = None,
@@ -232,54 +234,3 @@ def _parameter_count(config: RunConfig, dataset: ImageDataset) -> int:
         model = build_model(config.train.model, dataset.info.channels, dataset.info.n_classes,
                             config.resolution, config.train.norm)
     return count_parameters(model)
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_model() -> str:
-    """The CPU's model name and family/model numbers (Linux), e.g. "Intel(R) Xeon(R)
-    Processor (6/207)", for the record: what a run's bits depend on is its `Numerics`
-    (methods/numerics.py), which the pins make independent of the CPU model."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, sep, value = line.partition(":")
-                if not sep:
-                    break  # the first processor's block ends
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or platform.machine()
-    return f"{fields.get('model name', '?')} ({fields.get('cpu family', '?')}/" \
-           f"{fields.get('model', '?')})"
-
-
-def environment(device: torch.device) -> dict:
-    import sklearn
-
-    return {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "cpu_model": cpu_model(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "sklearn": sklearn.__version__,
-        "platform": platform.platform(),
-        "git_commit": git_commit(),
-    }
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the code that ran, with '+dirty' when the tree had local changes."""
-    here = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (sha + ("+dirty" if dirty.strip() else "")) if sha else None

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from .config import SCHEMA, RunConfig
-from .datasets.files import HOST, atomic_write, process_alive, remove_orphans
+from .datasets.files import HOST, atomic_write
 from .datasets.registry import folder_name
 
 DEFAULT_ROOT = "results"
@@ -35,6 +35,35 @@ def _write_png(f, image) -> None:
     from PIL import Image
 
     Image.fromarray(image).save(f, format="PNG")
+
+
+def process_alive(host: str, pid: int) -> bool | None:
+    """Whether process `pid` of `host` runs; None when it is another host's (unknowable)."""
+    if host != HOST:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def remove_orphan_files(folder: Path) -> int:
+    """Delete the temporary files of `atomic_write` under `folder`
+    (`.<name>.<host>.<pid>.<random>.tmp`) left by dead processes of this host."""
+    removed = 0
+    for tmp in folder.rglob(f".*.{HOST}.*.tmp"):
+        parts = tmp.name.split(".")
+        try:
+            pid = int(parts[parts.index(HOST) + 1])
+        except (ValueError, IndexError):
+            continue
+        if process_alive(HOST, pid) is False:
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 class CorruptRecord(Exception):
@@ -155,7 +184,7 @@ class RecordStore:
 
     def remove_orphans(self) -> int:
         """Temporary files and claims left under the root by killed processes of this host."""
-        removed = remove_orphans(self.root)
+        removed = remove_orphan_files(self.root)
         for claim in (self.root / "runs").glob(f"*/*/*{CLAIM_SUFFIX}"):
             try:
                 host, pid = claim.read_text().split()

@@ -15,21 +15,35 @@ import dataclasses
 from .config import ConfigError, RunConfig
 
 
-def forget_config(config: RunConfig, clients: list[int]) -> RunConfig:
+def check_exclusions(config: RunConfig, n_clients: int, option: str | None = None) -> None:
+    """The clients a run leaves out (`exclude_clients`, as `--set METHOD.exclude_clients=[...]`
+    or `bench unlearn --clients` gives them) must exist in its partition of `n_clients`
+    clients (under silos one per class, whatever `n_clients` the config holds), and at least
+    one must remain."""
+    excluded = set(config.method_params.get("exclude_clients", ()))
+    option = option or f"--set {config.method}.exclude_clients"
+    bad = sorted(k for k in excluded if not 0 <= k < n_clients)
+    if bad:
+        raise ConfigError(f"{option}: clients {bad} do not exist; {config.label} has clients "
+                          f"0..{n_clients - 1}")
+    if len(excluded) >= n_clients:
+        raise ConfigError(f"{option}: leaves out all {n_clients} clients of {config.label}, so "
+                          f"nothing is left to train on; keep at least one")
+
+
+def forget_config(config: RunConfig, clients: list[int], n_clients: int) -> RunConfig:
+    """`config` with `clients` left out too; `n_clients`: the clients of its partition."""
     from .methods.registry import METHODS
 
-    if not getattr(METHODS.get(config.method), "unlearns", False):
-        able = ", ".join(n for n, c in METHODS.items() if getattr(c, "unlearns", False))
+    if not METHODS[config.method].unlearns:
+        able = ", ".join(n for n, c in METHODS.items() if c.unlearns)
         raise ConfigError(f"run is a {config.method} run; only runs of {able} can unlearn a "
                           f"client")
-    bad = [k for k in clients if not 0 <= k < config.n_clients]
-    if bad:
-        raise ConfigError(f"--clients {bad}: this run has clients 0..{config.n_clients - 1}")
     excluded = sorted(set(config.method_params.get("exclude_clients", ())) | set(clients))
-    if len(excluded) >= config.n_clients:
-        raise ConfigError("cannot forget every client")
-    params = {**config.method_params, "exclude_clients": tuple(excluded)}
-    return dataclasses.replace(config, method_params=params)
+    forgotten = dataclasses.replace(config, method_params={**config.method_params,
+                                                           "exclude_clients": tuple(excluded)})
+    check_exclusions(forgotten, n_clients, "--clients")
+    return forgotten
 
 
 def comparison(before: dict, after: dict, clients: list[int]) -> dict:

@@ -68,6 +68,31 @@ class ImageDataset:
         return {p: len(getattr(self, f"y_{p}")) for p in ("train", "val", "test")}
 
 
+def class_count(source, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> int:
+    """C for labels that are class indices 0..C-1 with every class present in training (and
+    val / test labels among them); otherwise a DataError that names the offending values.
+    The class count is inferred from the labels, so one mistyped label (1,000,000 among 0/1)
+    would otherwise make a million-class model."""
+    values, counts = np.unique(train, return_counts=True)
+    if not len(values):
+        raise DataError(f"{source}: no training labels")
+    k = int(values[-1]) + 1
+    if k != len(values):
+        stray = [(int(v), int(n)) for v, n in zip(values, counts) if v >= len(values)][:5]
+        named = ", ".join(f"{v} ({n} image{'s' * (n > 1)})" for v, n in stray)
+        raise DataError(f"{source}: train labels must be 0..C-1 with every class present, got "
+                        f"{len(values)} distinct labels up to {k - 1}, so {k - len(values)} "
+                        f"classes have no training image; labels beyond {len(values) - 1}: "
+                        f"{named}; relabel the classes 0..{len(values) - 1} or fix the typo")
+    for name, other in (("val", val), ("test", test)):
+        unknown = np.setdiff1d(np.unique(other), values)
+        if len(unknown):
+            raise DataError(f"{source}: {name} labels {unknown[:5].tolist()} are not among "
+                            f"the training classes 0..{k - 1}; every class needs training "
+                            f"images")
+    return k
+
+
 def stratified_holdout(
     labels: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:

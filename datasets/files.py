@@ -3,8 +3,9 @@
 `atomic_write(path, write)` writes through a temporary file in the same folder, named
 `.<name>.<host>.<pid>.tmp`, fsyncs it, gives it the permissions of a normal new file (0666 less
 the umask: readable by the other users of a shared results folder, where mkstemp's 0600 is not)
-and renames it over `path`: a crash leaves the old file or the new one. `remove_orphans`
-deletes the temporary files that killed processes of this host left behind.
+and renames it over `path`: a crash leaves the old file or the new one. The host and pid in
+the name let the record store (bench/store.py) delete the temporary files that killed
+processes of this host left behind, on a folder that several hosts share.
 """
 from __future__ import annotations
 
@@ -43,31 +44,3 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def process_alive(host: str, pid: int) -> bool | None:
-    """Whether process `pid` of `host` runs; None when it is another host's (unknowable)."""
-    if host != HOST:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
-
-
-def remove_orphans(folder: str | os.PathLike) -> int:
-    """Delete the temporary files under `folder` left by dead processes of this host."""
-    removed = 0
-    for tmp in Path(folder).rglob(f".*.{HOST}.*.tmp"):
-        parts = tmp.name.split(".")
-        try:
-            pid = int(parts[parts.index(HOST) + 1])
-        except (ValueError, IndexError):
-            continue
-        if process_alive(HOST, pid) is False:
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed

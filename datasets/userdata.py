@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, DatasetInfo, ImageDataset, stratified_holdout
+from .base import DataError, DatasetInfo, ImageDataset, class_count, stratified_holdout
 from .medmnist import to_tensors
 
 CARVE_SEED = 20260103
@@ -63,7 +63,7 @@ def load_npz(name: str) -> ImageDataset:
         source = f"stratified {VAL_FRACTION:.0%} of train, seed {CARVE_SEED}"
     if xtr.shape[2] != xtr.shape[3]:
         raise DataError(f"{p}: images must be square, got {tuple(xtr.shape[2:])}")
-    k = int(max(ytr.max(), yte.max(), yva.max() if len(yva) else 0)) + 1
+    k = class_count(p, ytr.numpy(), yva.numpy(), yte.numpy())
     info = _info(name, [str(c) for c in range(k)], xtr.shape[1], xtr.shape[2], source)
     return ImageDataset(info, xtr, ytr, xva, yva, xte, yte)
 
@@ -115,5 +115,8 @@ def load_folder(name: str) -> ImageDataset:
         source = f"stratified {VAL_FRACTION:.0%} of train, seed {CARVE_SEED}"
     if size[0] != size[1]:
         raise DataError(f"{first}: images must be square, got {size}")
+    if class_count(root, ytr.numpy(), yva.numpy(), yte.numpy()) != len(classes):
+        raise DataError(f"{root / 'train' / classes[-1]}: no image; every class needs "
+                        f"training images")
     info = _info(name, classes, 1 if mode == "L" else 3, size[0], source)
     return ImageDataset(info, xtr, ytr, xva, yva, xte, yte)

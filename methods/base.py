@@ -107,12 +107,28 @@ class MethodResult:
 
 class MethodBase:
     """Holds a method's hyperparameters: an instance of its frozen `Params` dataclass (its
-    defaults when none are given). A method keeps nothing else between calls."""
+    defaults when none are given). A method keeps nothing else between calls.
+
+    The capabilities the harness asks about are class attributes, off by default; a method
+    that has one says so in its class body."""
 
     Params: ClassVar[type]
+    # named sets of Params values (`--set METHOD.preset=NAME`); None: the method has none
+    PRESETS: ClassVar[dict | None] = None
+    # `bench unlearn` can leave clients out of a stored run (Params.exclude_clients)
+    unlearns: ClassVar[bool] = False
+    # honours RunContext.clients_at_once (methods/vectorized.py)
+    vectorises_clients: ClassVar[bool] = False
+    # splits into independent pieces the parallel executors run as tasks of their own:
+    # `parts`, `do_part` and `part_done` (Method protocol below)
+    has_parts: ClassVar[bool] = False
 
     def __init__(self, params=None):
         self.params = params if params is not None else self.Params()
+
+    def summary(self, channels: int, resolution: int) -> str | None:
+        """What the method resolves to for data of that shape (`bench run --dry-run`)."""
+        return None
 
 
 class Method(Protocol):
@@ -122,11 +138,8 @@ class Method(Protocol):
 
     def run(self, ctx: RunContext) -> MethodResult: ...
 
-    # Optional: `summary(channels, resolution) -> str`, what the method resolves to for data of
-    # that shape (FederatedFactory: its generator), shown by `bench run --dry-run`.
-    #
-    # Optional, for methods whose runs split into independent pieces (FederatedFactory's
-    # generators): `parts(ctx) -> list[str]` names the pieces not yet in ctx.cache_dir (a
+    # For methods whose runs split into independent pieces (FederatedFactory's generators;
+    # `has_parts = True`): `parts(ctx) -> list[str]` names the pieces not yet in ctx.cache_dir (a
     # name says what the piece computes: runs that share a piece name it alike), and
     # `do_part(ctx, name)` computes one into it; the parallel executors run them as tasks of
     # their own before the run, which then finds them cached (bench/executors.py).

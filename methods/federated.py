@@ -9,7 +9,7 @@ one working model whatever the number of clients.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -19,11 +19,11 @@ from .evaluation import Diverged, Selection
 from .training import train_local
 from .vectorized import load_client, train_clients
 
-if TYPE_CHECKING:
-    from .weight_averaging import WeightAveraging
+# `method` below is a weight_averaging.WeightAveraging; that module imports this one (the
+# loop), never the other way round
 
 
-def run_rounds(method: "WeightAveraging", ctx: RunContext) -> MethodResult:
+def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
     cfg = ctx.train
     n = len(ctx.clients)
     model = method.build_model(ctx)
@@ -62,7 +62,7 @@ def run_rounds(method: "WeightAveraging", ctx: RunContext) -> MethodResult:
                         extra=method.extra(model))
 
 
-def client_phase(method: "WeightAveraging", model, ctx: RunContext, chosen: list[int], r: int, lr: float,
+def client_phase(method: Any, model, ctx: RunContext, chosen: list[int], r: int, lr: float,
                  global_state, server, client_states: dict, comm: CommLog):
     """Round r's client half: every chosen client trains from the global weights and its
     message is folded into the round's accumulator. Returns (accumulator, client losses)."""

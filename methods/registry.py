@@ -40,7 +40,7 @@ def method_params(name: str, given: dict | None = None) -> dict:
     cls = METHODS[name]
     given = dict(given or {})
     params = dataclasses.asdict(cls.Params())
-    presets = getattr(cls, "PRESETS", None)
+    presets = cls.PRESETS
     if presets is not None:
         preset = given.get("preset", params["preset"])
         if preset not in presets:

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .base import MethodBase, MethodResult, RunContext
+from .federated import run_rounds
 from .training import LocalStats, TrainHooks
 
 State = dict[str, torch.Tensor]
@@ -75,8 +76,6 @@ class WeightAveraging(MethodBase):
     vectorises_clients = True
 
     def run(self, ctx: RunContext) -> MethodResult:
-        from .federated import run_rounds
-
         return run_rounds(self, ctx)
 
     def build_model(self, ctx: RunContext) -> nn.Module:

@@ -8,7 +8,7 @@ change, so only the numbers can give it away), the affected runs are recomputed,
 must fail on them. Each planted run is also judged by the cross-environment rule (what a
 machine with other numerics gets, with the committed reference's measured tolerance): which
 regressions that wider rule still catches is asserted in CROSS_CATCHES (docs/checks.md).
-Separately, the clean run must pass the committed reference `results/reference/sensitivity.json`
+Separately, the clean run must pass the committed reference `bench/references/sensitivity.json`
 (exactly in its pinned environment, by the cross-environment rule elsewhere).
 The regressions are the known pitfalls of other implementations:
 
@@ -50,6 +50,8 @@ from bench.methods.scaffold import ControlVariateHooks
 from bench.methods.weight_averaging import WeightedMean
 from bench.report.check import CROSS, EXACT, check_reference, load_reference, passed
 from bench.store import RecordStore
+
+pytestmark = pytest.mark.slow  # every test here uses the sensitivity grid (minutes)
 
 
 def _unweighted(monkeypatch):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bench.cli import main
-from conftest import ROOT, tiny_overrides
+from helpers import ROOT, tiny_overrides
 
 
 def run_cli(*args: str, cwd=None, timeout=300):
@@ -32,6 +32,14 @@ def run_cli(*args: str, cwd=None, timeout=300):
     (["run", "--splits", "silos", "--set", "n_clients=3", "--methods", "fedavg"],
      "one client per class"),
     (["run", "--nonsense"], "unrecognized arguments"),
+    # clients left out must exist, and one must remain (before anything trains)
+    (["run", "--methods", "federatedfactory", "--set", "federatedfactory.exclude_clients=99"],
+     "clients [99] do not exist; digits federatedfactory silos seed 0 has clients 0..9"),
+    (["run", "--methods", "federatedfactory",
+      "--set", "federatedfactory.exclude_clients=0,1,2,3,4,5,6,7,8,9"],
+     "leaves out all 10 clients"),
+    (["run", "--methods", "fedcvae", "--set", "fedcvae.exclude_clients=-1"],
+     "clients [-1] do not exist"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):
@@ -43,6 +51,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_dry_run_lists_resolved_configs(capsys):
     assert main(["run", "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -68,6 +77,7 @@ def test_a_method_alone_runs_under_its_default_splits(capsys):
     assert len(by_method["fedavg"]) == 4
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_grid(tmp_path):
     """Two `bench run` on one folder: each run is computed once, by one of them (claims), and
     both end with the whole grid's tables."""
@@ -87,6 +97,7 @@ def test_two_processes_share_one_grid(tmp_path):
     assert not list((tmp_path / "runs").rglob("*.claim"))
 
 
+@pytest.mark.slow
 def test_local_only_has_validation_metrics(tmp_path, capsys):
     args = ["run", "--methods", "local_only", "--splits", "iid", "--out", str(tmp_path),
             *tiny_overrides()]
@@ -96,6 +107,7 @@ def test_local_only_has_validation_metrics(tmp_path, capsys):
     assert "| local_only |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_grid_end_to_end_then_skip_then_force(tmp_path, capsys):
     args = ["run", "--methods", "centralized,fedavg,local_only", "--splits", "silos,iid",
             "--out", str(tmp_path), *tiny_overrides()]
@@ -124,6 +136,7 @@ def test_table_without_runs_is_a_clear_error(tmp_path, capsys):
     assert "run `python -m bench run` first" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_kill_mid_grid_then_resume(tmp_path):
     """A grid killed with SIGKILL keeps its finished records and resumes from them (one
     process: joblib's workers, orphaned by the kill, could still finish a run)."""
@@ -145,6 +158,7 @@ def test_kill_mid_grid_then_resume(tmp_path):
     assert not list((tmp_path / "runs").rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_ctrl_c_reports_and_resumes(tmp_path):
     # runs long enough (~2 s each) that three are left when the first is stored
     args = ["run", "--methods", "fedavg,fedprox", "--splits", "iid,silos",
@@ -162,6 +176,7 @@ def test_ctrl_c_reports_and_resumes(tmp_path):
     assert "rerun the same command to resume" in err
 
 
+@pytest.mark.slow
 def test_python_m_bench_from_another_folder(tmp_path):
     """The installed suite runs from anywhere and does not take the name `datasets`."""
     out = run_cli("list", cwd=tmp_path)

@@ -185,6 +185,7 @@ def test_label_prior_is_smoothed_so_an_unseen_class_is_finite():
     np.testing.assert_allclose(prior, [4 / 7, 2 / 7, 1 / 7])
 
 
+@pytest.mark.slow
 def test_an_edm_run_records_its_generator_and_both_product_rules(tmp_path):
     config = resolve("digits", "federatedfactory", "silos", 0, parse_overrides([
         "federatedfactory.formulation=edm", "federatedfactory.sampler=heun",

@@ -59,6 +59,7 @@ def test_cli_estimate_bad_throughput_exits_2(capsys):
     assert "--tflops must be > 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_isic_unit_costs_sit_near_the_authors_logged_ones():
     """The paper preset's ISIC2019 generator (64 x [1, 2, 2, 2] at 128 px, attention at 16 px)
     synthesises 10,000 images in 0.3-3x the authors' logged 16.7 min at the default 100

@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 from bench.cli import main
-from bench.config import parse_overrides, resolve
 from bench.methods.federatedfactory.diagnostics import sample_grid
 from bench.methods.federatedfactory.network import build_unet
 from bench.methods.federatedfactory.params import PRESETS, FFParams
@@ -17,14 +16,8 @@ from bench.methods.federatedfactory.modules import train_module
 from bench.methods.synthesis import image_seeds, shares
 from bench.methods.models import count_parameters
 from bench.runner import execute
+from helpers import TINY_FF_CLI, ff_config
 
-TINY = ["federatedfactory.gen_images_seen=128", "federatedfactory.samples_per_class=16",
-        "federatedfactory.sampler_steps=3", "federatedfactory.classifier_epochs=2"]
-TINY_CLI = [x for item in TINY for x in ("--set", item)]
-
-
-def _config(split="silos", extra=(), seed=0):
-    return resolve("digits", "federatedfactory", split, seed, parse_overrides([*TINY, *extra]))
 
 
 def test_generator_parameter_counts_pinned():
@@ -76,8 +69,9 @@ def test_module_training_is_deterministic():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_run_records_both_modes_bytes_and_diagnostics(tmp_path):
-    record, artifacts = execute(_config(), torch.device("cpu"), cache_dir=tmp_path)
+    record, artifacts = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
     m = record["metrics"]
     assert set(m["variants"]) == {"server", "local", "local_plain"}
     assert m["selected"] == m["variants"]["server"]["selected"]
@@ -91,7 +85,7 @@ def test_run_records_both_modes_bytes_and_diagnostics(tmp_path):
     for phase in ("modules", "sampling", "classifier_server", "classifier_local"):
         assert record["timings"][phase] > 0
     assert artifacts["samples"].dtype == np.uint8 and artifacts["samples"].ndim == 2
-    again, _ = execute(_config(), torch.device("cpu"), cache_dir=tmp_path)
+    again, _ = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
     assert {e["cache"] for e in again["extra"]["modules"]} == {"hit"}
     assert again["metrics"] == record["metrics"]  # cached modules change nothing
 
@@ -116,12 +110,12 @@ def _forget_then_compare_with_never_had(tmp_path, monkeypatch, capsys):
     out = tmp_path / "results"
     longer = ["federatedfactory.classifier_epochs=10"]  # so that class 3 is known before
     assert main(["run", "--methods", "federatedfactory", "--splits", "silos", "--out", str(out),
-                 *TINY_CLI, "--set", longer[0]]) == 0
+                 *TINY_FF_CLI, "--set", longer[0]]) == 0
     capsys.readouterr()
-    assert main(["unlearn", "--run", _config(extra=longer).run_id[:8], "--clients", "3",
+    assert main(["unlearn", "--run", ff_config(extra=longer).run_id[:8], "--clients", "3",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    forgot = _config(extra=[*longer, "federatedfactory.exclude_clients=3"])
+    forgot = ff_config(extra=[*longer, "federatedfactory.exclude_clients=3"])
     path = out / "runs/digits/federatedfactory" / f"{forgot.run_id}.json"
     after = json.loads(path.read_text())
     grid_after = np.array(Image.open(path.with_name(after["artifacts"]["samples"])))
@@ -131,6 +125,7 @@ def _forget_then_compare_with_never_had(tmp_path, monkeypatch, capsys):
     return printed, after, grid_after, never, artifacts["samples"]
 
 
+@pytest.mark.slow
 def test_unlearning_is_exact_and_never_reads_the_forgotten_images(tmp_path, monkeypatch,
                                                                    capsys):
     """The unlearned classifiers, metrics, diagnostics and sample grid are bitwise those of a
@@ -156,6 +151,7 @@ def test_unlearning_is_exact_and_never_reads_the_forgotten_images(tmp_path, monk
     assert u["modes"]["local"]["per_class_before"][3] > 0.05  # 4 of 37 images, then none
 
 
+@pytest.mark.slow
 def test_the_unlearning_proof_fails_when_forgotten_images_are_read(tmp_path, monkeypatch,
                                                                    capsys):
     """Plant the pitfall the proof is for (the diagnostics reading every client's training
@@ -174,12 +170,13 @@ def test_the_unlearning_proof_fails_when_forgotten_images_are_read(tmp_path, mon
     assert not np.array_equal(grid_never, grid_after)
 
 
+@pytest.mark.slow
 def test_forgetting_a_client_whose_classes_others_hold_forgets_no_class(tmp_path, capsys):
     out = tmp_path / "results"
     args = ["--splits", "dirichlet:1.0", "--set", "n_clients=3"]
     assert main(["run", "--methods", "federatedfactory", *args, "--out", str(out),
-                 *TINY_CLI]) == 0
-    run_id = _config("dirichlet:1.0", ["n_clients=3"]).run_id
+                 *TINY_FF_CLI]) == 0
+    run_id = ff_config("dirichlet:1.0", ["n_clients=3"]).run_id
     capsys.readouterr()
     assert main(["unlearn", "--run", run_id, "--clients", "0", "--out", str(out)]) == 0
     assert "(forgotten)" not in capsys.readouterr().out
@@ -190,31 +187,41 @@ def test_unlearn_rejects_bad_input(tmp_path, capsys):
     assert "no stored run with id 'ffff'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_unlearn_refuses_a_run_computed_by_other_code(tmp_path, capsys, monkeypatch):
     out = tmp_path / "results"
     assert main(["run", "--methods", "federatedfactory", "--splits", "silos", "--out", str(out),
-                 *TINY_CLI]) == 0
+                 *TINY_FF_CLI]) == 0
     capsys.readouterr()
+    # clients it does not have, or all of them: one line, exit 2, nothing trained
+    for clients, needle in (("99", "--clients: clients [99] do not exist"),
+                            (",".join(map(str, range(10))), "leaves out all 10 clients")):
+        assert main(["unlearn", "--run", ff_config().run_id, "--clients", clients,
+                     "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
     monkeypatch.setattr("bench.provenance.code_fingerprint", lambda method: "changed code")
-    assert main(["unlearn", "--run", _config().run_id, "--clients", "3", "--out", str(out)]) == 2
+    assert main(["unlearn", "--run", ff_config().run_id, "--clients", "3", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "computed by other code" in err[0]
 
 
+@pytest.mark.slow
 def test_works_under_dirichlet_and_iid(tmp_path):
     for split in ("dirichlet:0.5", "iid"):
-        record, _ = execute(_config(split, ["n_clients=3"]), torch.device("cpu"),
+        record, _ = execute(ff_config(split, ["n_clients=3"]), torch.device("cpu"),
                             cache_dir=tmp_path)
         assert sum(record["extra"]["synthetic_per_class"]) == 160
         assert record["metrics"]["variants"]["local"]["selected"]["accuracy"] is not None
 
 
+@pytest.mark.slow
 def test_a_part_task_and_the_run_hash_the_same_generator(tmp_path):
     """A generator trained as a part task (listed from data on the CPU) is the one the run
     looks for: the keys agree (both resize the client's images on the CPU)."""
     from bench.runner import Execution, pending_parts, perform_part
 
-    config = _config()
+    config = ff_config()
     execution = Execution(out=str(tmp_path))
     parts = pending_parts(config, execution, "cpu")
     assert len(parts) == 10
@@ -232,10 +239,10 @@ def test_runs_that_share_a_generator_name_the_same_part(tmp_path):
     from bench.runner import Execution, pending_parts
 
     execution = Execution(out=str(tmp_path))
-    base = _config()
+    base = ff_config()
     p = base.method_params
-    steps = _config(extra=[f"federatedfactory.sampler_steps={p['sampler_steps'] + 2}"])
-    longer = _config(extra=[f"federatedfactory.gen_images_seen={p['gen_images_seen'] * 2}"])
+    steps = ff_config(extra=[f"federatedfactory.sampler_steps={p['sampler_steps'] + 2}"])
+    longer = ff_config(extra=[f"federatedfactory.gen_images_seen={p['gen_images_seen'] * 2}"])
     parts = {c.run_id: pending_parts(c, execution, "cpu") for c in (base, steps, longer)}
     assert parts[base.run_id] == parts[steps.run_id]
     assert not set(parts[base.run_id]) & set(parts[longer.run_id])

@@ -6,46 +6,11 @@ calls, so these tests check each method's own arithmetic, both halves.
 """
 import pytest
 import torch
-from torch import nn
 
 from bench.methods.fedavg import FedAvg
 from bench.methods.fedprox import FedProx
 from bench.methods.scaffold import Scaffold, ScaffoldServer
-from bench.methods.training import LocalStats
-
-
-class Scalar(nn.Module):
-    def __init__(self, value=0.0):
-        super().__init__()
-        self.w = nn.Parameter(torch.tensor([value], dtype=torch.float64))
-
-
-def local_sgd(model, hooks, b, lr, steps):
-    p = model.w
-    for _ in range(steps):
-        p.grad = (p.detach() - b).clone()
-        hooks.adjust_gradients([p.detach()], [p.grad])
-        with torch.no_grad():
-            p -= lr * p.grad
-    return LocalStats(steps=steps, samples=steps, mean_loss=0.0)
-
-
-def one_round(method, clients, x, server, states, lr, steps, n_total, weights=None):
-    """Run one round over `clients` (list of b_i) and return (new global, server, states)."""
-    model = Scalar()
-    global_state = {"w": torch.tensor([x], dtype=torch.float64)}
-    if server is None:
-        server = method.init_server(model, global_state)
-    acc = method.start_round(global_state)
-    for i, b in enumerate(clients):
-        model.load_state_dict(global_state)
-        state = states.get(i) or method.init_client(global_state, server)
-        hooks = method.client_hooks(model, global_state, server, state)
-        stats = local_sgd(model, hooks, b, lr, steps)
-        msg, states[i] = method.client_message(model, global_state, server, state, hooks, stats, lr)
-        method.accumulate(acc, msg, (weights or [1] * len(clients))[i])
-    new, server = method.aggregate(acc, global_state, server, n_total)
-    return float(new["w"]), server, states
+from helpers import one_round
 
 
 def test_fedavg_weights_by_sample_count():
@@ -114,7 +79,7 @@ def _readme_example():
     import re
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     text = (ROOT / "README.md").read_text()
     block = re.search(r"```python\n(.*?class FedAvgM.*?)```", text, re.S).group(1)

@@ -26,8 +26,8 @@ from bench.methods.fednova import FedNova, aggregation_norm
 from bench.methods.fedavg import FedAvg
 from bench.methods.moon import contrastive_loss
 from bench.methods.training import LocalStats
-from conftest import tiny_overrides
-from test_methods_math import Scalar, local_sgd, one_round
+from helpers import tiny_overrides
+from helpers import Scalar, local_sgd, one_round
 
 
 # --- FedDyn ---------------------------------------------------------------------------------
@@ -146,6 +146,7 @@ def test_fedaws_positive_only_loss():
     assert float(two) == pytest.approx(((0.16 + 0.49) + (0.0 + 0.25)) / 2)
 
 
+@pytest.mark.slow
 def test_fedaws_without_spreadout_collapses_under_silos(tmp_path):
     """Under silos (one class per client) the class embeddings end farther apart with the
     spreadout step than without it."""
@@ -195,6 +196,7 @@ def test_dense_batch_norm_statistics():
     assert stats.loss() == 0.0  # read once
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["feddyn", "fednova", "moon", "fedaws", "fedcvae", "dense"])
 def test_peer_end_to_end(tmp_path, capsys, method):
     extra = {"fedcvae": ["--set", "fedcvae.vae_epochs=20", "--set", "fedcvae.classifier_epochs=5",
@@ -216,6 +218,7 @@ def test_peer_end_to_end(tmp_path, capsys, method):
     assert "1 already stored, 0 to run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fedcvae_unlearning_is_exact(tmp_path, capsys):
     """`bench unlearn` forgets a FedCVAE-Ens client: the result is bitwise the run that never
     had it (a run from scratch with exclude_clients), and the client's class is forgotten."""

@@ -11,7 +11,7 @@ from bench.cli import main
 from bench.methods.provenance import (DATASETS_DIR, METHODS_DIR, files_fingerprint,
                                       method_fingerprint, source_fingerprint)
 from bench.methods.registry import METHODS
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 
 
 def test_fingerprint_ignores_comments_and_docstrings_not_code(tmp_path):
@@ -97,14 +97,15 @@ def test_run_recomputes_stale_records_and_tables_mark_kept_ones(tmp_path, edited
     assert provenance.STALE_MARK not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_change_to_the_generator_code_misses_the_generator_cache(tmp_path, monkeypatch):
     import torch
-    from test_federatedfactory import _config
+    from helpers import ff_config
 
     from bench.runner import execute
 
-    execute(_config(), torch.device("cpu"), cache_dir=tmp_path)
-    again, _ = execute(_config(), torch.device("cpu"), cache_dir=tmp_path)
+    execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
+    again, _ = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
     assert {e["cache"] for e in again["extra"]["modules"]} == {"hit"}
     copy = tmp_path / "source" / "federatedfactory"
     shutil.copytree(METHODS_DIR / "federatedfactory", copy,
@@ -114,10 +115,11 @@ def test_a_change_to_the_generator_code_misses_the_generator_cache(tmp_path, mon
                                            "layers_per_block=p.gen_layers_per_block + 0"))
     monkeypatch.setattr(ff_method, "files_fingerprint",
                         lambda names, folder: files_fingerprint(names, copy))
-    edited, _ = execute(_config(), torch.device("cpu"), cache_dir=tmp_path)
+    edited, _ = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
     assert {e["cache"] for e in edited["extra"]["modules"]} == {"miss"}
 
 
+@pytest.mark.slow
 def test_generators_trained_with_other_cpu_threads_are_not_reused(tmp_path):
     """CPU float rounding depends on torch's thread count (a generator trained with 2 threads
     differs from one trained with 1 by about 1e-5 after ten steps), so the generator and sample
@@ -125,19 +127,19 @@ def test_generators_trained_with_other_cpu_threads_are_not_reused(tmp_path):
     and its record is the one an empty cache gives. Pitfall: a cache keyed on the settings and
     the code alone makes a record depend on what the cache happened to hold."""
     import torch
-    from test_federatedfactory import _config
+    from helpers import ff_config
 
     from bench.runner import execute
 
     cpu, before = torch.device("cpu"), torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        fresh, _ = execute(_config(), cpu, cache_dir=tmp_path / "empty")
+        fresh, _ = execute(ff_config(), cpu, cache_dir=tmp_path / "empty")
         torch.set_num_threads(2)
-        execute(_config(), cpu, cache_dir=tmp_path / "shared")
+        execute(ff_config(), cpu, cache_dir=tmp_path / "shared")
         torch.set_num_threads(1)
-        after, _ = execute(_config(), cpu, cache_dir=tmp_path / "shared")
-        again, _ = execute(_config(), cpu, cache_dir=tmp_path / "shared")
+        after, _ = execute(ff_config(), cpu, cache_dir=tmp_path / "shared")
+        again, _ = execute(ff_config(), cpu, cache_dir=tmp_path / "shared")
     finally:
         torch.set_num_threads(before)
     assert {e["cache"] for e in after["extra"]["modules"]} == {"miss"}

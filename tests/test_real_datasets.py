@@ -12,7 +12,7 @@ from bench.cli import main
 from bench.datasets.base import DataError
 from bench.datasets.registry import get_entry, load_dataset
 from bench.methods.data import AUGMENTATIONS
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 
 
 def write_medmnist(path, n=(40, 10, 12), size=28, channels=1, classes=2, seed=0):
@@ -164,6 +164,27 @@ def test_end_to_end_on_every_format(tmp_path, capsys):
     assert str(npz) in shown and "(in the package)" not in shown
 
 
+@pytest.mark.slow
+def test_report_of_the_users_data_draws_its_figures_in_the_report_folder(tmp_path):
+    """Figure names come from the store's short folder name: a name built from
+    `npz:/abs/path.npz` escaped the report folder, and the sample grid of a user's dataset was
+    looked for under a path the store never writes (and silently skipped)."""
+    from helpers import TINY_FF_CLI
+
+    npz = tmp_path / "mine.npz"
+    write_medmnist(npz, n=(60, 20, 20), size=8)
+    out = tmp_path / "out"
+    assert main(["run", "--datasets", f"npz:{npz}", "--methods", "fedavg,federatedfactory",
+                 "--splits", "silos", "--scale", "cpu", "--out", str(out),
+                 *tiny_overrides(), *TINY_FF_CLI]) == 0
+    assert main(["report", "--out", str(out)]) == 0
+    (folder,) = [p.name for p in (out / "runs").iterdir()]
+    figures = {p.name for p in (out / "report" / "figures").glob("*.png")}
+    assert f"{folder}_silos_s0_samples.png" in figures, figures
+    assert f"{folder}_silos_accuracy.png" in figures
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.pdf"))
+
+
 @pytest.mark.parametrize("keys,needle", [
     (("val_images",), "has 'val_images' but no 'val_labels'"),
     (("val_labels",), "has 'val_labels' but no 'val_images'"),
@@ -190,6 +211,7 @@ def test_user_npz_labels_must_be_class_indices(tmp_path):
         load_dataset(f"npz:{tmp_path / 'mine.npz'}")
 
 
+@pytest.mark.slow
 def test_all_dry_run_lists_the_paper_grid(capsys):
     assert main(["run", "--all", "--dry-run"]) == 0
     import json
@@ -265,3 +287,36 @@ def test_isic2019_prepare_load_and_natural_split(tmp_path, capsys):
 def test_natural_split_needs_a_dataset_with_centers(capsys):
     assert main(["run", "--splits", "natural", "--methods", "fedavg", "--dry-run"]) == 2
     assert "no natural clients" in capsys.readouterr().err
+
+
+def test_a_mistyped_label_is_a_one_line_error_not_a_million_classes(tmp_path, capsys):
+    """One train label of 1,000,000 among 0/1 (a typo) used to make the suite infer 1,000,001
+    classes, and `bench run --methods centralized` grew to 24 GB before the OOM killer ended
+    it. Labels are checked on load: 0..C-1 with every class in training."""
+    arrays = write_medmnist(tmp_path / "mine.npz", classes=2, n=(30, 6, 9), size=8)
+    train = arrays["train_labels"].astype(np.int64)
+    train[7] = 1_000_000
+    np.savez(tmp_path / "mine.npz", **{**arrays, "train_labels": train})
+    rc = main(["run", "--datasets", f"npz:{tmp_path / 'mine.npz'}", "--methods", "centralized",
+               "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "1000000 (1 image)" in err and "999998 classes have no training image" in err
+    assert not (tmp_path / "out" / "runs").exists()
+    # test labels outside the training classes
+    np.savez(tmp_path / "mine.npz", **{**arrays, "test_labels": arrays["test_labels"] + 1})
+    with pytest.raises(DataError, match=r"test labels \[2\] are not among the training"):
+        load_dataset(f"npz:{tmp_path / 'mine.npz'}")
+
+
+def test_an_image_folder_with_an_empty_class_is_an_error(tmp_path):
+    for split in ("train", "test"):
+        for cls in ("a", "b", "c"):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            if split == "train" and cls == "c":
+                continue
+            for i in range(4):
+                Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(folder / f"{i}.png")
+    with pytest.raises(DataError, match="every class needs training images"):
+        load_dataset(f"folder:{tmp_path}")

@@ -1,5 +1,6 @@
 """Tables, figures and checks on small synthetic records (no training)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +77,7 @@ def store(tmp_path):
     return s
 
 
+@pytest.mark.slow
 def test_report_writes_tables_and_figures(store, capsys):
     assert main(["report", "--out", str(store.root)]) == 0
     out = capsys.readouterr().out
@@ -331,3 +333,28 @@ def test_cross_environment_tolerance_is_the_measured_spread_times_one_and_a_half
     assert any("threads" in s for s in cross["spread_from"])
     with pytest.raises(Exception, match="no run of the grid computed under other numerics"):
         cross_environment(cells, [rec], [RecordStore(tmp_path / "empty")])
+
+
+@pytest.mark.slow
+def test_references_are_package_data_not_output(tmp_path):
+    """The references ship inside the package (bench/references/): deleting a results folder
+    never deletes them, and a non-editable install (the built wheel) can still check."""
+    import subprocess
+    import sys
+    import zipfile
+    from importlib.resources import files
+
+    from bench.report.check import REFERENCE_DIR
+
+    assert REFERENCE_DIR == Path(str(files("bench") / "references"))
+    names = {"smoke.json", "sensitivity.json", "pneumonia.json", "science.json", "peers.json",
+             "paper.json"}
+    assert names <= {p.name for p in REFERENCE_DIR.iterdir()}
+    root = REFERENCE_DIR.parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(root)], check=True, capture_output=True,
+                   timeout=300)
+    (wheel,) = tmp_path.glob("flbench-*.whl")
+    packed = {Path(n).name for n in zipfile.ZipFile(wheel).namelist()
+              if n.startswith("bench/references/")}
+    assert names <= packed

@@ -74,6 +74,7 @@ def untrained(tmp_path_factory):
     return _quality(UNTRAINED, tmp_path_factory.mktemp("untrained"))
 
 
+@pytest.mark.slow
 def test_untrained_generators_are_flagged(untrained):
     q = untrained
     assert q["reference"]["test_balanced_accuracy"] > 0.9  # the instrument itself works
@@ -84,6 +85,7 @@ def test_untrained_generators_are_flagged(untrained):
     assert "close to chance" in verdict(q)
 
 
+@pytest.mark.slow
 def test_trained_generators_on_digits_are_not_flagged(tmp_path, untrained):
     q = _quality(TRAINED, tmp_path)
     assert q["relative"] > 0.6 and not q["useless"]
@@ -91,6 +93,7 @@ def test_trained_generators_on_digits_are_not_flagged(tmp_path, untrained):
     assert q["frechet_ratio"] < untrained["frechet_ratio"]
 
 
+@pytest.mark.slow
 def test_a_run_with_useless_generators_says_so_at_its_end(tmp_path, capsys):
     out = str(tmp_path / "results")
     args = [x for item in UNTRAINED for x in ("--set", item)]

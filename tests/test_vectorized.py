@@ -14,7 +14,7 @@ from bench.methods.models import build_model
 from bench.methods.scaffold import ControlVariateHooks
 from bench.methods.training import TrainHooks, train_local
 from bench.methods.vectorized import train_clients
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 
 CFG = TrainConfig(batch_size=32, momentum=0.9, weight_decay=1e-3)
 # uneven clients: partial last batches, a merged single-sample tail (65 = 2 x 32 + 1), and
@@ -70,6 +70,7 @@ F64 = (torch.float64, dict(rtol=1e-10, atol=1e-12))
     *[("cnn", *F64, kind) for kind in ("fedavg", "fedprox", "scaffold")],
     ("resnet18", *F64, "scaffold"),
 ])
+@pytest.mark.slow
 def test_vectorised_equals_loop(model_name, dtype, tol, kind):
     data, lr = _data(dtype), 0.05
     torch.manual_seed(0)

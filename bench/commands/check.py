@@ -10,7 +10,7 @@ from .common import csv, out_option, say
 def add_parser(sub) -> None:
     chk = sub.add_parser("check", help="compare stored results with a reference, cell by cell")
     chk.add_argument("--reference", default="smoke",
-                     help="a name under results/reference/ (smoke, sensitivity, science, "
+                     help="a name under bench/references/ (smoke, sensitivity, science, "
                           "pneumonia, paper) or a .json path")
     chk.add_argument("--datasets", type=csv, help="check only these datasets' cells and claims")
     chk.add_argument("--make-reference", metavar="PATH",

@@ -21,6 +21,7 @@ def main(args) -> int:
 
 
 def _report(args) -> int:
+    from ..store import RecordStore
     from ..datasets.files import write_text
     from ..report.figures import all_figures
     from ..report.tables import (
@@ -46,7 +47,7 @@ def _report(args) -> int:
     quality = quality_markdown(quality_frame(records))
     if quality:
         write_text(folder / "sample_quality.md", quality)
-    figures = all_figures(records, Path(args.out) / "runs", folder / "figures")
+    figures = all_figures(records, RecordStore(args.out, warn=say), folder / "figures")
     print(markdown(summary, args.metrics) + (f"\n{quality}" if quality else ""))
     warn_useless_samples(records)
     say(f"{len(records)} runs -> {folder}/tables.md, tables.tex, summary.csv"

@@ -68,9 +68,9 @@ def main(args) -> int:
         for c in configs:
             line = {"run_id": c.run_id, **c.to_dict()}
             method = build_method(c.method, c.method_params)
-            if hasattr(method, "summary"):  # what the method resolves to at this data shape
-                line["summary"] = method.summary(get_entry(c.dataset).info.channels,
-                                                 c.resolution)
+            summary = method.summary(get_entry(c.dataset).info.channels, c.resolution)
+            if summary is not None:  # what the method resolves to at this data shape
+                line["summary"] = summary
             print(json.dumps(line, sort_keys=True))
         print(f"{len(configs)} runs (dry run: nothing executed)", file=sys.stderr)
         return 0
@@ -82,7 +82,7 @@ def main(args) -> int:
         Execution(args.out, args.device, args.data_root, threads, args.clients_at_once,
                   started=time.time()))
     if execution.clients_at_once > 1 and any(
-            c.train.norm == "batch" and getattr(METHODS[c.method], "vectorises_clients", False)
+            c.train.norm == "batch" and METHODS[c.method].vectorises_clients
             for c in configs):
         raise ConfigError("--clients-at-once > 1 cannot vectorise batch norm; use "
                           "--set norm=group (or none), or --clients-at-once 1")

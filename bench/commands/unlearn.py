@@ -34,7 +34,8 @@ def main(args) -> int:
     if is_stale(before):  # its numbers are not this code's: a comparison would mislead
         raise UsageError(f"run {before['run_id']} was computed by other code than the current "
                          f"one; recompute it first with `python -m bench run` (same options)")
-    config = forget_config(RunConfig.from_dict(before["config"]), clients)
+    config = forget_config(RunConfig.from_dict(before["config"]), clients,
+                           len(before["split"]["client_sizes"]))
     device = pick_device(args.device)
     threads = before["environment"].get("torch_threads")
     if device.type == "cpu" and threads:

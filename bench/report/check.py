@@ -1,4 +1,4 @@
-"""Checks of stored results against a reference (`results/reference/<name>.json`).
+"""Checks of stored results against a reference (`bench/references/<name>.json`).
 
 A reference is one of three layers:
 
@@ -42,7 +42,7 @@ from ..methods.numerics import Numerics
 from ..provenance import is_stale
 from .tables import records_frame, summarise
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "references"  # package data
 KEY = ("dataset", "split", "method", "metric")
 LAYERS = ("tripwire", "science", "published")
 TRIPWIRE_METRICS = ("accuracy", "auroc", "round")

@@ -311,37 +311,42 @@ def _tag(split: str) -> str:
     return split.replace(":", "_").replace("=", "").replace(".", "p")
 
 
-def all_figures(records: list[dict], runs_root: Path, out: Path,
+def all_figures(records: list[dict], store, out: Path,
                 metrics=("accuracy", "auroc")) -> list[Path]:
-    """Every figure the stored records allow, under `out`."""
+    """Every figure the stored records allow, under `out`; `store`: the RecordStore that holds
+    them (their images lie beside them, wherever the store puts a dataset's records)."""
+    from ..config import RunConfig
+    from ..datasets.registry import folder_name
+
     from .tables import records_frame
 
     frame = records_frame(records)
     written: list[Path] = []
     for dataset in sorted(frame["dataset"].unique()):
+        name = folder_name(dataset)  # a file name even for `npz:/abs/path.npz`
         for metric in metrics:
             written += heterogeneity(frame, dataset, metric,
-                                     out / f"{dataset}_heterogeneity_{metric}")
-            written += silos_bars(frame, dataset, metric, out / f"{dataset}_silos_{metric}")
+                                     out / f"{name}_heterogeneity_{metric}")
+            written += silos_bars(frame, dataset, metric, out / f"{name}_silos_{metric}")
         splits = sorted({r["config"]["split"] for r in records
                          if r["config"]["dataset"] == dataset} - {NO_SPLIT}, key=split_order)
         for split in splits:
             tag = _tag(split)
             written += convergence(records, dataset, split, "accuracy",
-                                   out / f"{dataset}_{tag}_convergence")
+                                   out / f"{name}_{tag}_convergence")
             first = next((r for r in sorted(records, key=lambda r: r["config"]["seed"])
                           if r["config"]["dataset"] == dataset and r["config"]["split"] == split),
                          None)
             if first is not None:
-                written += label_distribution(first, out / f"{dataset}_{tag}_labels")
-            written += generator_sweep(records, dataset, split, out / f"{dataset}_{tag}_generator")
+                written += label_distribution(first, out / f"{name}_{tag}_labels")
+            written += generator_sweep(records, dataset, split, out / f"{name}_{tag}_generator")
     for r in records:
         c = r["config"]
-        tag = f"{c['dataset']}_{_tag(c['split'])}_s{c['seed']}"
+        tag = f"{folder_name(c['dataset'])}_{_tag(c['split'])}_s{c['seed']}"
         samples = r.get("artifacts", {}).get("samples")
         excluded = c["method_params"].get("exclude_clients")
         if samples and not excluded:
-            image = runs_root / c["dataset"] / c["method"] / samples
+            image = store.path(RunConfig.from_dict(c)).with_name(samples)
             if image.exists():
                 written += sample_grid(r, image, out / f"{tag}_samples")
         if "unlearning" in r:

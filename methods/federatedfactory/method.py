@@ -99,6 +99,7 @@ class FederatedFactory(MethodBase):
     name = "federatedfactory"
     uses_split = True
     unlearns = True  # `bench unlearn` can forget a client (exclude_clients)
+    has_parts = True  # its generators: parts(), do_part(), part_done()
     Params = FFParams
     PRESETS = PRESETS
 

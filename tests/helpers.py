@@ -1,0 +1,64 @@
+"""What several test modules share: paths, tiny run settings and the analytic scalar model.
+Test modules import from here, never from each other or from conftest (which holds fixtures)."""
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench.config import parse_overrides, resolve
+from bench.methods.training import LocalStats
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def tiny_overrides(rounds: int = 2, local_epochs: int = 1) -> list[str]:
+    """--set values that make a digits run take about a second."""
+    return ["--set", f"rounds={rounds}", "--set", f"local_epochs={local_epochs}"]
+
+
+# FederatedFactory in seconds: generators that see 128 images, 16 samples per class
+TINY_FF = ["federatedfactory.gen_images_seen=128", "federatedfactory.samples_per_class=16",
+           "federatedfactory.sampler_steps=3", "federatedfactory.classifier_epochs=2"]
+TINY_FF_CLI = [x for item in TINY_FF for x in ("--set", item)]
+
+
+def ff_config(split="silos", extra=(), seed=0):
+    """A tiny FederatedFactory run on digits."""
+    return resolve("digits", "federatedfactory", split, seed, parse_overrides([*TINY_FF, *extra]))
+
+
+# --- the analytic model of tests/test_methods_math.py and tests/test_peers.py: each client's
+# loss is f_i(w) = (w - b_i)^2 / 2, trained by plain SGD through the method's own hooks ------
+class Scalar(nn.Module):
+    def __init__(self, value=0.0):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([value], dtype=torch.float64))
+
+
+def local_sgd(model, hooks, b, lr, steps):
+    p = model.w
+    for _ in range(steps):
+        p.grad = (p.detach() - b).clone()
+        hooks.adjust_gradients([p.detach()], [p.grad])
+        with torch.no_grad():
+            p -= lr * p.grad
+    return LocalStats(steps=steps, samples=steps, mean_loss=0.0)
+
+
+def one_round(method, clients, x, server, states, lr, steps, n_total, weights=None):
+    """Run one round over `clients` (list of b_i) and return (new global, server, states)."""
+    model = Scalar()
+    global_state = {"w": torch.tensor([x], dtype=torch.float64)}
+    if server is None:
+        server = method.init_server(model, global_state)
+    acc = method.start_round(global_state)
+    for i, b in enumerate(clients):
+        model.load_state_dict(global_state)
+        state = states.get(i) or method.init_client(global_state, server)
+        hooks = method.client_hooks(model, global_state, server, state)
+        stats = local_sgd(model, hooks, b, lr, steps)
+        msg, states[i] = method.client_message(model, global_state, server, state, hooks, stats, lr)
+        method.accumulate(acc, msg, (weights or [1] * len(clients))[i])
+    new, server = method.aggregate(acc, global_state, server, n_total)
+    return float(new["w"]), server, states
