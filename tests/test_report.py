@@ -339,6 +339,7 @@ def test_cross_environment_tolerance_is_the_measured_spread_times_one_and_a_half
 def test_references_are_package_data_not_output(tmp_path):
     """The references ship inside the package (bench/references/): deleting a results folder
     never deletes them, and a non-editable install (the built wheel) can still check."""
+    import shutil
     import subprocess
     import sys
     import zipfile
@@ -350,9 +351,14 @@ def test_references_are_package_data_not_output(tmp_path):
     names = {"smoke.json", "sensitivity.json", "pneumonia.json", "science.json", "peers.json",
              "paper.json"}
     assert names <= {p.name for p in REFERENCE_DIR.iterdir()}
-    root = REFERENCE_DIR.parents[1]
+    # built from a copy: setuptools writes build/ beside the source it builds
+    root, source = REFERENCE_DIR.parents[1], tmp_path / "source"
+    for part in ("bench", "methods", "datasets"):
+        shutil.copytree(root / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(root / part, source / part)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(root)], check=True, capture_output=True,
+                    "-q", "-w", str(tmp_path), str(source)], check=True, capture_output=True,
                    timeout=300)
     (wheel,) = tmp_path.glob("flbench-*.whl")
     packed = {Path(n).name for n in zipfile.ZipFile(wheel).namelist()

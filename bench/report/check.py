@@ -16,7 +16,8 @@ A reference is one of three layers:
     under other numerics (measured with `--spread-from` and committed), and the selected
     round not compared with the reference's but checked as an invariant that holds on any
     machine: it carries the best validation score of its curve under the selection's tie
-    rule (`selected_round_is_validation_best`). Rounding alone never fails it.
+    rule (`selected_round_is_validation_best`). Rounding within the measured spread does
+    not fail it.
   Both rules check the invariant. Any change in behaviour in the pinned environment fails;
   `--make-reference` accepts an intended change and prints what moved.
 - `science`: the paper's claims as orderings of two cells with a margin, each side the mean
