@@ -21,7 +21,9 @@ Per class c:
 
   from c's synthetic images to c's real training images (`frechet`), beside the same from c's
   real test images (`frechet_real`: what fresh real images of c score). Both sides use the same
-  number of images, c's test count, since the estimate's bias depends on it.
+  number of images, the smaller of c's synthetic and test counts (`n`), evenly spread over
+  each, since the estimate's bias grows as the sample shrinks: a class with fewer synthetic
+  than test images would otherwise look worse than it is.
 
 Summary: `recognisability`, the mean over classes of `recognised`; `relative` = (recognisability
 - chance) / (reference test accuracy - chance): 0 is chance, 1 as recognisable as real test
@@ -68,6 +70,19 @@ def frechet(a: torch.Tensor, b: torch.Tensor) -> float | None:
         return None
     a, b = a.double(), b.double()
     return frechet_from_moments(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))
+
+
+def _evenly(x: torch.Tensor, n: int) -> torch.Tensor:
+    """`n` rows of `x` spread evenly over it (synthetic images are stored holder by holder)."""
+    return x[torch.arange(n) * len(x) // n] if len(x) > n else x
+
+
+def class_frechet(synth: torch.Tensor, test: torch.Tensor, train: torch.Tensor) -> dict:
+    """One class's Frechet distances to its real training features, of its synthetic and of
+    its real test features, both from the same number of rows `n` (module docstring)."""
+    n = min(len(synth), len(test))
+    return {"frechet": frechet(_evenly(synth, n), train),
+            "frechet_real": frechet(_evenly(test, n), train), "n": n}
 
 
 def reference_classifier(data: DeviceData, indices: torch.Tensor, streams: Streams,
@@ -122,14 +137,10 @@ def sample_quality(data: DeviceData, real_indices: torch.Tensor, synth_x: torch.
     f_test, f_synth = _features(model, data, data.x_test), _features(model, data, synth_x)
     classes = {}
     for c in range(n_classes):
-        n = int((y_test == c).sum())
-        ref, mine = f_train[y_train == c], f_synth[torch.from_numpy(y_synth == c)]
-        # n of c's synthetic images spread evenly over its holders' shares (stored in order)
-        if n and len(mine) > n:
-            mine = mine[torch.arange(n) * len(mine) // n]
-        classes[str(c)] = {
-            "recognised": synth[c], "real_recognised": real[c], "frechet": frechet(mine, ref),
-            "frechet_real": frechet(f_test[torch.from_numpy(y_test == c)], ref)}
+        classes[str(c)] = {"recognised": synth[c], "real_recognised": real[c],
+                           **class_frechet(f_synth[torch.from_numpy(y_synth == c)],
+                                           f_test[torch.from_numpy(y_test == c)],
+                                           f_train[y_train == c])}
     chance = 1.0 / n_classes
     known = [c for c in range(n_classes) if synth[c] is not None and real[c] is not None]
     recognisability = float(np.mean([synth[c] for c in known])) if known else None

@@ -231,3 +231,21 @@ def test_cpu_scale_gives_colour_data_the_colour_preset(capsys):
                  "federatedfactory", "--dry-run"]) == 0
     grey = json.loads(capsys.readouterr().out.strip())
     assert grey["method_params"]["preset"] == "cpu" and grey["method_params"]["gen_resolution"] == 0
+
+
+def test_list_shows_whole_descriptions_and_a_methods_set_keys(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    fednova = next(line for line in out.splitlines() if line.strip().startswith("fednova"))
+    assert fednova.rstrip().endswith("with momentum).")  # its first sentence, not cut
+    assert main(["list", "--params", "federatedfactory"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "--set federatedfactory.KEY=VALUE; defaults of preset 'cpu'" in lines[0]
+    keys = {line.split("=")[0].strip(): line for line in lines[1:]}
+    assert "12800" in keys["gen_images_seen"] and "named settings: cpu" in keys["preset"]
+    assert "left out (unlearning)" in keys["exclude_clients"]
+    assert main(["list", "--params", "fedprox"]) == 0
+    assert "mu=0.01  weight of the proximal term" in capsys.readouterr().out
+    assert main(["list", "--params", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "valid choices: centralized" in err

@@ -7,7 +7,8 @@ Pitfalls of other implementations named here:
   ours is real and finite for rank-deficient covariances by construction;
 - a Frechet distance is biased by the number of images: comparing synthetic images (300 per
   class) with real test images (tens per class) at their own counts flatters the larger set,
-  so both sides are measured at the test count.
+  so both sides are measured at the smaller of the two counts (a class with fewer synthetic
+  than test images included).
 """
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from bench.cli import main
 from bench.config import parse_overrides, resolve
 from bench.methods.sample_quality import (
     USELESS_BELOW,
+    class_frechet,
     frechet,
     frechet_from_moments,
     verdict,
@@ -60,6 +62,25 @@ def test_frechet_stays_real_and_finite_with_fewer_samples_than_features():
     d = frechet(a, b)
     assert np.isfinite(d) and d > 0
     assert frechet(a[:1], b) is None  # one image has no covariance
+
+
+def test_synthetic_and_real_sides_are_measured_at_the_same_size():
+    """Synthetic features drawn from the real distribution itself, 8 of them against 60 test
+    images: at equal n the ratio sits near 1, as it must for a perfect generator; measured at
+    their own counts (8 against 60), the smaller synthetic side looks far worse."""
+    gen = torch.Generator().manual_seed(0)
+    equal, unequal = [], []
+    for _ in range(20):
+        train, test, synth = (torch.randn(k, 16, generator=gen) for k in (400, 60, 8))
+        d = class_frechet(synth, test, train)
+        assert d["n"] == 8
+        equal.append(d["frechet"] / d["frechet_real"])
+        unequal.append(frechet(synth, train) / frechet(test, train))
+    assert 0.75 < np.median(equal) < 1.33, np.median(equal)
+    assert np.median(unequal) > 2, np.median(unequal)  # the pitfall, for the record
+    more = class_frechet(torch.randn(300, 16, generator=gen), torch.randn(36, 16, generator=gen),
+                         torch.randn(400, 16, generator=gen))
+    assert more["n"] == 36  # the usual case: the test count
 
 
 def _quality(overrides, cache):

@@ -1,25 +1,32 @@
-"""`python -m bench list`: registered methods, datasets, splits and grids."""
+"""`python -m bench list`: registered methods, datasets, splits and grids; `--params METHOD`:
+a method's `--set` keys with their defaults and what each does."""
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 
 from ..protocol import GRIDS
+from .common import UsageError
 
 
 def add_parser(sub) -> None:
-    sub.add_parser("list", help="registered methods, datasets and splits")
+    lst = sub.add_parser("list", help="registered methods, datasets, splits and grids")
+    lst.add_argument("--params", metavar="METHOD",
+                     help="METHOD's --set keys (METHOD.KEY=VALUE) with their defaults and a "
+                          "line on each")
 
 
 def main(args) -> int:
+    if args.params:
+        return _params(args.params)
     from ..datasets.registry import all_entries
     from ..datasets.splits import SPLITS, _usage
-    from ..methods.registry import METHODS, method_params
+    from ..methods.registry import METHODS
 
-    print("methods:")
+    print("methods (`python -m bench list --params METHOD` for a method's --set keys):")
     for name, cls in METHODS.items():
-        params = ", ".join(f"{k}={v}" for k, v in method_params(name).items())
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        print(f"  {name:12s} {doc[0] if doc else ''}{f'  [{params}]' if params else ''}")
+        print(f"  {name:16s} {_summary(sys.modules[cls.__module__].__doc__)}")
     print("datasets (MedMNIST also as NAME_64, NAME_128, NAME_224; your own as npz:PATH or "
           "folder:PATH; `python -m bench data` shows what is present):")
     for name, entry in all_entries().items():
@@ -34,3 +41,46 @@ def main(args) -> int:
     for name, grid in GRIDS.items():
         print(f"  {name:12s} {grid.description}")
     return 0
+
+
+def _summary(doc: str | None) -> str:
+    """A docstring's first paragraph on one line (its first sentence may span lines)."""
+    first = (doc or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in first.splitlines())
+
+
+def _params(method: str) -> int:
+    from ..methods.registry import METHODS, method_params
+
+    if method not in METHODS:
+        raise UsageError(f"--params {method!r}: valid choices: {', '.join(METHODS)}")
+    cls = METHODS[method]
+    values, notes = method_params(method), field_notes(cls.Params)
+    if cls.PRESETS:
+        notes["preset"] = f"named settings: {', '.join(cls.PRESETS)}"
+    preset = f"; defaults of preset {values['preset']!r}" if "preset" in values else ""
+    if not values:
+        print(f"{method} has no --set keys of its own (the shared ones: `python -m bench run "
+              f"--help`)")
+        return 0
+    print(f"{method} (--set {method}.KEY=VALUE{preset}):")
+    width = max(len(f"{k}={v}") for k, v in values.items())
+    for key, value in values.items():
+        print(f"  {f'{key}={value}':{width}s}  {notes.get(key, '')}".rstrip())
+    return 0
+
+
+def field_notes(params_cls: type) -> dict[str, str]:
+    """Each field's comment in the Params dataclass's source: the one on its line, else the
+    comment lines just above it."""
+    notes, above = {}, []
+    for line in inspect.getsource(params_cls).splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("# "))
+            continue
+        field = re.match(r"(\w+)\s*:[^=]*=[^#]*(?:#\s*(.*))?$", stripped)
+        if field:
+            notes[field.group(1)] = field.group(2) or " ".join(above)
+        above = []
+    return notes
