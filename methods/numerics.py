@@ -29,6 +29,7 @@ says so and applies its cross-environment rule (bench/report/check.py).
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -58,6 +59,7 @@ def pin_environment(environ=os.environ) -> None:
         _pinned_before_torch = inherited or "torch" not in sys.modules
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_caches() -> str | None:
     """Per-core L1 data and L2 cache sizes of CPU 0 (Linux), e.g. "L1d 32K, L2 1024K"."""
     sizes = {}

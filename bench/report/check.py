@@ -486,8 +486,9 @@ def _measured_elsewhere(other, cell: dict, ours: Numerics) -> tuple[float | None
         if theirs is None or numerics == ours:
             return None, ""
         env = "; ".join(ours.differences(numerics)) if numerics else "numerics not recorded"
+        torch = numerics.torch if numerics else made.get("torch")  # older references: top level
         return theirs["expected"], (f"reference made on {made.get('cpu_model')} with torch "
-                                    f"{made.get('torch')} ({env})")
+                                    f"{torch} ({env})")
     method, variant = split_method(cell["method"])
     record = other.load_id(cell["dataset"], method, cell["run_id"])
     if record is None or is_stale(record):
