@@ -1,5 +1,5 @@
 """Command line: `python -m bench COMMAND`, one module per command in `bench/commands/`:
-run, estimate, table, report, check, unlearn, data, prepare, list.
+run, status, estimate, table, report, check, unlearn, data, prepare, list.
 
 Every bad option or value ends with one line on stderr that says what to do, and exit code 2.
 """
@@ -8,8 +8,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import (check, data, estimate, listing, prepare, report, run, table,
-                       unlearn)
+from .commands import (
+    check,
+    data,
+    estimate,
+    experiment,
+    listing,
+    prepare,
+    report,
+    run,
+    status,
+    table,
+    unlearn,
+)
 from .commands.common import UsageError
 from .config import ConfigError
 from .datasets.base import DataError
@@ -17,7 +28,8 @@ from .store import CorruptRecord
 
 EXIT_BAD_INPUT = 2
 COMMANDS = {"run": run, "estimate": estimate, "table": table, "report": report, "check": check,
-            "unlearn": unlearn, "data": data, "prepare": prepare, "list": listing}
+            "unlearn": unlearn, "data": data, "prepare": prepare, "list": listing,
+            "status": status}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "config", None):  # the file's options first, the command line's after
+            argv = list(sys.argv[1:] if argv is None else argv)
+            at = argv.index(args.command) + 1
+            tokens = experiment.read(args.config, args.command_parser)
+            args = parser.parse_args([*argv[:at], *tokens, *argv[at:]])
         return COMMANDS[args.command].main(args)
     except (UsageError, ConfigError, DataError, CorruptRecord) as e:
         print(f"bench: error: {e}", file=sys.stderr)

@@ -25,8 +25,8 @@ from .config import NO_SPLIT, RunConfig
 from .datasets.base import DataError
 from .datasets.registry import get_entry
 from .methods.federatedfactory.network import build_unet, generator_resolution
-from .methods.federatedfactory.sampler import network_evaluations
 from .methods.federatedfactory.params import FFParams
+from .methods.federatedfactory.sampler import network_evaluations
 from .methods.models import build_model
 from .methods.registry import METHODS, method_params
 from .methods.weight_averaging import WeightAveraging
@@ -80,7 +80,7 @@ def sizes_and_labels(dataset: str, data_root: str | None = None):
                     f"(`python -m bench data`)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def classifier_flops(model: str, channels: int, n_classes: int, resolution: int, norm: str,
                      train: bool) -> float:
     """FLOPs per image of the classifier: forward, or forward + backward."""
@@ -89,7 +89,7 @@ def classifier_flops(model: str, channels: int, n_classes: int, resolution: int,
     return _per_image(build, lambda m, x: m(x), (channels, resolution, resolution), train)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def unet_flops(p: FFParams, channels: int, resolution: int, train: bool) -> float:
     def build():
         return build_unet(p, channels, resolution)
@@ -264,3 +264,78 @@ def summarise(costs: list[PhaseCost], tflops: float, gpus: int):
               "by_phase": frame.groupby("phase")["gpu_hours"].sum()
               .sort_values(ascending=False).to_dict()}
     return table, totals
+
+
+# --- the guard of `bench run`: no multi-day run started by accident ---------------------
+ASSUMED_GPU_TFLOPS = 100.0  # `bench estimate --tflops`'s default: sustained, one GPU
+FASTEST_CPU = 5e12  # FLOP/s: no CPU sustains this on these networks (a bound, not a rate)
+
+
+@dataclass
+class Forecast:
+    hours: float  # wall time of the selection on this machine's device
+    runs: int
+    longest: str  # the longest run's label
+    longest_hours: float
+    rate: str  # the rate it was computed with, in words
+
+    def line(self, limit: float) -> str:
+        return (f"this selection of {self.runs} runs would take about {_hours(self.hours)} on "
+                f"{self.rate}, over the {limit:g} h limit (longest run: {self.longest}, "
+                f"{_hours(self.longest_hours)}); use --scale cpu for the reduced protocol, "
+                f"narrow it (--methods, --datasets, --seeds), or add --yes to start it anyway")
+
+
+def forecast(configs: list[RunConfig], device_type: str, gpus: int = 1,
+             data_root: str | None = None, limit_hours: float | None = None
+             ) -> Forecast | None:
+    """The selection's wall time on this machine: `bench estimate`'s FLOPs at the assumed
+    GPU rate (on `gpus` GPUs), or on the CPU at a rate measured here (`cpu_rate`). With
+    `limit_hours`, None when the FLOPs cannot reach it even at `FASTEST_CPU` (nothing is
+    measured then)."""
+    costs = [c for config in configs for c in run_costs(config, data_root)]
+    if not costs:
+        return None
+    if device_type == "cpu":
+        flops = sum(c.flops for c in costs)
+        if limit_hours is not None and flops / FASTEST_CPU / 3600 <= limit_hours:
+            return None
+        rate, units = cpu_rate(), 1
+        words = f"this CPU (measured {rate / 1e9:,.0f} GFLOP/s on the suite's small CNN)"
+    else:
+        rate, units = ASSUMED_GPU_TFLOPS * 1e12, gpus
+        words = (f"{gpus} GPU{'s' if gpus > 1 else ''} (assumed {ASSUMED_GPU_TFLOPS:g} TFLOP/s "
+                 f"sustained each; `bench estimate --tflops` to rescale)")
+    _, t = summarise(costs, rate / 1e12, units)
+    return Forecast(t["wall_hours"], t["runs"], t["longest_run"], t["longest_run_hours"], words)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_rate(seconds: float = 0.5) -> float:
+    """FLOP/s this CPU sustains training the suite's small CNN (32 px colour images, batch 64)
+    with torch's current threads: measured once per process, in about `seconds`."""
+    import time
+
+    torch_gen = torch.Generator().manual_seed(0)
+    model = build_model("cnn", 3, 10, 32, "group")
+    x = torch.randn(64, 3, 32, 32, generator=torch_gen)
+    y = torch.randint(0, 10, (64,), generator=torch_gen)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    step()  # warm-up: allocation and dispatch
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    per_image = classifier_flops("cnn", 3, 10, 32, "group", True)
+    return n * 64 * per_image / (time.perf_counter() - t0)
+
+
+def _hours(h: float) -> str:
+    if h < 1 / 60:
+        return f"{h * 3600:.0f} s"
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:,.0f} h" if h >= 10 else f"{h:.1f} h"

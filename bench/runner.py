@@ -21,6 +21,7 @@ from .methods.data import DeviceData
 from .methods.models import build_model, count_parameters
 from .methods.registry import METHODS, build_method
 from .methods.rng import Streams
+from .monitor import RunLog
 from .provenance import is_stale, provenance
 from .store import RecordStore
 from .turns import turns
@@ -42,6 +43,7 @@ class Execution:
     clients_at_once: int = 1  # >1: train that many clients of a round as one vectorised model
     started: float = 0.0  # time.time() at the command's start: later records are reused
     claims: bool = True  # claim each run (bench/store.py); off under Ray, which retries tasks
+    tensorboard: str | None = None  # also write the live logs' scalars there (bench/monitor.py)
 
     @property
     def cache_dir(self) -> Path:
@@ -92,9 +94,17 @@ def perform_part(config: RunConfig, execution: Execution, part: str) -> str:
     if execution.threads:
         torch.set_num_threads(execution.threads)
     device = pick_device(execution.device)
-    with _cpu_turns(device):
-        ctx, method = _part_context(config, execution, device)
-        method.do_part(ctx, part)
+    log = RunLog(RecordStore(execution.out).log_path(config, part),
+                 f"{config.label} part {part}", config.run_id, execution.tensorboard)
+    try:
+        with _cpu_turns(device):
+            ctx, method = _part_context(config, execution, device)
+            ctx.progress = log.progress
+            method.do_part(ctx, part)
+    except BaseException as e:
+        log.close(e)
+        raise
+    log.close()
     return part
 
 
@@ -121,9 +131,17 @@ def perform(config: RunConfig, execution: Execution,
         if execution.threads:
             torch.set_num_threads(execution.threads)
         device = pick_device(execution.device)
-        record, artifacts = execute(config, device, execution.data_root, progress,
-                                    execution.cache_dir, execution.clients_at_once)
-        return record, store.write(record, artifacts)
+        log = RunLog(store.log_path(config), config.label, config.run_id,
+                     execution.tensorboard, inner=progress)
+        try:
+            record, artifacts = execute(config, device, execution.data_root, log.progress,
+                                        execution.cache_dir, execution.clients_at_once)
+        except BaseException as e:
+            log.close(e)
+            raise
+        path = store.write(record, artifacts)
+        log.close(selected=record["metrics"]["selected"])
+        return record, path
     finally:
         if execution.claims:
             store.release(config)

@@ -8,6 +8,9 @@ that matches its content, and hold the config whose hash is its name; otherwise 
 moved aside to `<name>.corrupt` (its bytes are kept) and its run is redone. A record computed
 by other code (bench/provenance.py) is moved aside to `<name>.stale` when its run is redone.
 
+Beside each record, `<run_id>.log.jsonl` is its live log, appended while it computes
+(bench/monitor.py).
+
 Several `bench run` processes (or cluster nodes) may share one results folder: a run is claimed
 (`<run_id>.claim`, created exclusively) by the process that computes it, and the others wait for
 its record instead of computing it again.
@@ -71,6 +74,7 @@ class CorruptRecord(Exception):
 
 
 CLAIM_SUFFIX = ".claim"
+LOG_SUFFIX = ".log.jsonl"
 
 
 class RecordStore:
@@ -81,6 +85,16 @@ class RecordStore:
     def path(self, config: RunConfig) -> Path:
         return self.root / "runs" / folder_name(config.dataset) / config.method / \
             f"{config.run_id}.json"
+
+    def log_path(self, config: RunConfig, part: str | None = None) -> Path:
+        """The live log of a run (bench/monitor.py), or of one of its parts (a generator)."""
+        stem = config.run_id if part is None else \
+            f"{config.run_id}.part-{hashlib.sha256(part.encode()).hexdigest()[:8]}"
+        return self.path(config).with_name(f"{stem}{LOG_SUFFIX}")
+
+    def logs(self) -> list[Path]:
+        """Every live log under the root."""
+        return sorted((self.root / "runs").glob(f"*/*/*{LOG_SUFFIX}"))
 
     def artifact_path(self, config: RunConfig, name: str) -> Path:
         return self.path(config).with_name(f"{config.run_id}.{name}.png")

@@ -45,6 +45,7 @@ def _null_progress(total: int, desc: str):
 class _NullBar:
     def update(self, n: int = 1) -> None: ...
     def set_postfix_str(self, s: str) -> None: ...
+    def log(self, step: dict, **context) -> None: ...
 
 
 @dataclass
@@ -55,7 +56,8 @@ class RunContext:
     clients: list[torch.Tensor]  # one device index tensor into data.x_train per client
     train: TrainConfig
     streams: Streams
-    # progress(total, desc) -> context manager yielding an object with update() / set_postfix_str()
+    # progress(total, desc) -> context manager yielding a bar with update(n), set_postfix_str(s)
+    # and log(step): an evaluated round or epoch (Selection.last_step), after its update (bench/monitor.py)
     progress: Callable[[int, str], Any] = _null_progress
     cache_dir: Path | None = None  # where methods may keep reusable intermediate work
     clients_at_once: int = 1  # >1: weight-averaging methods train clients vectorised (torch.func)

@@ -35,6 +35,7 @@ class Centralized(MethodBase):
             def on_epoch(epoch, stats):
                 entry = selection.evaluate(model, epoch, train_loss=stats.mean_loss)
                 bar.update(1)
+                bar.log(selection.last_step())
                 bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
 
             t0 = time.perf_counter()

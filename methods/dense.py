@@ -187,6 +187,7 @@ class Dense(MethodBase):
                 except Diverged:
                     break
                 bar.update(1)
+                bar.log(sel.last_step())
                 bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
         timings["distillation"] = time.perf_counter() - t0
 

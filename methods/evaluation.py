@@ -129,6 +129,12 @@ class Selection:
         self.last = entry
         return entry
 
+    def last_step(self) -> dict:
+        """The latest recorded step as one flat dict of its curves' values (round, val_* and
+        test_* metrics, and the extras: train_loss, lr, bytes_cumulative): what a live log
+        records (bench/monitor.py)."""
+        return {k: v[-1] for k, v in self.curves.items() if v}
+
     def metrics(self) -> dict:
         """Selected and final entries (None if the model diverged before any finite round),
         and the step at which it diverged (None if it did not)."""

@@ -57,6 +57,7 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
             finally:
                 timings["eval"] += time.perf_counter() - t2
             bar.update(1)
+            bar.log(selection.last_step())
             bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
     return MethodResult(selection.metrics(), selection.curves, comm.summary(cfg.rounds), timings,
                         extra=method.extra(model))

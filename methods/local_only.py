@@ -49,6 +49,7 @@ class LocalOnly(MethodBase):
                     timings["train"] += t1 - t0
                     timings["eval"] += time.perf_counter() - t1
                     bar.update(1)
+                    bar.log(sel.last_step(), client=k)
                 selections.append(sel)
         metrics = {part: _summarise([getattr(s, part) for s in selections])
                    for part in ("best", "last")}

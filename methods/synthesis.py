@@ -49,5 +49,6 @@ def train_on(ctx: RunContext, x: torch.Tensor, y: torch.Tensor, epochs: int, pur
         def on_epoch(epoch, stats):
             sel.evaluate(model, epoch, train_loss=stats.mean_loss)
             bar.update(1)
+            bar.log(sel.last_step())
         fit(model, data, idx, ctx.train, epochs, ctx.streams, purpose, on_epoch)
     return sel, model

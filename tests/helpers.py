@@ -1,5 +1,8 @@
 """What several test modules share: paths, tiny run settings and the analytic scalar model.
 Test modules import from here, never from each other or from conftest (which holds fixtures)."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -10,6 +13,13 @@ from bench.methods.training import LocalStats
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def run_cli(*args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    """`python -m bench ARGS` in a subprocess, its output captured (so not a terminal)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=timeout, check=False)
 
 
 def tiny_overrides(rounds: int = 2, local_epochs: int = 1) -> list[str]:

@@ -251,7 +251,7 @@ def test_planted_regression_fails_the_check(plant, clean_grid, clean_reference, 
 
     cross = check_reference(_cross(ref), RecordStore(out))
     caught = cross[cross["verdict"] != "ok"]
-    print(f"cross-environment rule:\n" + caught[["method", "split", "metric", "expected",
+    print("cross-environment rule:\n" + caught[["method", "split", "metric", "expected",
                                                 "measured", "tolerance", "verdict"]]
           .to_string(index=False))
     assert (not passed(cross)) == (plant in CROSS_CATCHES)

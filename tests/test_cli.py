@@ -9,13 +9,7 @@ import time
 import pytest
 
 from bench.cli import main
-from helpers import ROOT, tiny_overrides
-
-
-def run_cli(*args: str, cwd=None, timeout=300):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=timeout)
+from helpers import ROOT, run_cli, tiny_overrides
 
 
 @pytest.mark.parametrize("args,needle", [

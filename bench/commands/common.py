@@ -31,29 +31,41 @@ def out_option(sp) -> None:
                     help=f"results folder (default: ${RESULTS_ENV} or ./results)")
 
 
-def grid_options(sp) -> None:
-    sp.add_argument("--methods", type=csv, help="comma list, e.g. fedavg,scaffold")
-    sp.add_argument("--datasets", type=csv, help="comma list, e.g. digits")
-    sp.add_argument("--splits", type=csv,
-                    help="comma list: iid, dirichlet:ALPHA, silos, classes:K")
-    sp.add_argument("--seeds", help="e.g. 0,1,2 or 0-4")
-    sp.add_argument("--grid", default="default", choices=GRIDS,
-                    help="a named grid (default: the digits grid; `python -m bench list` "
-                         "describes them); --methods, --splits, --datasets, --seeds narrow it")
-    sp.add_argument("--all", action="store_true",
-                    help="the paper grid (--grid paper): its datasets x every method x "
-                         "silos and dirichlet:0.1 x 5 seeds")
-    sp.add_argument("--set", dest="overrides", action="append", default=[],
-                    metavar="KEY=VALUE",
-                    help="override a setting: rounds=30, lr=0.1, n_clients=20, "
-                         "fedprox.mu=0.1")
-    sp.add_argument("--scale", choices=("paper", "cpu"),
-                    help="protocol of real datasets: the paper's (GPU) or a reduced one "
-                         "that finishes on a CPU (digits is CPU-sized at both); default: "
-                         "the grid's (paper, except for --grid pneumonia)")
-    sp.add_argument("--data-root", default=None,
-                    help="where datasets live (default: $BENCH_DATA or "
-                         "~/.cache/flbench/data)")
+def grid_options(sp, what=None, much=None, where=None) -> None:
+    """The options that select a grid; `what`, `much` and `where` are the argument groups
+    they go in (default: the parser itself)."""
+    what, much, where = what or sp, much or sp, where or sp
+    what.add_argument("--grid", default="default", choices=GRIDS,
+                      help="a named grid (`python -m bench list` describes them); default: "
+                           "the default grid (the baselines under iid, dirichlet:0.1, "
+                           "dirichlet:1.0 and silos, FederatedFactory and FedCVAE-Ens under "
+                           "silos, on the embedded digits, seed 0); --methods, --datasets, "
+                           "--splits and --seeds narrow or replace its lists")
+    what.add_argument("--all", action="store_true",
+                      help="the paper grid (--grid paper): its datasets x every method x "
+                           "silos and dirichlet:0.1 x 5 seeds")
+    what.add_argument("--methods", type=csv, help="comma list, e.g. fedavg,scaffold "
+                                                  "(`python -m bench list`)")
+    what.add_argument("--datasets", type=csv,
+                      help="comma list, e.g. digits,cifar10, or your own: npz:PATH, folder:PATH")
+    what.add_argument("--splits", type=csv,
+                      help="comma list: iid, dirichlet:ALPHA, silos (one class per client), "
+                           "classes:K (K classes per client), natural (the dataset's own "
+                           "clients, e.g. ISIC2019's hospitals)")
+    what.add_argument("--seeds", help="e.g. 0,1,2 or 0-4")
+    much.add_argument("--scale", choices=("paper", "cpu"),
+                      help="protocol of real datasets: the paper's (ResNet-50, 200 rounds: "
+                           "GPU-sized) or a reduced one that finishes on a CPU (digits is "
+                           "CPU-sized at both); default: the grid's (cpu for the pneumonia and "
+                           "colour grids, paper for the others)")
+    much.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="KEY=VALUE",
+                      help="override a setting, repeatable: rounds=30, lr=0.1, n_clients=20, "
+                           "client_fraction=0.5, fedprox.mu=0.1 (a method's keys: `python -m "
+                           "bench list --params METHOD`)")
+    where.add_argument("--data-root", default=None,
+                       help="where datasets live (default: $BENCH_DATA or "
+                            "~/.cache/flbench/data)")
 
 
 

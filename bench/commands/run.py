@@ -9,10 +9,12 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..executors import EXECUTORS
+from ..monitor import Reporter
 from ..protocol import GRIDS
 from ..provenance import is_stale
-from ..store import RecordStore
+from ..store import LOG_SUFFIX, RecordStore
 from .common import (
+    UsageError,
     fmt,
     grid_options,
     out_option,
@@ -23,36 +25,77 @@ from .common import (
     warn_useless_samples,
 )
 
+EXAMPLES = """examples:
+  python -m bench run                                  the default grid on the embedded digits
+  python -m bench run --datasets cifar10 --splits dirichlet:0.1 \\
+      --methods fedavg,federatedfactory --seeds 0-2 --device cuda
+                                                       a real dataset on a GPU, paper scale
+  python -m bench run --datasets npz:mydata.npz --methods fedavg,federatedfactory \\
+      --splits silos --scale cpu                       your own data, sized for a CPU
+  python -m bench run --config experiments/cifar10_gpu.toml
+                                                       an experiment file (--write-config)
+"""
+
 
 def add_parser(sub) -> None:
-    run = sub.add_parser("run", help="run a grid of experiments (default: the digits grid)")
-    grid_options(run)
-    run.add_argument("--dry-run", action="store_true", help="list the runs and their configs")
-    run.add_argument("--force", action="store_true", help="rerun runs that are already stored")
-    run.add_argument("--keep-stale", action="store_true",
-                     help="keep stored runs computed by other code instead of recomputing "
-                          "them (tables mark them)")
-    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    run.add_argument("--download", action="store_true", help="download missing datasets")
-    run.add_argument("--executor", choices=EXECUTORS,
+    import argparse
+
+    run = sub.add_parser("run", help="run a grid of experiments (default: the digits grid)",
+                         description="Run a grid: every run is stored as a record; stored "
+                                     "runs are skipped, so an interrupted grid resumes.",
+                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = run.add_argument_group("what to run")
+    much = run.add_argument_group("how much")
+    where = run.add_argument_group("where")
+    how = run.add_argument_group("how to execute")
+    other = run.add_argument_group("experiment files and checks")
+    grid_options(run, what, much, where)
+    much.add_argument("--max-hours", type=float, default=2.0,
+                      help="stop before starting when the selection is estimated over this "
+                           "many hours on this machine's device (default 2; `bench estimate` "
+                           "prices a grid)")
+    much.add_argument("--yes", action="store_true",
+                      help="start even when the estimate is over --max-hours")
+    where.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    where.add_argument("--download", action="store_true", help="download missing datasets")
+    out_option(where)
+    where.add_argument("--tensorboard", metavar="DIR",
+                       help="also write every run's live scalars for TensorBoard under DIR "
+                            "(pip install tensorboard)")
+    how.add_argument("--executor", choices=EXECUTORS,
                      help="sequential, joblib (worker processes on this machine) or ray (a "
-                          "local or existing Ray cluster; see README, Scaling); default: the "
+                          "local or existing Ray cluster; docs/scaling.md); default: the "
                           "grid's (joblib for the default and science grids, else sequential)")
-    run.add_argument("--workers", type=int,
+    how.add_argument("--workers", type=int,
                      help="parallel runs (joblib, local ray); default: cores / --threads")
-    run.add_argument("--threads", type=int,
+    how.add_argument("--threads", type=int,
                      help="torch CPU threads per run; default: the grid's (1 for the default "
                           "grid, 2 for the other reference grids: their numbers depend on it), "
                           "else cores / --workers (parallel) or torch's default. Records are "
                           "identical across executors at equal --threads")
-    run.add_argument("--ray-address", help="Ray cluster to join, e.g. auto or ray://host:10001 "
+    how.add_argument("--ray-address", help="Ray cluster to join, e.g. auto or ray://host:10001 "
                                            "(default: $RAY_ADDRESS, else start a local one)")
-    run.add_argument("--gpus-per-run", type=float,
+    how.add_argument("--gpus-per-run", type=float,
                      help="ray: GPUs per run (default: 1 when the cluster has GPUs)")
-    run.add_argument("--clients-at-once", type=int, default=1,
+    how.add_argument("--clients-at-once", type=int, default=1,
                      help="FedAvg/FedProx/SCAFFOLD: train this many clients of a round as one "
                           "vectorised model (torch.func; for GPUs). Default 1: one by one")
-    out_option(run)
+    how.add_argument("--progress-every", type=float, default=60.0, metavar="SECONDS",
+                     help="off a terminal (a log file, nohup, Slurm): one progress line per "
+                          "run in progress every SECONDS (default 60; 0: none)")
+    other.add_argument("--config", metavar="FILE",
+                       help="take the options from an experiment file (TOML); options given "
+                            "here override it")
+    other.add_argument("--write-config", metavar="FILE",
+                       help="write this command's options as an experiment file (with "
+                            "--dry-run: write it and run nothing)")
+    other.add_argument("--dry-run", action="store_true",
+                       help="list the runs and their configs, run nothing")
+    other.add_argument("--force", action="store_true", help="rerun runs that are already stored")
+    other.add_argument("--keep-stale", action="store_true",
+                       help="keep stored runs computed by other code instead of recomputing "
+                            "them (tables mark them)")
+    run.set_defaults(command_parser=run)  # what --config and --write-config read options from
 
 
 def main(args) -> int:
@@ -64,6 +107,12 @@ def main(args) -> int:
     from ..runner import Execution, check_splits, pick_device
 
     configs = selected_configs(args)
+    if args.write_config:  # once the selection is known to be valid
+        from .experiment import write
+
+        write(args.write_config, args, args.command_parser)
+        say(f"experiment written to {args.write_config}; rerun it with `python -m bench run "
+            f"--config {args.write_config}`")
     if args.dry_run:
         for c in configs:
             line = {"run_id": c.run_id, **c.to_dict()}
@@ -80,7 +129,7 @@ def main(args) -> int:
     plan, execution = settle(
         Plan(args.executor or grid.executor, args.workers, args.ray_address, args.gpus_per_run),
         Execution(args.out, args.device, args.data_root, threads, args.clients_at_once,
-                  started=time.time()))
+                  started=time.time(), tensorboard=args.tensorboard))
     if execution.clients_at_once > 1 and any(
             c.train.norm == "batch" and METHODS[c.method].vectorises_clients
             for c in configs):
@@ -101,6 +150,7 @@ def main(args) -> int:
             todo.append(c)
         else:
             records[c.run_id] = rec
+    _guard(todo, args, plan, execution)
     if stale:
         say(f"{len(stale)} stored runs were computed by other code (e.g. {stale[0].label}); "
              f"recomputing them, their old records set aside as *.json.stale (--keep-stale "
@@ -118,9 +168,14 @@ def main(args) -> int:
     from tqdm.auto import tqdm
 
     done, t, elsewhere = 0, time.perf_counter(), []
+    every = 0 if sys.stderr.isatty() else args.progress_every
+
+    def logs():
+        return [p for c in todo for p in store.path(c).parent.glob(f"{c.run_id}*{LOG_SUFFIX}")]
     try:
         with tqdm(total=len(todo), desc="runs", unit="run", dynamic_ncols=True,
-                  disable=not sys.stderr.isatty()) as bar:
+                  disable=not sys.stderr.isatty()) as bar, \
+                Reporter(logs, every, say, execution.started):
             for c, rec, path in run_all(todo, execution, plan, progress_factory(tqdm), say):
                 bar.update(1)
                 if rec is None:  # another process holds it
@@ -148,6 +203,30 @@ def main(args) -> int:
     print_tables([records[c.run_id] for c in configs], Path(args.out), "last_run")
     warn_useless_samples([records[c.run_id] for c in configs])
     return 0
+
+
+def _guard(todo: list, args, plan, execution) -> None:
+    """Stop before anything runs when the selection is estimated over --max-hours on this
+    machine's device (bench/estimate.py), unless --yes. A remote Ray cluster's size is not
+    known here: its selections are not guarded."""
+    from ..estimate import forecast
+    from ..runner import pick_device
+
+    remote = plan.executor == "ray" and (plan.ray_address or os.environ.get("RAY_ADDRESS"))
+    if args.yes or not todo or remote:
+        return
+    if args.max_hours <= 0:
+        raise UsageError("--max-hours must be > 0 (--yes starts a selection of any length)")
+    device = pick_device(execution.device)
+    gpus = 1
+    if device.type == "cuda" and plan.executor != "sequential" and \
+            execution.device in ("auto", "cuda"):
+        import torch
+
+        gpus = max(torch.cuda.device_count(), 1)
+    f = forecast(todo, device.type, gpus, execution.data_root, args.max_hours)
+    if f is not None and f.hours > args.max_hours:
+        raise UsageError(f.line(args.max_hours))
 
 
 def _collect(configs: list, store: RecordStore, execution, poll: float = 1.0) -> dict:

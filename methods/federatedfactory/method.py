@@ -136,7 +136,8 @@ class FederatedFactory(MethodBase):
         jobs = [j for j in self._module_jobs(ctx, only=part.rsplit("/", 1)[0]) if j.part == part]
         if not jobs:
             raise ValueError(f"{part!r} is not a part of this run")
-        self._module(jobs[0], ContentCache(ctx.cache_dir), ctx.device)
+        with ctx.progress(training_steps(self.params), "generator steps") as bar:
+            self._module(jobs[0], ContentCache(ctx.cache_dir), ctx.device, bar)
 
     def _gen_resolution(self, ctx: RunContext) -> int:
         return generator_resolution(self.params, ctx.data.resolution)
