@@ -37,7 +37,7 @@ OFFICIAL = {"cifar10": {"train": 45_000, "val": 5_000, "test": 10_000},
             "isic2019": {"train": 16_737, "val": 1_860, "test": 4_650}}  # FLamby folds
 VAL_FRACTION = 0.1
 # The FederatedFactory authors' logged costs on one H100 (Fed-ISIC2019 at 128 px, local mode,
-# their public job logs), seconds: what `unit_costs` is checked against (README, "The paper
+# their public job logs), seconds: what `unit_costs` is checked against (docs/scaling.md, "The paper
 # grid on paper").
 LOGGED = {"isic2019": {"synthesis": 16.7 * 60,  # 10,000 images of one class, Heun 50 steps
                        "classifier epoch": 2.5 * 60}}  # ResNet-50 over a client's ~74k images

@@ -16,7 +16,7 @@ The parallel executors also split runs into their independent parts where a meth
 run each part as a task of its own before the run, which then finds them in the cache
 (`<out>/cache`). Without this, a FederatedFactory run's generators train one after the other
 in one task, and the longest such run bounds a grid's wall time however many workers there
-are (README, "Scaling").
+are (docs/scaling.md).
 """
 from __future__ import annotations
 

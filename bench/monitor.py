@@ -32,7 +32,9 @@ HEARTBEAT = 10.0  # seconds between heartbeat lines inside a phase
 
 
 class RunLog:
-    """The live log of one run attempt; `progress` is what `RunContext.progress` calls."""
+    """The live log of one run attempt; `progress` is what `RunContext.progress` calls. Used
+    as a context manager, it ends with `end` (with `selected`, the metrics the caller sets) or,
+    on an exception, with `failed`."""
 
     def __init__(self, path: Path, label: str, run_id: str, tensorboard: str | None = None,
                  inner=None, heartbeat: float = HEARTBEAT):
@@ -40,7 +42,15 @@ class RunLog:
         self.t0 = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.board = _board(tensorboard, f"{label} [{run_id[:8]}]") if tensorboard else None
+        self.selected: dict | None = None
         self.event("start", label=label, run_id=run_id, host=HOST, pid=os.getpid())
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, kind, error, trace) -> bool:
+        self.close(error, self.selected)
+        return False
 
     def event(self, kind: str, **fields) -> None:
         line = {"event": kind, "time": round(time.time(), 3),
@@ -62,6 +72,7 @@ class RunLog:
                            seconds=round(time.monotonic() - phase.t0, 3))
 
     def close(self, error: BaseException | None = None, selected: dict | None = None) -> None:
+        """Write the attempt's last line: `end`, or `failed` with `error`."""
         if error is None:
             self.event("end", seconds=round(time.monotonic() - self.t0, 3),
                        accuracy=(selected or {}).get("accuracy"))

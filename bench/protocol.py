@@ -17,7 +17,7 @@ digits is CPU-sized at both scales: NIID-Bench's conventional settings (E = 10 l
 batch 64, SGD lr 0.01 with momentum 0.9), a cosine schedule over 15 rounds, 10 clients, the
 small GroupNorm CNN at the native 8x8 resolution. Of lr 0.01 / 0.05 / 0.1, 0.01 gave every
 weight-averaging method the best mean validation accuracy over IID, Dirichlet 0.1 and silos
-(README, "Tuning").
+(docs/findings/main_table.md, "Tuning").
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def protocol_for(dataset: str, scale: str = "paper") -> dict:
                 "method_params": {"centralized": {"epochs": 300},
                                   "federatedfactory": {"preset": "paper"}}}
     # the small CNN halves the resolution twice: use a multiple of 4 no larger than native;
-    # colour images get FederatedFactory's colour preset (README, "Colour images on a CPU")
+    # colour images get FederatedFactory's colour preset (docs/findings/colour.md)
     colour = {"federatedfactory": {"preset": "cpu_colour"}} if info.channels == 3 else {}
     return {"resolution": max(4, resolution - resolution % 4), "n_clients": 10,
             "train": CPU_TRAIN, "method_params": colour}
@@ -81,7 +81,7 @@ class Grid:
     # (sequential) or cores / workers (parallel)
     threads: int | None = None
     # the executor without --executor: the default grid runs on joblib, one thread per worker
-    # and a worker per core, its generators as parts beside the baselines (README, "Measured")
+    # and a worker per core, its generators as parts beside the baselines (docs/findings/science.md)
     executor: str = "sequential"
     # one-at-a-time sweeps: ((METHOD.PARAM, factors), ...); every run of the grid is run once
     # more per factor with PARAM set to its resolved value times the factor (rounded, >= 1), so
@@ -95,7 +95,7 @@ class Grid:
 BASELINES = ("centralized", "local_only", "fedavg", "fedprox", "scaffold")
 DEFAULT_SPLITS = ("iid", "dirichlet:0.1", "dirichlet:1.0", "silos")
 # FedCVAE-Ens, FederatedFactory's closest rival (its generators are VAE decoders), joins the
-# default grid under silos: 12 s on 2 cores. The other peers (README, "The peers") have a grid
+# default grid under silos: 12 s on 2 cores. The other peers (docs/methods.md, "The peers") have a grid
 # of their own: over four splits each multi-round peer costs 50-100 s and DENSE 200 s, which
 # the default grid's five-minute budget cannot hold.
 DEFAULT_BLOCKS = ((BASELINES, DEFAULT_SPLITS), (("federatedfactory", "fedcvae"), ("silos",)))
@@ -146,14 +146,14 @@ GRIDS: dict[str, Grid] = {
                       ("pneumoniamnist",), ((("centralized", "local_only", "fedavg"),
                                              ("silos",)),), scale="cpu", threads=2,
                       needs="medmnist/pneumoniamnist.npz under the data root (--data-root)"),
-    # Colour natural images on a CPU (README, "Colour images on a CPU"): the photographs
+    # Colour natural images on a CPU (docs/findings/colour.md): the photographs
     # scikit-image ships, under silos, FederatedFactory with the `cpu_colour` preset beside
     # the baselines
     "colour": Grid("the photos set (colour crops of 8 photographs, no download) under silos at "
                    "CPU scale, seeds 0-2", ("photos",),
                    ((BASELINES + ("federatedfactory",), ("silos",)),), seeds=(0, 1, 2),
                    scale="cpu", threads=2),
-    # What a generator needs (README, "What a generator needs"): FederatedFactory's accuracy
+    # What a generator needs (docs/findings/generator.md): FederatedFactory's accuracy
     # against its generators' training length and its sampler's steps, each relative to the
     # preset's value; on a GPU `--datasets cifar10` (the paper scale: the `paper` preset and
     # its classifier) finds the knee before the paper's 25M images per generator are spent

@@ -94,17 +94,12 @@ def perform_part(config: RunConfig, execution: Execution, part: str) -> str:
     if execution.threads:
         torch.set_num_threads(execution.threads)
     device = pick_device(execution.device)
-    log = RunLog(RecordStore(execution.out).log_path(config, part),
-                 f"{config.label} part {part}", config.run_id, execution.tensorboard)
-    try:
-        with _cpu_turns(device):
-            ctx, method = _part_context(config, execution, device)
-            ctx.progress = log.progress
-            method.do_part(ctx, part)
-    except BaseException as e:
-        log.close(e)
-        raise
-    log.close()
+    with RunLog(RecordStore(execution.out).log_path(config, part),
+                f"{config.label} part {part}", config.run_id, execution.tensorboard) as log, \
+            _cpu_turns(device):
+        ctx, method = _part_context(config, execution, device)
+        ctx.progress = log.progress
+        method.do_part(ctx, part)
     return part
 
 
@@ -131,16 +126,12 @@ def perform(config: RunConfig, execution: Execution,
         if execution.threads:
             torch.set_num_threads(execution.threads)
         device = pick_device(execution.device)
-        log = RunLog(store.log_path(config), config.label, config.run_id,
-                     execution.tensorboard, inner=progress)
-        try:
+        with RunLog(store.log_path(config), config.label, config.run_id,
+                    execution.tensorboard, inner=progress) as log:
             record, artifacts = execute(config, device, execution.data_root, log.progress,
                                         execution.cache_dir, execution.clients_at_once)
-        except BaseException as e:
-            log.close(e)
-            raise
-        path = store.write(record, artifacts)
-        log.close(selected=record["metrics"]["selected"])
+            path = store.write(record, artifacts)
+            log.selected = record["metrics"]["selected"]
         return record, path
     finally:
         if execution.claims:

@@ -3,7 +3,7 @@
 Why: torch's CPU kernels run on OpenMP threads that spin while they wait for each other. Two
 suite commands of 2 threads each on a 2-core machine (a `bench unlearn` beside a running grid)
 each lost a core to the other at every parallel region and ran 5.6x slower than alone
-(README, "Two commands at once"). The usual cures each break something here: fewer threads
+(docs/scaling.md, "Two commands at once"). The usual cures each break something here: fewer threads
 per process change the float rounding (a record would depend on what else was running, and
 the tripwire references on nothing of the run's own); OMP_WAIT_POLICY=PASSIVE costs a process
 alone 1.75x; no GOMP_SPINCOUNT keeps two 2-thread processes within 2.2x (the sweep in

@@ -11,7 +11,7 @@ Two kinds of worker, each started as a fresh process as a user's command is:
 
 `python benchmarks/contention.py sweep [step|command]` measures, for each setting in SETTINGS,
 one worker alone and two at once, and prints a table against the first setting alone (today's
-speed before turns): the measurements the suite's threading was chosen from (README, "Two
+speed before turns): the measurements the suite's threading was chosen from (docs/scaling.md, "Two
 commands at once"). The recorded benchmark: benchmarks/test_contention.py.
 """
 from __future__ import annotations

@@ -57,7 +57,8 @@ class RunContext:
     train: TrainConfig
     streams: Streams
     # progress(total, desc) -> context manager yielding a bar with update(n), set_postfix_str(s)
-    # and log(step): an evaluated round or epoch (Selection.last_step), after its update (bench/monitor.py)
+    # and log(step): an evaluated round or epoch (Selection.last_step), after its update
+    # (bench/monitor.py)
     progress: Callable[[int, str], Any] = _null_progress
     cache_dir: Path | None = None  # where methods may keep reusable intermediate work
     clients_at_once: int = 1  # >1: weight-averaging methods train clients vectorised (torch.func)

@@ -97,7 +97,7 @@ class DeviceData:
         self.resolution = resolution
         # NHWC on CUDA (tensor cores) and on the CPU, where oneDNN's convolutions and torch's
         # max-pooling run faster in it: the small CNN's training step takes about 0.78x the
-        # time of NCHW at 8 and 32 px at one thread (README, "Fast paths")
+        # time of NCHW at 8 and 32 px at one thread (docs/scaling.md, "Fast paths")
         self.channels_last = self.device.type in ("cuda", "cpu")
 
         def put(x: torch.Tensor) -> torch.Tensor:

@@ -90,7 +90,7 @@ class FedAwS(WeightAveraging):
     class Params:
         pos_margin: float = 0.9
         neg_margin: float = 0.0
-        spreadout_lr: float = 1.0  # lambda (tuned on validation data, README "Tuning")
+        spreadout_lr: float = 1.0  # lambda (tuned on validation data: docs/findings/main_table.md)
         spreadout_margin: float = math.sqrt(2)  # nu
         cosine_scale: float = 10.0
 

@@ -2,7 +2,7 @@
 
 Records, cached generators and cached sample sets carry a fingerprint of the code that computed
 them, so that nothing computed by other code is presented as current (the record store
-recomputes stale runs, the generator cache misses; README, "Records").
+recomputes stale runs, the generator cache misses; docs/records.md).
 
 A fingerprint hashes the abstract syntax tree of each source file, so comments, docstrings and
 formatting do not count and any change to what the code does does, together with the versions

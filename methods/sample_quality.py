@@ -166,4 +166,4 @@ def verdict(quality: dict) -> str:
             f"the real images: {quality['recognisability']:.0%} recognised (chance "
             f"{quality['chance']:.0%}, real test images "
             f"{quality['reference']['test_balanced_accuracy']:.0%}); the models that drew "
-            f"them did not learn the classes (README, \"Sample quality\")")
+            f"them did not learn the classes (docs/methods.md, \"Sample quality\")")

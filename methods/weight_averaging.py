@@ -1,6 +1,6 @@
 """The base of the weight-averaging family (FedAvg, FedProx, SCAFFOLD, ...): the hooks that the
 round loop (methods/federated.py) calls, with their contract. Adding a method means one module
-with a subclass that overrides only what differs (README, "Adding a method").
+with a subclass that overrides only what differs (docs/extending.md).
 
 The harness owns the loop and everything stateful between calls: the global weights, client
 sampling, each client's local training (methods/training.py, or vectorised, methods/

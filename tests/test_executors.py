@@ -143,7 +143,7 @@ def test_a_worker_starts_without_the_generator_and_report_libraries():
     """Each joblib worker imports the runner (and the command line's process the CLI) before
     its first run. diffusers (which brings torch._dynamo) and medmnist (its evaluator brings
     scikit-learn's metrics) cost a process seconds each, and a run on digits needs neither:
-    they are imported where they are used (README, "The default grid")."""
+    they are imported where they are used (docs/protocol.md)."""
     import subprocess
     import sys
 

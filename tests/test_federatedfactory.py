@@ -130,7 +130,7 @@ def test_unlearning_is_exact_and_never_reads_the_forgotten_images(tmp_path, monk
                                                                    capsys):
     """The unlearned classifiers, metrics, diagnostics and sample grid are bitwise those of a
     run that never had client 3's images at all; class 3 (no other client holds it) falls to
-    0 % in both modes (README, "Exact unlearning", for the default preset's numbers)."""
+    0 % in both modes (docs/methods.md, "Exact unlearning", for the default preset's numbers)."""
     printed, after, grid_after, never, grid_never = _forget_then_compare_with_never_had(
         tmp_path, monkeypatch, capsys)
     assert "3 (forgotten)" in printed

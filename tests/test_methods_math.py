@@ -10,7 +10,7 @@ import torch
 from bench.methods.fedavg import FedAvg
 from bench.methods.fedprox import FedProx
 from bench.methods.scaffold import Scaffold, ScaffoldServer
-from helpers import one_round
+from helpers import one_round, readme_example_class
 
 
 def test_fedavg_weights_by_sample_count():
@@ -73,30 +73,11 @@ def test_scaffold_uses_steps_actually_taken():
     assert x == pytest.approx(0.271, abs=1e-12)
 
 
-def _readme_example():
-    """The weight-averaging example of README.md, "Adding a method", as a module."""
-    import importlib.util
-    import re
-    import sys
-
-    from helpers import ROOT
-
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"```python\n(.*?class FedAvgM.*?)```", text, re.S).group(1)
-    source = "\n".join(line[2:] for line in block.splitlines())  # the list item's indent
-    source = source.replace("from .weight_averaging", "from bench.methods.weight_averaging")
-    spec = importlib.util.spec_from_loader("readme_fedavgm", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    exec(compile(source, "README.md", "exec"), module.__dict__)
-    sys.modules.pop("readme_fedavgm", None)
-    return module.FedAvgM
-
-
 def test_readme_example_method_is_one_subclass_and_does_what_it_says():
     """FedAvgM with beta = 0.5 on one client, b = 2, lr 0.5, one step from 0: the client ends at
     1, so round 1: v = 0 - 1 = -1, w = 1; round 2 (from 1, client ends at 1.5): v = 0.5 (-1) +
     (1 - 1.5) = -1, w = 2. FedAvg would give 1 then 1.5."""
-    FedAvgM = _readme_example()
+    FedAvgM = readme_example_class()
     method = FedAvgM(FedAvgM.Params(beta=0.5))
     x, server, states = one_round(method, [2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=1)
     assert x == pytest.approx(1.0, abs=1e-12)

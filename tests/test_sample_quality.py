@@ -31,7 +31,7 @@ UNTRAINED = ["federatedfactory.gen_images_seen=128", "federatedfactory.samples_p
              "federatedfactory.sampler_steps=3", "federatedfactory.classifier_epochs=2",
              "federatedfactory.modes=server"]
 # generators at 1/8 of the cpu preset's training length (server accuracy 91 % on digits silos,
-# README "What a generator needs"), fewer images and steps to keep the test short
+# docs/findings/generator.md), fewer images and steps to keep the test short
 TRAINED = ["federatedfactory.gen_images_seen=1600", "federatedfactory.samples_per_class=32",
            "federatedfactory.sampler_steps=7", "federatedfactory.classifier_epochs=1",
            "federatedfactory.modes=server"]

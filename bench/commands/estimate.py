@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
     grid_options(est)
     est.add_argument("--tflops", type=float, default=100.0,
                      help="assumed sustained TFLOP/s of one GPU on these networks (default "
-                          "100; see README, Scaling)")
+                          "100; see docs/scaling.md)")
     est.add_argument("--gpus", type=int, default=8, help="cluster size for the wall time")
 
 

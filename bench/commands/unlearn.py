@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..monitor import RunLog
 from ..provenance import is_stale
 from ..store import RecordStore
 from .common import UsageError, csv, fmt, out_option, progress_factory, say
@@ -53,11 +54,14 @@ def main(args) -> int:
     from tqdm.auto import tqdm
 
     t = time.perf_counter()
-    after, artifacts = execute(config, device, args.data_root, progress=progress_factory(tqdm),
-                               cache_dir=Path(args.out) / "cache")
-    after["unlearning"] = comparison(before, after, clients)
-    after["unlearning"]["seconds"] = time.perf_counter() - t
-    path = store.write(after, artifacts)
+    with RunLog(store.log_path(config), f"{config.label} (unlearning {clients})",
+                config.run_id, inner=progress_factory(tqdm)) as log:
+        after, artifacts = execute(config, device, args.data_root, progress=log.progress,
+                                   cache_dir=Path(args.out) / "cache")
+        after["unlearning"] = comparison(before, after, clients)
+        after["unlearning"]["seconds"] = time.perf_counter() - t
+        path = store.write(after, artifacts)
+        log.selected = after["metrics"]["selected"]
     u = after["unlearning"]
     print(f"forgot clients {clients} of run {before['run_id']} (classes {u['forgotten_classes']}) "
           f"in {u['seconds']:.0f} s -> {path}")

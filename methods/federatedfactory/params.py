@@ -12,19 +12,19 @@ UNet of two levels (32, 64 channels, one ResNet block each, GroupNorm of 8 group
 for 12,800 images seen per module (200 steps of 64) with AdamW 2e-3 and an EMA, 300 images
 per class. The EDM formulation with Heun in 13 steps (25 network evaluations): against DDPM
 with DDIM in 25 steps, at the same cost, it tied on digits under silos (3 seeds) and gained 1.9
-points of server accuracy on the real PneumoniaMNIST file (3 seeds; README, "More
-measurements"). The DDPM
+points of server accuracy on the real PneumoniaMNIST file (3 seeds;
+docs/findings/measurements.md). The DDPM
 setting as measured: formulation=ddpm, sampler=ddim, sampler_steps=25. Since 2026-11-26 Heun
 takes 7 steps (13 network evaluations): on digits silos and on PneumoniaMNIST (3 seeds each)
 the accuracy of both modes stayed within the seeds' spread of 13 steps' at 0.4-0.5x the
-sampling time (README, "What a generator needs").
+sampling time (docs/findings/generator.md).
 
 `cpu_colour`: `cpu` with the generators trained and sampled at 16 px, their images resized to
 the table's resolution, and Heun in 13 steps (as measured there; 7 steps were not tried on
 colour images); the `cpu` protocol gives it to colour (3-channel) data. Chosen on the
-`photos` set (colour crops of eight photographs, silos, seeds 0-2; README, "Colour images on a
-CPU"): server accuracy 75.7 % against FedAvg's 53.3 %, synthetic images recognised by a
-reference classifier as often as real test crops, 12-13.5 min a run on 2 cores; at 8 px the
+`photos` set (colour crops of eight photographs, silos, seeds 0-2; docs/findings/colour.md):
+server accuracy 75.7 % against FedAvg's 53.3 %, synthetic images recognised by a reference
+classifier as often as real test crops, 12-13.5 min a run on 2 cores; at 8 px the
 accuracy was within the spread but the images less recognisable; at 32 px (seed 0) both were
 better, at 4.5x the time.
 
@@ -34,7 +34,7 @@ and 64 x [1, 2, 2, 2] above 64 px (Fed-ISIC2019 at 128 px); self-attention at 16
 25M images seen per generator; EDM Heun, 50 steps (99 network evaluations) from sigma 80 to
 0.002 with rho 7; 10,000 images per class; ResNet-50 for 300 epochs (batch 128, lr 0.1).
 The authors' network is EDM2's magnitude-preserving UNet, which no maintained package ships:
-ours is diffusers' UNet2DModel with the same widths, depth and attention placement (README,
+ours is diffusers' UNet2DModel with the same widths, depth and attention placement (docs/methods.md,
 "The paper's generator").
 """
 from __future__ import annotations
