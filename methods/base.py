@@ -38,7 +38,7 @@ class TrainConfig:
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
-def _null_progress(total: int, desc: str):
+def null_progress(total: int, desc: str):
     return contextlib.nullcontext(_NullBar())
 
 
@@ -59,7 +59,7 @@ class RunContext:
     # progress(total, desc) -> context manager yielding a bar with update(n), set_postfix_str(s)
     # and log(step): an evaluated round or epoch (Selection.last_step), after its update
     # (bench/monitor.py)
-    progress: Callable[[int, str], Any] = _null_progress
+    progress: Callable[[int, str], Any] = null_progress
     cache_dir: Path | None = None  # where methods may keep reusable intermediate work
     clients_at_once: int = 1  # >1: weight-averaging methods train clients vectorised (torch.func)
     # torch threads the run computes with on the CPU (float rounding depends on them, so the

@@ -21,9 +21,9 @@ CURVE_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "loss")
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, data: DeviceData, x: torch.Tensor,
-                  batch_size: int = 1024) -> np.ndarray:
-    """Class probabilities (float64, on the CPU) for uint8 images `x` already on the device.
+def _log_softmax(model: nn.Module, data: DeviceData, x: torch.Tensor,
+                 batch_size: int) -> torch.Tensor:
+    """float32 log-softmax of the model's logits for uint8 images `x` already on the device.
 
     Evaluation runs in float32 on every device, autocast switched off even where training
     uses bf16 (CUDA) and even inside an enclosing autocast: bf16 logits keep 8 bits of
@@ -34,7 +34,21 @@ def predict_proba(model: nn.Module, data: DeviceData, x: torch.Tensor,
         for chunk in torch.split(x, batch_size):
             logits = model(data.to_float(chunk))
             out.append(F.log_softmax(logits.float(), dim=1))
-    return torch.cat(out).exp().double().cpu().numpy()
+    return torch.cat(out)
+
+
+def predict_proba(model: nn.Module, data: DeviceData, x: torch.Tensor,
+                  batch_size: int = 1024) -> np.ndarray:
+    """Class probabilities (float64, on the CPU) for uint8 images `x` on the device."""
+    return _log_softmax(model, data, x, batch_size).exp().double().cpu().numpy()
+
+
+def predict_log_proba(model: nn.Module, data: DeviceData, x: torch.Tensor,
+                      batch_size: int = 1024) -> np.ndarray:
+    """Log class probabilities (float64, on the CPU): finite however confident the model is,
+    where exponentiating in float32 underflows to 0 below about e^-103 (a product of experts
+    needs the logs: methods/federatedfactory/experts.py)."""
+    return _log_softmax(model, data, x, batch_size).double().cpu().numpy()
 
 
 def classification_metrics(proba: np.ndarray, labels: np.ndarray, n_classes: int,

@@ -30,9 +30,8 @@ from torch import nn
 
 from .base import MethodBase, MethodResult, RunContext
 from .communication import tensor_bytes
-from .federatedfactory.diagnostics import sample_grid
 from .sample_quality import sample_quality
-from .synthesis import shares, train_on
+from .synthesis import sample_grid, shares, train_on
 
 
 class ConditionalVAE(nn.Module):

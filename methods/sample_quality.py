@@ -25,9 +25,18 @@ Per class c:
   each, since the estimate's bias grows as the sample shrinks: a class with fewer synthetic
   than test images would otherwise look worse than it is.
 
+- the spread of c's synthetic features (`spread`, tr(cov): their mean squared distance to
+  their centroid) beside that of c's real test features (`spread_real`), from the same `n`.
+
 Summary: `recognisability`, the mean over classes of `recognised`; `relative` = (recognisability
 - chance) / (reference test accuracy - chance): 0 is chance, 1 as recognisable as real test
-images; `useless` when relative < USELESS_BELOW, and the run then says so at its end.
+images; `frechet_ratio`, the median over classes of frechet / frechet_real; `diversity`, the
+median over classes of spread / spread_real: 1 as varied as real images, 0 every image of a
+class the same. `useless` when relative < USELESS_BELOW (the generators did not learn the
+classes) or diversity < COLLAPSED_BELOW (they collapsed to a few prototypes per class:
+recognisable, often more than real images, and useless: a classifier trained on them learns
+the prototypes), and the run then says so at its end; `prototypes` (a warning, not useless)
+when diversity < PROTOTYPES_BELOW.
 """
 from __future__ import annotations
 
@@ -47,6 +56,13 @@ REFERENCE_EPOCHS = 20
 REFERENCE_TRAIN = TrainConfig(model="cnn", norm="group", batch_size=64, lr=0.01, momentum=0.9,
                               weight_decay=1e-4, lr_schedule="cosine")
 USELESS_BELOW = 1 / 3  # relative recognisability under which the samples are called useless
+# diversity (within-class spread, synthetic / real) under which the samples are called
+# collapsed, and so useless however recognisable, and under which they are near-prototypes,
+# a warning (chosen on measured cases, docs/findings/fidelity.md: a planted collapse 0;
+# FedCVAE-Ens on digits 0.16-0.18, near-prototypes that still matched FedAvg; FedCVAE-Ens on
+# photos 0.65-1.0; FederatedFactory on digits 1.1-1.15)
+COLLAPSED_BELOW = 0.1
+PROTOTYPES_BELOW = 0.25
 
 
 def frechet_from_moments(mu_a, cov_a, mu_b, cov_b) -> float:
@@ -77,12 +93,20 @@ def _evenly(x: torch.Tensor, n: int) -> torch.Tensor:
     return x[torch.arange(n) * len(x) // n] if len(x) > n else x
 
 
+def spread(x: torch.Tensor) -> float | None:
+    """tr(cov(x)): the mean squared distance of feature rows to their centroid (times
+    n / (n - 1)); 0 when every row is the same (None under 2 rows)."""
+    return float(torch.cov(x.double().T).trace()) if len(x) >= 2 else None
+
+
 def class_frechet(synth: torch.Tensor, test: torch.Tensor, train: torch.Tensor) -> dict:
     """One class's Frechet distances to its real training features, of its synthetic and of
-    its real test features, both from the same number of rows `n` (module docstring)."""
+    its real test features, and the spread of each of those two sets, all from the same
+    number of rows `n` (module docstring)."""
     n = min(len(synth), len(test))
-    return {"frechet": frechet(_evenly(synth, n), train),
-            "frechet_real": frechet(_evenly(test, n), train), "n": n}
+    s, t = _evenly(synth, n), _evenly(test, n)
+    return {"frechet": frechet(s, train), "frechet_real": frechet(t, train),
+            "spread": spread(s), "spread_real": spread(t), "n": n}
 
 
 def reference_classifier(data: DeviceData, indices: torch.Tensor, streams: Streams,
@@ -150,20 +174,41 @@ def sample_quality(data: DeviceData, real_indices: torch.Tensor, synth_x: torch.
         relative = (recognisability - chance) / (real_accuracy - chance)
     ratios = [v["frechet"] / v["frechet_real"] for v in classes.values()
               if v["frechet"] is not None and v["frechet_real"]]
+    spreads = [v["spread"] / v["spread_real"] for v in classes.values()
+               if v["spread"] is not None and v["spread_real"]]
+    diversity = float(np.median(spreads)) if spreads else None
     return {"reference": {"model": "cnn", "epochs": REFERENCE_EPOCHS,
                           "test_balanced_accuracy": real_accuracy},
             "recognisability": recognisability, "chance": chance, "relative": relative,
             "frechet_ratio": float(np.median(ratios)) if ratios else None,
-            "useless": relative is not None and relative < USELESS_BELOW,
+            "diversity": diversity,
+            "useless": bool((relative is not None and relative < USELESS_BELOW)
+                            or (diversity is not None and diversity < COLLAPSED_BELOW)),
+            "prototypes": bool(diversity is not None and diversity < PROTOTYPES_BELOW),
             "classes": classes}
 
 
 def verdict(quality: dict) -> str:
-    """One line on a useless synthetic set ('' otherwise)."""
-    if not quality or not quality.get("useless"):
+    """One line on a useless synthetic set (close to chance, or collapsed) or on one of
+    near-prototypes ('' otherwise)."""
+    if not quality:
         return ""
-    return (f"its synthetic images are close to chance for a reference classifier trained on "
-            f"the real images: {quality['recognisability']:.0%} recognised (chance "
-            f"{quality['chance']:.0%}, real test images "
-            f"{quality['reference']['test_balanced_accuracy']:.0%}); the models that drew "
-            f"them did not learn the classes (docs/methods.md, \"Sample quality\")")
+    relative, diversity = quality.get("relative"), quality.get("diversity")
+    if not quality.get("useless"):
+        if not quality.get("prototypes"):
+            return ""
+        return (f"its synthetic images are near-prototypes: within a class they vary "
+                f"{diversity:.0%} as much as real test images do (reference classifier's "
+                f"features); a classifier trained on them learns little of each class's "
+                f"variation: compare it with FedAvg before trusting it (docs/methods.md, "
+                f"\"Sample quality\")")
+    if relative is not None and relative < USELESS_BELOW:
+        return (f"its synthetic images are close to chance for a reference classifier trained "
+                f"on the real images: {quality['recognisability']:.0%} recognised (chance "
+                f"{quality['chance']:.0%}, real test images "
+                f"{quality['reference']['test_balanced_accuracy']:.0%}); the models that drew "
+                f"them did not learn the classes (docs/methods.md, \"Sample quality\")")
+    return (f"its synthetic images have collapsed: within a class they vary {diversity:.0%} as "
+            f"much as real test images do (in the reference classifier's features; "
+            f"{quality['recognisability']:.0%} recognised), near-copies of a few prototypes "
+            f"that teach a classifier little (docs/methods.md, \"Sample quality\")")

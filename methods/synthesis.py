@@ -1,6 +1,7 @@
 """Synthetic training sets, shared by the generative one-round methods (FederatedFactory,
-FedCVAE-Ens): who draws how many images of each class, with which seeds, and the table's
-classifier trained on such a set with validation-based selection.
+FedCVAE-Ens): who draws how many images of each class, with which seeds, the table's
+classifier trained on such a set with validation-based selection, and the grid of samples
+beside real images that each such run stores.
 
 Class c gets `samples_per_class` images, shared among the modules that hold c in proportion to
 their clients' training counts of c (largest-remainder rounding, ties to the lower client id).
@@ -52,3 +53,21 @@ def train_on(ctx: RunContext, x: torch.Tensor, y: torch.Tensor, epochs: int, pur
             bar.log(sel.last_step())
         fit(model, data, idx, ctx.train, epochs, ctx.streams, purpose, on_epoch)
     return sel, model
+
+
+def sample_grid(synth_x, synth_y, real_x, real_y, n_classes: int, per_class: int = 8) -> np.ndarray:
+    """uint8 image (H, W, C): one row per class, synthetic images left, real ones right."""
+    c_, h, w = real_x.shape[1:]
+    gap = 2
+    rows = []
+    for c in range(n_classes):
+        cells = []
+        for source_x, source_y in ((synth_x, synth_y), (real_x, real_y)):
+            imgs = source_x[source_y == c][:per_class].cpu()
+            pad = torch.full((per_class - len(imgs), c_, h, w), 0, dtype=torch.uint8)
+            cells.append(torch.cat([imgs, pad]))
+        row = torch.cat([*cells[0], torch.full((c_, h, 3 * gap), 255, dtype=torch.uint8),
+                         *cells[1]], dim=2)
+        rows.extend([row, torch.full((c_, gap, row.shape[2]), 255, dtype=torch.uint8)])
+    grid = torch.cat(rows, dim=1).permute(1, 2, 0).numpy()
+    return grid[..., 0] if c_ == 1 else grid

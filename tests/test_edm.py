@@ -172,12 +172,29 @@ def test_product_of_experts_prior_correction_recovers_the_bayes_posterior():
     poe = ProductOfExperts(2, 3)
     for pi in (pi1, pi2):
         post = like * pi
-        poe.add(post / post.sum(1, keepdims=True), pi)
+        poe.add(np.log(post / post.sum(1, keepdims=True)), pi)
     bayes = target * like ** 2
     np.testing.assert_allclose(poe.corrected(target), bayes / bayes.sum(1, keepdims=True))
     plain = pi1 * pi2 * like ** 2
     np.testing.assert_allclose(poe.proba(), plain / plain.sum(1, keepdims=True))
     assert poe.proba()[0].argmax() == 2 and poe.corrected(target)[0].argmax() == 1
+
+
+def test_product_of_experts_keeps_what_very_confident_experts_say():
+    """Expert 1 is very sure: log p = (0, -150, -300); expert 2 prefers classes 1 and 2:
+    (-400, -1, -0.4). The product's log scores are (-400, -151, -300.4): class 1. The pitfall
+    (this suite's rule until 2026-11-30): exponentiate in float32 and log again, clipped at
+    1e-300; e^-150 and e^-300 underflow to 0, expert 1 then says (0, -690.8, -690.8), and the
+    product picks class 0, which expert 2 rules out by e^-400."""
+    log_p = [np.array([[0.0, -150.0, -300.0]]), np.array([[-400.0, -1.0, -0.4]])]
+    uniform = np.ones(3) / 3
+    poe = ProductOfExperts(1, 3)
+    for lp in log_p:
+        poe.add(lp, uniform)
+    assert poe.proba()[0].argmax() == 1 and poe.corrected(uniform)[0].argmax() == 1
+    underflowed = sum(np.log(np.clip(np.exp(lp.astype(np.float32)).astype(np.float64), 1e-300,
+                                     None)) for lp in log_p)
+    assert underflowed[0].argmax() == 0  # what the exponentiated route would have predicted
 
 
 def test_label_prior_is_smoothed_so_an_unseen_class_is_finite():

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from bench.cli import main
-from bench.methods.federatedfactory.diagnostics import sample_grid
+from bench.methods.synthesis import sample_grid
 from bench.methods.federatedfactory.network import build_unet
 from bench.methods.federatedfactory.params import PRESETS, FFParams
 from bench.methods.federatedfactory.sampler import load_unet, sample

@@ -146,6 +146,39 @@ def test_fedaws_positive_only_loss():
     assert float(two) == pytest.approx(((0.16 + 0.49) + (0.0 + 0.25)) / 2)
 
 
+def test_fedaws_assembles_each_embedding_row_from_its_holders_only():
+    """Yu et al. 2020, Algorithm 1: a client returns only its own class's embedding. Three
+    clients, two classes of 2-d embeddings starting at w_0 = (1, 0), w_1 = (0, 1); client 0
+    (30 images of class 0) moves w_0 to (3, 0), client 1 (10 of class 1) moves w_1 to (0, 5),
+    client 2 (10 of class 1) to (0, 3); the body b (a scalar) goes to 1, 2, 3. The server: b =
+    (30 + 20 + 30) / 50 = 1.6 (FedAvg over everyone), w_0 = (3, 0) (its only holder, not
+    (30 * 3 + 20 * 1) / 50 = 2.2 as a plain FedAvg of W gives), w_1 = (10 * 5 + 10 * 3) / 20 =
+    (0, 4). With spreadout off (lr 0) that is the new state. The pitfall named: averaging W
+    over all clients, which moves w_0 by only 30/50 of its holder's update."""
+    from bench.methods.fedaws import FedAwS, PositiveHooks
+
+    method = FedAwS(FedAwS.Params(spreadout_lr=0.0))
+    key = "head.weight"
+    start = {"body": torch.tensor([0.0]), key: torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
+    acc = method.start_round(start)
+    for n, cls, body, row in ((30, 0, 1.0, [3.0, 0.0]), (10, 1, 2.0, [0.0, 5.0]),
+                              (10, 1, 3.0, [0.0, 3.0])):
+        hooks = PositiveHooks(method.params, 2)
+        hooks.seen = torch.bincount(torch.full((n,), cls), minlength=2)
+        trained = {"body": torch.tensor([body]), key: start[key].clone()}
+        trained[key][cls] = torch.tensor(row)
+
+        class Model:
+            def state_dict(self, trained=trained):
+                return trained
+        msg, _ = method.client_message(Model(), start, key, None, hooks, None, 0.1)
+        assert msg["rows"].shape == (1, 2)  # only its own class's row goes up
+        method.accumulate(acc, msg, n)
+    new, _ = method.aggregate(acc, start, key, 3)
+    assert float(new["body"]) == pytest.approx(1.6)
+    assert torch.allclose(new[key], torch.tensor([[3.0, 0.0], [0.0, 4.0]]))
+
+
 @pytest.mark.slow
 def test_fedaws_without_spreadout_collapses_under_silos(tmp_path):
     """Under silos (one class per client) the class embeddings end farther apart with the
@@ -172,18 +205,24 @@ def test_elbo_kl_term_is_zero_at_the_prior():
 
 
 def test_dense_generator_loss_terms():
-    """Teacher logits (2, 0) and student (0, 2) disagree: no adversarial term, the loss is the
-    CE to the target, log(1 + e^-2) for target 0. Agreeing student (1, 0): the KL enters with a
-    minus sign (the generator seeks disagreement)."""
+    """Eq. 5-6 with the authors' mask (omega = 1 where ensemble and student disagree).
+    Teacher logits (2, 0), target 0: CE = log(1 + e^-2). A disagreeing student (0, 2): the KL
+    enters with a minus sign (the generator widens the disagreement); an agreeing student
+    (1, 0): no adversarial term. `agree` (the DFAD / CMI mask, the pitfall of copying that
+    lineage's code) swaps the two cases."""
     t = torch.tensor([[2.0, 0.0]])
     y = torch.tensor([0])
     ce = math.log1p(math.exp(-2))
-    assert float(generator_loss(t, torch.tensor([[0.0, 2.0]]), y, 0.0, 1.0, 1.0)) == \
+    differ, same = torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 0.0]])
+    kl_differ, kl_same = float(kl_divergence(t, differ)), float(kl_divergence(t, same))
+    assert kl_differ > 0 and kl_same > 0
+    assert float(generator_loss(t, differ, y, 0.0, 1.0, 1.0)) == \
+        pytest.approx(ce - kl_differ, abs=1e-6)
+    assert float(generator_loss(t, same, y, 0.0, 1.0, 1.0)) == pytest.approx(ce, abs=1e-6)
+    assert float(generator_loss(t, differ, y, 0.0, 1.0, 1.0, "agree")) == \
         pytest.approx(ce, abs=1e-6)
-    s = torch.tensor([[1.0, 0.0]])
-    kl = float(kl_divergence(t, s))
-    assert kl > 0
-    assert float(generator_loss(t, s, y, 0.0, 1.0, 1.0)) == pytest.approx(ce - kl, abs=1e-6)
+    assert float(generator_loss(t, same, y, 0.0, 1.0, 1.0, "agree")) == \
+        pytest.approx(ce - kl_same, abs=1e-6)
 
 
 def test_dense_batch_norm_statistics():
@@ -203,7 +242,9 @@ def test_peer_end_to_end(tmp_path, capsys, method):
                          "--set", "fedcvae.samples_per_class=50"],
              "dense": ["--set", "dense.epochs=10", "--set", "dense.g_steps=1",
                        "--set", "dense.s_steps=5", "--set", "dense.batch_size=64",
-                       "--set", "local_epochs=3"]}  # later --set values win
+                       "--set", "local_epochs=3"],
+             # positive-only losses need more than one epoch a round to leave chance
+             "fedaws": ["--set", "local_epochs=3"]}  # later --set values win
     args = ["run", "--methods", method, "--splits", "dirichlet:0.5", "--out", str(tmp_path),
             *tiny_overrides(rounds=3), *extra.get(method, [])]
     assert main(args) == 0

@@ -333,6 +333,15 @@ def test_cross_environment_tolerance_is_the_measured_spread_times_one_and_a_half
     assert any("threads" in s for s in cross["spread_from"])
     with pytest.raises(Exception, match="no run of the grid computed under other numerics"):
         cross_environment(cells, [rec], [RecordStore(tmp_path / "empty")])
+    # a remade reference keeps a larger spread measured earlier (another CPU's) as a floor
+    earlier = {"spread": {"digits": {"accuracy": 3.0, "auroc": 0.01}},
+               "spread_from": ["reference made on another CPU"]}
+    kept = cross_environment(cells, [rec], [store], previous=earlier)
+    assert kept["spread"]["digits"]["accuracy"] == 3.0
+    assert kept["tolerance"]["digits"]["accuracy"] == pytest.approx(4.5)
+    assert "earlier: reference made on another CPU" in kept["spread_from"]
+    assert cross_environment(cells, [rec], [store], previous={"spread": {"digits": {
+        "accuracy": 0.1}}})["spread"]["digits"]["accuracy"] == pytest.approx(five, abs=1e-4)
 
 
 @pytest.mark.slow

@@ -8,7 +8,10 @@ Pitfalls of other implementations named here:
 - a Frechet distance is biased by the number of images: comparing synthetic images (300 per
   class) with real test images (tens per class) at their own counts flatters the larger set,
   so both sides are measured at the smaller of the two counts (a class with fewer synthetic
-  than test images included).
+  than test images included);
+- a rule that reads recognisability only misses a collapse to prototypes: class means are
+  recognised more often than real images, and teach a classifier nothing about variation, so
+  the rule reads within-class diversity too (the planted collapse below).
 """
 import numpy as np
 import pytest
@@ -17,13 +20,20 @@ import torch
 
 from bench.cli import main
 from bench.config import parse_overrides, resolve
+from bench.methods.base import null_progress
+from bench.methods.data import DeviceData
+from bench.methods.rng import Streams
 from bench.methods.sample_quality import (
+    COLLAPSED_BELOW,
     USELESS_BELOW,
     class_frechet,
     frechet,
     frechet_from_moments,
+    sample_quality,
+    spread,
     verdict,
 )
+from bench.runner import cached_dataset
 from bench.runner import execute
 
 # generators that take two optimiser steps: they emit noise
@@ -81,6 +91,40 @@ def test_synthetic_and_real_sides_are_measured_at_the_same_size():
     more = class_frechet(torch.randn(300, 16, generator=gen), torch.randn(36, 16, generator=gen),
                          torch.randn(400, 16, generator=gen))
     assert more["n"] == 36  # the usual case: the test count
+
+
+def test_spread_is_the_trace_of_the_covariance():
+    x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]])
+    # variances (unbiased, n - 1 = 3): 4/3 and 16/3
+    assert spread(x) == pytest.approx(20 / 3)
+    assert spread(torch.ones(5, 3)) == 0.0 and spread(torch.ones(1, 3)) is None
+    # between the two thresholds: a warning, not useless (FedCVAE-Ens on digits, 0.16-0.18)
+    line = verdict({"useless": False, "prototypes": True, "diversity": 0.17, "relative": 1.0})
+    assert "near-prototypes" in line and "17%" in line
+
+
+def _digits_quality(synth_x, synth_y):
+    data = DeviceData(cached_dataset("digits", None), 8, torch.device("cpu"))
+    real = torch.arange(len(data.y_train))
+    return sample_quality(data, real, synth_x, synth_y, Streams(0), "quality", null_progress)
+
+
+@pytest.mark.slow
+def test_a_collapse_to_class_means_is_recognisable_and_flagged():
+    """The planted collapse: every synthetic image of class c is the mean of c's real
+    training images (30 per class). The reference recognises them at least as well as real
+    test images, but they do not vary at all: diversity 0, useless, and the verdict says
+    collapsed. Real held-out images as the 'synthetic' set: diversity near 1, not flagged."""
+    data = cached_dataset("digits", None)
+    means = torch.stack([data.x_train[data.y_train == c].float().mean(0)
+                         for c in range(10)]).round().to(torch.uint8)
+    labels = torch.arange(10).repeat_interleave(30)
+    q = _digits_quality(means[labels], labels)
+    assert q["relative"] > 0.9  # recognisable: the old rule would have passed it
+    assert q["diversity"] == pytest.approx(0.0, abs=1e-9) and COLLAPSED_BELOW > 0
+    assert q["useless"] and "collapsed" in verdict(q)
+    real = _digits_quality(data.x_val, data.y_val)
+    assert 0.6 < real["diversity"] < 1.6 and not real["useless"] and verdict(real) == ""
 
 
 def _quality(overrides, cache):

@@ -45,11 +45,12 @@ def main(args) -> int:
         import torch
 
         torch.set_num_threads(threads)
-        pins, here = (before.get("provenance", {}).get("numerics", {}).get("pins"),
-                      numerics.current("cpu").pins)
-        if pins != here:
-            say(f"run {before['run_id']} was computed with numerics pins {pins}, this process "
-                f"has {here}: the unlearned run differs from it by rounding too "
+        stored = before.get("provenance", {}).get("numerics")
+        differs = numerics.current("cpu", threads).differences(
+            numerics.Numerics.from_dict(stored)) if stored else ["numerics not recorded"]
+        if differs:
+            say(f"run {before['run_id']} was computed with other numerics than this process's "
+                f"({'; '.join(differs)}): the unlearned run differs from it by rounding too "
                 f"(docs/numerics.md)")
     from tqdm.auto import tqdm
 

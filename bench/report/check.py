@@ -116,8 +116,9 @@ def run_value(record: dict, variant: str | None, metric: str) -> float | None:
 
 
 def split_method(label: str) -> tuple[str, str | None]:
-    """'federatedfactory[server]' -> ('federatedfactory', 'server')."""
-    name, _, variant = label.partition("[")
+    """'federatedfactory[server]' -> ('federatedfactory', 'server'); what a table adds in
+    parentheses ('dense (no L_BN)', 'fedaws (spreadout_lr=0.1)') is not part of the name."""
+    name, _, variant = label.split(" (")[0].partition("[")
     return name, variant.rstrip("]") or None
 
 
@@ -400,8 +401,10 @@ def remake_tripwire(ref: dict, store, data_root: str | None = None,
     """A new tripwire reference from the stored runs of `ref`'s grid (all present, current and
     computed with one numerics), keeping its name, description and grid. `spread_from`: other
     RecordStores holding the same runs computed under other numerics (threads, unpinned ISA),
-    from which the cross-environment tolerance is measured; without them the reference's
-    previous `cross_environment` is kept."""
+    from which the cross-environment tolerance is measured, never below the spread the
+    previous reference measured (the environments measured then, another CPU's among them,
+    still exist when the code changes); without them the previous `cross_environment` is
+    kept."""
     from ..grid import grid_configs
     from ..runner import cached_dataset
 
@@ -430,7 +433,7 @@ def remake_tripwire(ref: dict, store, data_root: str | None = None,
     cells = tripwire_cells(records, labels)
     cross = ref.get("cross_environment")
     if spread_from:
-        cross = cross_environment(cells, records, spread_from)
+        cross = cross_environment(cells, records, spread_from, previous=cross)
     return {**{k: v for k, v in ref.items() if k not in ("cells", "cross_environment")},
             "made_with": made_with,
             "tolerance_rule": "same numerics: accuracy one test image, auroc the most one test "
@@ -439,12 +442,15 @@ def remake_tripwire(ref: dict, store, data_root: str | None = None,
             **({"cross_environment": cross} if cross else {}), "cells": cells}
 
 
-def cross_environment(cells: list[dict], records: list[dict], others: list) -> dict:
+def cross_environment(cells: list[dict], records: list[dict], others: list,
+                      previous: dict | None = None) -> dict:
     """The cross-environment tolerance per dataset and metric: SPREAD_FACTOR x the largest
     difference between a cell and the same run (same id) computed under other numerics, and
     never below the cell's exact tolerance. `others`: RecordStores holding the grid run under
     other numerics here, or earlier tripwire references (dicts) made by the same code in
-    another environment, such as on another CPU, whose cells are measurements of the same runs."""
+    another environment, such as on another CPU, whose cells are measurements of the same runs.
+    `previous`: an earlier reference's `cross_environment`, whose measured spread (and its
+    sources) is a floor."""
     by_id = {r["run_id"]: r for r in records}
     spread: dict = {}
     sources = set()
@@ -463,6 +469,14 @@ def cross_environment(cells: list[dict], records: list[dict], others: list) -> d
         raise ConfigError("--spread-from: no run of the grid computed under other numerics "
                           "was found there (run the grid with --threads N or "
                           "FLBENCH_NUMERICS=native into that folder first)")
+    floor_used = False
+    for d, ms in (previous or {}).get("spread", {}).items():
+        for m, v in ms.items():
+            if d in spread and v > spread[d].get(m, 0.0):
+                spread[d][m], floor_used = v, True
+    if floor_used:
+        sources |= {s if s.startswith("earlier: ") else f"earlier: {s}"
+                    for s in previous.get("spread_from", [])}
     steps = {}
     for c in cells:
         steps.setdefault(c["dataset"], {})[c["metric"]] = c["tolerance"]

@@ -55,7 +55,10 @@ def records_frame(records: list[dict], which: str = "selected", on: str = "test"
         for variant, metrics in variants.items():
             m = metrics[which] or {}  # None: diverged before any finite round
             m = m.get("val", {}) if on == "val" else m
-            name = (c["method"] if variant is None else f"{c['method']}[{variant}]") + suffix
+            name = c["method"] if variant is None else f"{c['method']}[{variant}]"
+            # what a method says holds of a run, e.g. DENSE without its L_BN term
+            qualifier = r.get("extra", {}).get("qualifier")
+            name += (f" ({qualifier})" if qualifier else "") + suffix
             rows.append({"dataset": c["dataset"], "method": name, "split": c["split"],
                          "seed": c["seed"], "n_clients": c["n_clients"], "run_id": r["run_id"],
                          "stale": stale, **{k: m.get(k) for k in SCALAR_METRICS}})
@@ -166,7 +169,7 @@ def _tex(text: str) -> str:
     return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
 
 
-QUALITY_COLUMNS = ("recognised", "real_recognised", "relative", "frechet_ratio")
+QUALITY_COLUMNS = ("recognised", "real_recognised", "relative", "frechet_ratio", "diversity")
 
 
 def _percent(v: float | None) -> float | None:
@@ -186,7 +189,8 @@ def quality_frame(records: list[dict]) -> pd.DataFrame:
                      "seed": c["seed"], "recognised": _percent(q["recognisability"]),
                      "real_recognised": _percent(q["reference"]["test_balanced_accuracy"]),
                      "relative": _percent(q["relative"]), "frechet_ratio": q["frechet_ratio"],
-                     "useless": bool(q["useless"])})
+                     # records before 2026-11-30 have no diversity
+                     "diversity": q.get("diversity"), "useless": bool(q["useless"])})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", *QUALITY_COLUMNS,
                                        "useless"])
 
@@ -200,12 +204,13 @@ def quality_markdown(frame: pd.DataFrame) -> str:
     lines = ["**Sample quality of the synthetic images (reference CNN trained on the real "
              "images; mean over seeds)**", "",
              "| dataset | method | split | recognised (%) | real test recognised (%) | "
-             "relative to chance (%) | Frechet ratio synthetic / real | useless (runs) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "relative to chance (%) | Frechet ratio synthetic / real | diversity "
+             "synthetic / real | useless (runs) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for (dataset, method, split), rows in g:
         mean = rows[list(QUALITY_COLUMNS)].astype(float).mean()
         cells = [f"{mean[k]:.1f}" if pd.notna(mean[k]) else "n/a" for k in QUALITY_COLUMNS[:3]]
-        ratio = f"{mean['frechet_ratio']:.2f}" if pd.notna(mean["frechet_ratio"]) else "n/a"
-        lines.append(f"| {dataset} | {method} | {split} | {' | '.join(cells)} | {ratio} | "
+        cells += [f"{mean[k]:.2f}" if pd.notna(mean[k]) else "n/a" for k in QUALITY_COLUMNS[3:]]
+        lines.append(f"| {dataset} | {method} | {split} | {' | '.join(cells)} | "
                      f"{int(rows['useless'].sum())} of {len(rows)} |")
     return "\n".join(lines) + "\n"

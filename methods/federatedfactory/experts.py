@@ -21,6 +21,9 @@ unlearning): the experts' smoothed priors would otherwise divide its tiny scores
 and predict it everywhere (tests/test_federatedfactory.py, the unlearning test).
 
 Folded one expert at a time, so memory holds two running sums whatever the number of clients.
+Experts give their log-softmax outputs directly (`evaluation.predict_log_proba`); until
+2026-11-30 they gave float32 probabilities that were logged again, so log p below about -103
+became log(1e-300) for every such class and very confident experts tied.
 A plain mean of the p_k (a mixture) is a different rule: tests/test_check_sensitivity.py plants
 it and shows the regression check notices.
 """
@@ -36,10 +39,13 @@ class ProductOfExperts:
         self.log_sum = torch.zeros(n, n_classes, dtype=torch.float64)
         self.log_prior_sum = torch.zeros(n_classes, dtype=torch.float64)
 
-    def add(self, proba: np.ndarray, prior: np.ndarray) -> None:
-        """Fold in one expert's class probabilities (n, C) and its training label prior (C,)."""
-        self.log_sum += torch.from_numpy(np.log(np.clip(proba, 1e-300, None)))
-        self.log_prior_sum += torch.from_numpy(np.log(np.clip(prior, 1e-300, None)))
+    def add(self, log_proba: np.ndarray, prior: np.ndarray) -> None:
+        """Fold in one expert's log class probabilities (n, C; its log-softmax, never
+        probabilities exponentiated and logged again: a confident expert's small probabilities
+        underflow to 0 in float32 and every such class would tie at the clip) and its training
+        label prior (C; Laplace-smoothed, so positive)."""
+        self.log_sum += torch.from_numpy(log_proba)
+        self.log_prior_sum += torch.from_numpy(np.log(prior))
 
     def proba(self) -> np.ndarray:
         """The paper's plain product."""

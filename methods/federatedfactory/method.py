@@ -36,19 +36,19 @@ import torch
 from ..base import MethodBase, MethodResult, RunContext
 from ..communication import tensor_bytes
 from ..data import resize_uint8
-from ..evaluation import Diverged, Selection, classification_metrics, predict_proba
+from ..evaluation import Diverged, Selection, classification_metrics, predict_log_proba
 from ..rng import Streams
 from ..sample_quality import sample_quality
 from ..training import fit
 from ..provenance import files_fingerprint
 from .cache import ContentCache, content_key
-from .diagnostics import memorisation, sample_grid
+from .diagnostics import memorisation
 from .experts import ProductOfExperts, label_prior
 from .modules import train_module, training_steps
 from .network import describe, generator_resolution
 from .params import PRESETS, FFParams
 from .sampler import load_unet, network_evaluations, sample
-from ..synthesis import image_seeds, shares, train_on
+from ..synthesis import image_seeds, sample_grid, shares, train_on
 
 
 def weights_sha256(models) -> str:
@@ -341,7 +341,8 @@ class FederatedFactory(MethodBase):
 
                 def on_epoch(epoch, stats, model=model, prior=prior):
                     nonlocal finite_epochs
-                    pv, pt = predict_proba(model, d, d.x_val), predict_proba(model, d, d.x_test)
+                    pv = predict_log_proba(model, d, d.x_val)
+                    pt = predict_log_proba(model, d, d.x_test)
                     if not (np.isfinite(pv).all() and np.isfinite(pt).all()):
                         finite_epochs = min(finite_epochs, epoch - 1)
                         raise Diverged(f"client {k} diverged at epoch {epoch}")
