@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -54,7 +55,10 @@ class RunLog:
 
     def event(self, kind: str, **fields) -> None:
         line = {"event": kind, "time": round(time.time(), 3),
-                "elapsed": round(time.monotonic() - self.t0, 3), **fields}
+                "elapsed": round(time.monotonic() - self.t0, 3),
+                # a diverging run's NaN or inf loss is logged as null, never a crash
+                **{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                   for k, v in fields.items()}}
         # one write of one line in append mode: lines of concurrent writers never interleave
         with open(self.path, "a") as f:
             f.write(json.dumps(line, allow_nan=False, default=float) + "\n")

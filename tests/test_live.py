@@ -92,6 +92,15 @@ def dead_pid():
     return p.pid
 
 
+def test_a_diverging_step_is_logged_not_raised(tmp_path):
+    log = RunLog(tmp_path / "d.log.jsonl", "run", "d" * 16)
+    with log.progress(2, "rounds") as bar:
+        bar.update(1)
+        bar.log({"round": 1, "train_loss": float("nan"), "val_accuracy": 0.1})
+    step = [e for e in events(tmp_path / "d.log.jsonl") if e["event"] == "step"][0]
+    assert step["train_loss"] is None and step["val_accuracy"] == 0.1
+
+
 def test_latest_reads_the_last_attempt_and_skips_a_torn_line(tmp_path):
     path = tmp_path / "x.log.jsonl"
     first = RunLog(path, "run", "x" * 16)
