@@ -137,15 +137,21 @@ def _round(x):
     return None if x is None else round(x, 1)
 
 
-def _board(folder: str, name: str):
+def tensorboard_writer():
+    """torch's SummaryWriter class; a one-line error when the tensorboard package is absent
+    (`bench run` asks before any run starts, so no worker meets it)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch's writer needs the tensorboard package
         from .config import ConfigError
         raise ConfigError("--tensorboard needs the tensorboard package: pip install "
                           "tensorboard (or pip install -e '.[tensorboard]')") from None
+    return SummaryWriter
+
+
+def _board(folder: str, name: str):
     safe = "".join(ch if ch.isalnum() or ch in "-_.[]" else "_" for ch in name)
-    return SummaryWriter(str(Path(folder) / safe))
+    return tensorboard_writer()(str(Path(folder) / safe))
 
 
 @dataclass

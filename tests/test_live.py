@@ -169,3 +169,13 @@ def test_the_limit_and_yes(tmp_path, capsys):
     assert time.time() - t < 120
     # under the default limit the tiny run needs no measurement and starts at once
     assert main([*args, "--force"]) == 0
+
+
+def test_tensorboard_missing_is_one_line_before_any_run(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    rc = main(["run", "--methods", "fedavg", "--splits", "silos", "--seeds", "0",
+               "--tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pip install tensorboard" in err[0]
+    assert not (tmp_path / "runs").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..executors import EXECUTORS
-from ..monitor import Reporter
+from ..monitor import Reporter, tensorboard_writer
 from ..protocol import GRIDS
 from ..provenance import is_stale
 from ..store import LOG_SUFFIX, RecordStore
@@ -123,6 +123,8 @@ def main(args) -> int:
             print(json.dumps(line, sort_keys=True))
         print(f"{len(configs)} runs (dry run: nothing executed)", file=sys.stderr)
         return 0
+    if args.tensorboard:
+        tensorboard_writer()  # its package is there, or one line now rather than in a worker
     grid = GRIDS["paper" if args.all else args.grid]
     # the grid's thread count: its references' (bench/protocol.py)
     threads = args.threads if args.threads is not None else grid.threads
