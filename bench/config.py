@@ -18,7 +18,7 @@ from .methods.base import TrainConfig
 from .methods.models import MODELS, NORMS
 from .methods.registry import METHODS, build_method, method_params
 
-SCHEMA = 1  # version of the record layout (bench/store.py)
+SCHEMA = 1  # version of the config layout; part of every run id (records: bench/records.py)
 NO_SPLIT = "pooled"  # the split field of methods that do not depend on the split
 LR_SCHEDULES = ("cosine", "constant")
 

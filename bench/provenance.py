@@ -27,8 +27,6 @@ def provenance(method: str, device: torch.device) -> dict:
             "numerics": numerics.current(device.type).to_dict()}
 
 
-def is_stale(record: dict) -> bool:
-    """True when `record` was not computed by the current code (records written before
-    fingerprints existed count as stale)."""
-    method = record["config"]["method"]
-    return record.get("provenance", {}).get("code") != code_fingerprint(method)
+def is_stale(record) -> bool:
+    """True when `record` (bench/records.py) was not computed by the current code."""
+    return record.provenance.get("code") != code_fingerprint(record.method)

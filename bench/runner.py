@@ -18,11 +18,13 @@ from .datasets.splits import parse_split
 from .environment import environment
 from .methods.base import RunContext
 from .methods.data import DeviceData
+from .methods.evaluation import with_per_client
 from .methods.models import build_model, count_parameters
 from .methods.registry import METHODS, build_method
 from .methods.rng import Streams
 from .monitor import RunLog
 from .provenance import is_stale, provenance
+from .records import Record
 from .store import RecordStore
 from .turns import turns
 from .unlearn import check_exclusions
@@ -131,7 +133,7 @@ def perform(config: RunConfig, execution: Execution,
             record, artifacts = execute(config, device, execution.data_root, log.progress,
                                         execution.cache_dir, execution.clients_at_once)
             path = store.write(record, artifacts)
-            log.selected = record["metrics"]["selected"]
+            log.selected = record.metrics.selected
         return record, path
     finally:
         if execution.claims:
@@ -200,7 +202,7 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None,
 
 def execute(config: RunConfig, device: torch.device, data_root: str | None = None,
             progress=None, cache_dir: Path | None = None,
-            clients_at_once: int = 1) -> tuple[dict, dict]:
+            clients_at_once: int = 1) -> tuple[Record, dict]:
     """Run `config`; return its record (not yet stored) and its artifacts (name -> image)."""
     t0 = time.perf_counter()
     ctx, partition = run_context(config, device, data_root, cache_dir, clients_at_once, progress)
@@ -214,27 +216,29 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
         waited = (shared.waited if shared else 0.0) - waited
     t2 = time.perf_counter()
     n_classes = dataset.info.n_classes
-    record = {
-        "run_id": config.run_id,
-        "config": config.to_dict(),
-        "dataset_info": {"n_classes": n_classes, "class_names": list(dataset.info.class_names),
-                         "sizes": dataset.sizes, "metric": dataset.info.metric},
-        "split": {"client_sizes": [len(p) for p in partition],
-                  "client_class_counts": [np.bincount(labels[p], minlength=n_classes).tolist()
-                                          for p in partition]},
-        "model_parameters": _parameter_count(config, dataset),
-        "metrics": result.metrics,
-        "curves": result.curves,
-        "communication": result.communication,
-        "timings": {"setup": t1 - t0, **result.timings, "method_total": t2 - t1,
-                    "total": t2 - t0,
-                    # of the total, the wait for cores other suite processes held
-                    "waiting_for_cores": waited},
-        "extra": result.extra,
-        "environment": {**environment(device), "clients_at_once": clients_at_once},
-        "provenance": provenance(config.method, device),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    counts = [np.bincount(labels[p], minlength=n_classes).tolist() for p in partition]
+    # each client served on its own label distribution; a pooled run has no clients
+    metrics = with_per_client(result.metrics, counts) if METHODS[config.method].uses_split \
+        else result.metrics
+    record = Record(
+        run_id=config.run_id,
+        config=config,
+        dataset_info={"n_classes": n_classes, "class_names": list(dataset.info.class_names),
+                      "sizes": dataset.sizes, "metric": dataset.info.metric},
+        split={"client_sizes": [len(p) for p in partition], "client_class_counts": counts},
+        model_parameters=_parameter_count(config, dataset),
+        metrics=metrics,
+        curves=result.curves,
+        communication=result.communication,
+        timings={"setup": t1 - t0, **result.timings, "method_total": t2 - t1,
+                 "total": t2 - t0,
+                 # of the total, the wait for cores other suite processes held
+                 "waiting_for_cores": waited},
+        extra=result.extra,
+        environment={**environment(device), "clients_at_once": clients_at_once},
+        provenance=provenance(config.method, device),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
     return record, result.artifacts
 
 

@@ -22,9 +22,10 @@ import json
 import os
 from pathlib import Path
 
-from .config import SCHEMA, RunConfig
+from .config import RunConfig
 from .datasets.files import HOST, atomic_write
 from .datasets.registry import folder_name
+from .records import Record
 
 DEFAULT_ROOT = "results"
 
@@ -99,18 +100,15 @@ class RecordStore:
     def artifact_path(self, config: RunConfig, name: str) -> Path:
         return self.path(config).with_name(f"{config.run_id}.{name}.png")
 
-    def write(self, record: dict, artifacts: dict | None = None) -> Path:
+    def write(self, record: Record, artifacts: dict | None = None) -> Path:
         """Store the record's images first (PNG), then the record that names them."""
-        config = RunConfig.from_dict(record["config"])
-        names = {}
+        config = record.config
+        names = dict(record.artifacts)
         for name, image in (artifacts or {}).items():
             target = self.artifact_path(config, name)
             atomic_write(target, lambda f, image=image: _write_png(f, image))
             names[name] = target.name
-        body = {k: v for k, v in record.items() if k != "checksum"}
-        if names:
-            body["artifacts"] = names
-        body["schema"] = SCHEMA
+        body = record.replace(artifacts=names).to_dict()
         full = {**body, "checksum": _checksum(body)}
         path = self.path(config)
         atomic_write(path, lambda f: f.write(
@@ -118,25 +116,25 @@ class RecordStore:
         return path
 
     @staticmethod
-    def read(path: Path) -> dict:
-        """Parse and verify one record; raises CorruptRecord with the reason."""
+    def read(path: Path) -> Record:
+        """Parse and verify one record (of any schema `Record.from_dict` migrates); raises
+        CorruptRecord with the reason."""
         try:
-            record = json.loads(path.read_text())
+            raw = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CorruptRecord(f"unreadable JSON ({e})") from None
-        if not isinstance(record, dict) or "checksum" not in record:
+        if not isinstance(raw, dict) or "checksum" not in raw:
             raise CorruptRecord("no checksum (not a complete record)")
-        body = {k: v for k, v in record.items() if k != "checksum"}
-        if _checksum(body) != record["checksum"]:
+        body = {k: v for k, v in raw.items() if k != "checksum"}
+        if _checksum(body) != raw["checksum"]:
             raise CorruptRecord("checksum mismatch (content changed or truncated)")
-        if record.get("schema") != SCHEMA:
-            raise CorruptRecord(f"schema {record.get('schema')} (this version reads {SCHEMA})")
         try:
-            config = RunConfig.from_dict(record["config"])
-        except (KeyError, TypeError) as e:
-            raise CorruptRecord(f"bad config ({e})") from None
-        if config.run_id != path.stem:
-            raise CorruptRecord(f"config hash {config.run_id} does not match the file name")
+            record = Record.from_dict(body)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CorruptRecord(f"not a record this version reads: {e}") from None
+        if record.config.run_id != path.stem:
+            raise CorruptRecord(f"config hash {record.config.run_id} does not match the file "
+                                f"name")
         return record
 
     @staticmethod
@@ -214,11 +212,11 @@ class RecordStore:
         path = self.path(config)
         return self._set_aside(path, "stale") if path.exists() else None
 
-    def load(self, config: RunConfig) -> dict | None:
+    def load(self, config: RunConfig) -> Record | None:
         """The finished record of `config`, or None (missing, or corrupt and set aside)."""
         return self.load_id(config.dataset, config.method, config.run_id)
 
-    def load_id(self, dataset: str, method: str, run_id: str) -> dict | None:
+    def load_id(self, dataset: str, method: str, run_id: str) -> Record | None:
         """The finished record of run `run_id`, or None (missing, or corrupt and set aside)."""
         path = self.root / "runs" / folder_name(dataset) / method / f"{run_id}.json"
         if not path.exists():
@@ -229,7 +227,7 @@ class RecordStore:
             self._quarantine(path, str(e))
             return None
 
-    def find(self, run_id: str) -> dict:
+    def find(self, run_id: str) -> Record:
         """The record of `run_id` (a unique prefix is enough)."""
         matches = sorted((self.root / "runs").glob(f"*/*/{run_id}*.json"))
         if len(matches) != 1:
@@ -238,7 +236,7 @@ class RecordStore:
                                 f"`python -m bench table` lists the stored runs")
         return self.read(matches[0])
 
-    def all_records(self) -> list[dict]:
+    def all_records(self) -> list[Record]:
         """Every valid record under the root; corrupt ones are reported and skipped."""
         out = []
         for path in sorted((self.root / "runs").glob("*/*/*.json")):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from .config import ConfigError, RunConfig
+from .records import Record
 
 
 def check_exclusions(config: RunConfig, n_clients: int, option: str | None = None) -> None:
@@ -46,24 +47,18 @@ def forget_config(config: RunConfig, clients: list[int], n_clients: int) -> RunC
     return forgotten
 
 
-def comparison(before: dict, after: dict, clients: list[int]) -> dict:
-    """Per-class test accuracy before and after, for each downstream mode."""
-    kept = {m["class"] for m in after["extra"]["modules"]}
-    out = {"from_run": before["run_id"], "forgotten_clients": clients,
+def comparison(before: Record, after: Record, clients: list[int]) -> dict:
+    """Per-class test accuracy before and after, for each variant (downstream mode)."""
+    kept = {m["class"] for m in after.extra["modules"]}
+    out = {"from_run": before.run_id, "forgotten_clients": clients,
            # classes only the forgotten clients had modules of (others keep what they hold)
-           "forgotten_classes": sorted({m["class"] for m in before["extra"]["modules"]
+           "forgotten_classes": sorted({m["class"] for m in before.extra["modules"]
                                         if m["client"] in clients} - kept),
            "modes": {}}
-    for mode, m in _variants(after).items():
-        b = _variants(before)[mode]["selected"]
+    for mode, m in after.metrics.variants.items():
+        b = before.metrics.variants[mode].selected
         out["modes"][mode] = {"accuracy_before": b["accuracy"],
-                              "accuracy_after": m["selected"]["accuracy"],
+                              "accuracy_after": m.selected["accuracy"],
                               "per_class_before": b["per_class_accuracy"],
-                              "per_class_after": m["selected"]["per_class_accuracy"]}
+                              "per_class_after": m.selected["per_class_accuracy"]}
     return out
-
-
-def _variants(record: dict) -> dict:
-    """Downstream mode -> metrics (a method without variants has one, "server")."""
-    metrics = record["metrics"]
-    return metrics.get("variants") or {"server": metrics}

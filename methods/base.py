@@ -14,6 +14,7 @@ from . import numerics
 from .communication import tensor_bytes
 from .data import DeviceData
 from .models import build_model
+from .results import Communication, Metrics
 from .rng import Streams
 
 
@@ -100,12 +101,17 @@ class RunContext:
 
 @dataclass
 class MethodResult:
-    metrics: dict  # {"selected": {...}, "final": {...}} test metrics (+ the validation ones)
-    curves: dict  # name -> list, one entry per round / epoch
-    communication: dict  # bytes, see methods/communication.py
+    metrics: Metrics  # the evaluation of each model the method serves (methods/results.py)
+    curves: dict  # name -> list, one entry per round / epoch ("<variant>/<name>" for several)
+    communication: dict[str, Communication]  # per variant, the same keys as metrics.variants
     timings: dict = field(default_factory=dict)  # phase -> seconds
     extra: dict = field(default_factory=dict)
     artifacts: dict = field(default_factory=dict)  # name -> uint8 image array, saved as PNG
+
+    def __post_init__(self):
+        if set(self.communication) != set(self.metrics.variants):
+            raise ValueError(f"communication {sorted(self.communication)} and metrics "
+                             f"{sorted(self.metrics.variants)} must name the same variants")
 
 
 class MethodBase:

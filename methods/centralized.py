@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import MethodBase, MethodResult, RunContext
+from .results import MODEL, Communication, Metrics
 from .evaluation import Selection
 from .training import fit
 
@@ -42,6 +43,7 @@ class Centralized(MethodBase):
             fit(model, ctx.data, pooled, cfg, epochs, ctx.streams, "batches", on_epoch)
             timings = {"train_and_eval": time.perf_counter() - t0}
         x = ctx.data.x_train
-        comm = {"rounds": 0, "total_bytes": x.numel() * x.element_size(),
-                "note": "raw training images uploaded once (uint8)"}
-        return MethodResult(selection.metrics(), selection.curves, comm, timings)
+        comm = Communication(0, x.numel() * x.element_size(), 0,
+                             note="raw training images uploaded once (uint8)")
+        return MethodResult(Metrics.single(selection.evaluation()), selection.curves,
+                            {MODEL: comm}, timings)

@@ -5,6 +5,8 @@ import dataclasses
 
 import torch
 
+from .results import Communication
+
 
 def tensor_bytes(message) -> int:
     """Bytes of a tensor, a dict of them, or a dataclass of those (a method's typed message),
@@ -34,12 +36,7 @@ class CommLog:
     def end_round(self) -> None:
         self.per_round.append(self.down + self.up)
 
-    def summary(self, rounds: int) -> dict:
-        return {
-            "rounds": rounds,
-            "down_bytes_per_client_round": self.down_per_client,
-            "up_bytes_per_client_round": self.up_per_client,
-            "total_down_bytes": self.down,
-            "total_up_bytes": self.up,
-            "total_bytes": self.down + self.up,
-        }
+    def summary(self, rounds: int) -> Communication:
+        return Communication(rounds, self.up, self.down,
+                             per_client_round={"up": self.up_per_client,
+                                               "down": self.down_per_client})

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import MethodBase, MethodResult, RunContext
+from .results import MODEL, Communication, Metrics
 from .evaluation import Diverged, Selection
 from .training import fit
 
@@ -226,11 +227,10 @@ class Dense(MethodBase):
                               for x in torch.split(data.x_test, 1024)])
         ensemble_accuracy = float((pred == data.y_test).float().mean())
         classifier = ctx.classifier_bytes()
-        comm = {"rounds": 1, "total_up_bytes": classifier * len(teachers),
-                "total_down_bytes": classifier * len(teachers),
-                "total_bytes": 2 * classifier * len(teachers),
-                "note": "each client's classifier up once; the student down to every client"}
-        return MethodResult(sel.metrics(), sel.curves, comm, timings,
+        comm = Communication(1, classifier * len(teachers), classifier * len(teachers),
+                             note="each client's classifier up once; the student down to "
+                                  "every client")
+        return MethodResult(Metrics.single(sel.evaluation()), sel.curves, {MODEL: comm}, timings,
                             extra={"batch_norm_term": bn.active,
                                    "ensemble_test_accuracy": ensemble_accuracy,
                                    # tables name the run by it (bench/report/tables.py)

@@ -16,6 +16,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from .data import DeviceData
+from .results import Evaluation, Metrics
 
 CURVE_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "loss")
 
@@ -71,11 +72,73 @@ def classification_metrics(proba: np.ndarray, labels: np.ndarray, n_classes: int
         "loss": float(-np.log(np.clip(proba[np.arange(len(labels)), labels], 1e-12, None)).mean()),
         "auroc": _auroc(proba, labels, n_classes),
     }
+    # what each client's own label distribution makes of the model (per_client, below)
+    m["per_class_accuracy"] = [float(cm[c, c] / support[c]) if support[c] else None
+                               for c in range(n_classes)]
     if detail:
-        m["per_class_accuracy"] = [float(cm[c, c] / support[c]) if support[c] else None
-                                   for c in range(n_classes)]
         m["confusion_matrix"] = cm.tolist()
     return m
+
+
+def per_client(entry: dict, client_class_counts: list[list[int]]) -> dict | None:
+    """Each client served on its own label distribution. Personalised-FL papers test each
+    client on data of its own label distribution (e.g. the label-skew experiments of
+    LG-FedAvg, Liang et al., 2020, and FedRep, Collins et al., ICML 2021, where a client's test
+    images come from its training classes); with one global test set the usual form is the
+    test set reweighted by the client's training label proportions, exactly:
+
+        accuracy_k          = sum_c (n_kc / n_k) recall_c
+        balanced_accuracy_k = mean of recall_c over the classes c that client k holds
+
+    where recall_c is the model's accuracy on the test images of class c (a class without
+    test images is left out and the weights renormalised). `entry`: test (or validation)
+    metrics with `per_class_accuracy`; where it holds `clients` (local-only: each client's own
+    model), client k's own recalls are used. Returns per-client values and their summary
+    (mean, worst, 10th percentile, std over clients), or None without clients or recalls."""
+    counts = np.asarray(client_class_counts, dtype=float)
+    own = entry.get("clients")
+    if counts.ndim != 2 or not len(counts) or (own is None and "per_class_accuracy" not in entry):
+        return None
+    acc, bal = [], []
+    for k, row in enumerate(counts):
+        source = own[k] if own is not None else entry
+        recall = None if source is None else source.get("per_class_accuracy")
+        if recall is None:  # a local model that diverged before any finite round
+            acc.append(None)
+            bal.append(None)
+            continue
+        recall = np.array([np.nan if r is None else r for r in recall], dtype=float)
+        held = (row > 0) & ~np.isnan(recall)
+        if not held.any():
+            acc.append(None)
+            bal.append(None)
+            continue
+        acc.append(float(np.sum(row[held] * recall[held]) / row[held].sum()))
+        bal.append(float(recall[held].mean()))
+    return {"accuracy": _over_clients(acc), "balanced_accuracy": _over_clients(bal)}
+
+
+def with_per_client(metrics: Metrics, client_class_counts: list[list[int]]) -> Metrics:
+    """`metrics` with `per_client` (above) added to every test and validation entry."""
+    def add(entry: dict | None) -> dict | None:
+        if entry is None:
+            return None
+        out = {**entry, "per_client": per_client(entry, client_class_counts)}
+        if "val" in entry:
+            out["val"] = {**entry["val"],
+                          "per_client": per_client(entry["val"], client_class_counts)}
+        return out
+    return Metrics({v: Evaluation(add(e.selected), add(e.final), e.diverged_at)
+                    for v, e in metrics.variants.items()}, metrics.headline_variant)
+
+
+def _over_clients(values: list) -> dict:
+    present = np.array([v for v in values if v is not None], dtype=float)
+    summary = {"mean": None, "worst": None, "p10": None, "std": None}
+    if len(present):
+        summary = {"mean": float(present.mean()), "worst": float(present.min()),
+                   "p10": float(np.percentile(present, 10)), "std": float(present.std())}
+    return {"clients": values, **summary}
 
 
 def _auroc(proba: np.ndarray, labels: np.ndarray, n_classes: int) -> float | None:
@@ -149,7 +212,7 @@ class Selection:
         records (bench/monitor.py)."""
         return {k: v[-1] for k, v in self.curves.items() if v}
 
-    def metrics(self) -> dict:
+    def evaluation(self) -> Evaluation:
         """Selected and final entries (None if the model diverged before any finite round),
         and the step at which it diverged (None if it did not)."""
-        return {"selected": self.best, "final": self.last, "diverged_at": self.diverged_at}
+        return Evaluation(self.best, self.last, self.diverged_at)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import MethodBase, MethodResult, RunContext
+from .results import MODEL, Communication, Metrics
 from .communication import tensor_bytes
 from .sample_quality import sample_quality
 from .synthesis import sample_grid, shares, train_on
@@ -144,10 +145,11 @@ class FedCVAE(MethodBase):
         up = {k: tensor_bytes(dict(decoders[k].decoder.state_dict())) + tensor_bytes(counts[k])
               for k in members}
         down = len(members) * ctx.classifier_bytes()  # the classifier, back to every client
-        comm = {"rounds": 1, "total_up_bytes": sum(up.values()), "total_down_bytes": down,
-                "total_bytes": sum(up.values()) + down,
-                "decoder_bytes_per_client": {str(k): v for k, v in up.items()}}
-        return MethodResult(sel.metrics(), sel.curves, comm, timings,
+        comm = Communication(1, sum(up.values()), down,
+                             up_bytes_per_client={str(k): v for k, v in up.items()},
+                             note="each client's decoder and class counts up once; the "
+                                  "classifier down to every client")
+        return MethodResult(Metrics.single(sel.evaluation()), sel.curves, {MODEL: comm}, timings,
                             extra={"modules": log, "excluded_clients": list(p.exclude_clients),
                                    "sample_quality": quality,
                                    "synthetic_per_class":

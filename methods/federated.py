@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .base import MethodResult, RunContext
+from .results import MODEL, Metrics
 from .communication import CommLog, tensor_bytes
 from .evaluation import Diverged, Selection
 from .training import train_local
@@ -59,7 +60,8 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
             bar.update(1)
             bar.log(selection.last_step())
             bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
-    return MethodResult(selection.metrics(), selection.curves, comm.summary(cfg.rounds), timings,
+    return MethodResult(Metrics.single(selection.evaluation()), selection.curves,
+                        {MODEL: comm.summary(cfg.rounds)}, timings,
                         extra=method.extra(model))
 
 

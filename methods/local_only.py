@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import MethodBase, MethodResult, RunContext
+from .results import MODEL, Communication, Evaluation, Metrics
 from .evaluation import Diverged, Selection
 from .training import train_local
 
@@ -59,14 +60,18 @@ class LocalOnly(MethodBase):
             if key != "round":
                 curves[key] = _mean_curve([s.curves.get(key, []) for s in selections])
         diverged = [s.diverged_at for s in selections]
-        return MethodResult({"selected": metrics["best"], "final": metrics["last"],
-                             "diverged_at": None if not any(diverged) else diverged}, curves,
-                            {"rounds": 0, "total_bytes": 0}, timings)
+        evaluation = Evaluation(metrics["best"], metrics["last"],
+                                None if not any(diverged) else diverged)
+        return MethodResult(Metrics.single(evaluation), curves,
+                            {MODEL: Communication(0, 0, 0, note="nothing leaves a client")},
+                            timings)
 
 
-def _summarise(entries: list[dict | None]) -> dict | None:
-    """Mean over clients (those that diverged before any finite round are left out)."""
-    entries = [e for e in entries if e is not None]
+def _summarise(by_client: list[dict | None]) -> dict | None:
+    """Mean over clients (those that diverged before any finite round are left out), and each
+    client's own entry under `clients`, in client order (None: diverged before any finite
+    round), with its per-class accuracy on test and validation (evaluation.per_client)."""
+    entries = [e for e in by_client if e is not None]
     if not entries:
         return None
     out = {}
@@ -80,7 +85,11 @@ def _summarise(entries: list[dict | None]) -> dict | None:
                   for key in SCALARS if all(e["val"].get(key) is not None for e in entries)}
     pcs = np.array([e["per_class_accuracy"] for e in entries], dtype=float)
     out["per_class_accuracy"] = np.nanmean(pcs, axis=0).tolist()
-    out["clients"] = [{k: e[k] for k in (*SCALARS, "round")} for e in entries]
+    out["clients"] = [None if e is None else
+                      {**{k: e[k] for k in (*SCALARS, "round", "per_class_accuracy")},
+                       "val": {k: e["val"][k] for k in (*SCALARS, "per_class_accuracy")}}
+                      for e in by_client]
+    out["val"]["clients"] = [None if c is None else c["val"] for c in out["clients"]]
     return out
 
 

@@ -9,10 +9,34 @@ import torch
 from torch import nn
 
 from bench.config import parse_overrides, resolve
+from bench.methods.results import Communication, Evaluation, Metrics
 from bench.methods.training import LocalStats
+from bench.records import Record
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def make_record(config, metrics: Metrics | None = None, **fields) -> Record:
+    """A record of `config` with the given fields and placeholders for the rest (tables,
+    checks and the store read only some; no training)."""
+    metrics = metrics or Metrics.single(Evaluation({"accuracy": 0.5}, {"accuracy": 0.5}))
+    defaults = dict(run_id=config.run_id, config=config,
+                    dataset_info={"n_classes": 10, "class_names": [str(i) for i in range(10)]},
+                    split={"client_class_counts": []}, model_parameters=0, metrics=metrics,
+                    curves={}, communication={v: Communication(1, 0, 0)
+                                              for v in metrics.variants},
+                    timings={}, extra={}, environment={}, provenance={},
+                    created="2026-11-30T00:00:00+00:00")
+    return Record(**{**defaults, **fields})
+
+
+def stored_records(folder) -> list[Record]:
+    """Every record under `folder` (a results root), read and verified as the suite reads
+    them."""
+    from bench.store import RecordStore
+
+    return [RecordStore.read(p) for p in sorted(Path(folder).rglob("runs/*/*/*.json"))]
 
 
 def run_cli(*args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:

@@ -64,8 +64,8 @@ from bench.report.check import (
     check_reference,
     load_reference,
     passed,
-    split_method,
 )
+from bench.records import parse_label
 from bench.store import RecordStore
 
 pytestmark = pytest.mark.slow  # every test here uses the sensitivity grid (minutes)
@@ -279,7 +279,7 @@ def test_planted_regression_fails_the_check(plant, clean_grid, clean_reference, 
         assert main(["run", "--grid", "sensitivity", "--methods", methods,
                      "--out", str(out)]) == 0
     ref = {**clean_reference, "cells": [c for c in clean_reference["cells"]
-                                        if split_method(c["method"])[0] in methods.split(",")]}
+                                        if parse_label(c["method"])[0] in methods.split(",")]}
     table = check_reference(ref, RecordStore(out))
     failing = table[table["verdict"] != "ok"]
     print(f"\n{plant}:\n" + failing[["method", "split", "metric", "expected", "measured",

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bench.cli import main
-from helpers import ROOT, run_cli, tiny_overrides
+from helpers import ROOT, run_cli, stored_records, tiny_overrides
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -112,7 +112,7 @@ def test_grid_end_to_end_then_skip_then_force(tmp_path, capsys):
     assert len(files) == 5  # centralized once, two splits for the others
     record = json.loads(files[0].read_text())
     for key in ("config", "metrics", "curves", "communication", "timings", "environment",
-                "split", "checksum"):
+                "split", "checksum", "schema"):
         assert key in record
     mtimes = {f: f.stat().st_mtime_ns for f in files}
     assert main(args) == 0
@@ -188,9 +188,9 @@ def test_divergence_is_recorded_not_a_crash(tmp_path, capsys):
     args = ["run", "--methods", "scaffold,local_only,centralized", "--splits", "silos",
             "--set", "lr=1e4", "--out", str(tmp_path), *tiny_overrides(rounds=3)]
     assert main(args) == 0
-    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("*.json")]
+    records = stored_records(tmp_path)
     assert len(records) == 3
-    assert all(r["metrics"]["diverged_at"] for r in records), [r["metrics"] for r in records]
+    assert all(r.metrics.headline.diverged_at for r in records), [r.metrics for r in records]
     assert "diverged at" in capsys.readouterr().err
 
 

@@ -209,9 +209,9 @@ def test_an_edm_run_records_its_generator_and_both_product_rules(tmp_path):
         "federatedfactory.sampler_steps=3", "federatedfactory.gen_images_seen=128",
         "federatedfactory.samples_per_class=16", "federatedfactory.classifier_epochs=2"]))
     rec, _ = execute(config, torch.device("cpu"), cache_dir=tmp_path)
-    gen = rec["extra"]["generator"]
+    gen = rec.extra["generator"]
     assert gen["formulation"] == "edm" and gen["network_evaluations_per_image"] == 5
-    assert set(rec["metrics"]["variants"]) == {"server", "local", "local_plain"}
+    assert set(rec.metrics.variants) == {"server", "local", "local_plain"}
 
 
 def test_dry_run_of_the_paper_grid_shows_the_authors_generators(capsys):

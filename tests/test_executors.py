@@ -1,5 +1,4 @@
 """The three executors store identical records for a tiny grid; Ray runs for real, locally."""
-import json
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,8 @@ from bench.cli import main
 from bench.config import ConfigError
 from bench.executors import Plan, gpu_round_robin, settle
 from bench.runner import Execution
-from helpers import tiny_overrides
+from bench.store import RecordStore
+from helpers import stored_records, tiny_overrides
 from helpers import TINY_FF_CLI
 
 GRID = ["--methods", "fedavg,scaffold,centralized,federatedfactory", "--splits", "silos",
@@ -20,7 +20,7 @@ VOLATILE = ("timings", "created", "environment", "checksum")
 def _records(out: Path) -> dict:
     records = {}
     for f in sorted((out / "runs").rglob("*.json")):
-        r = json.loads(f.read_text())
+        r = RecordStore.read(f).to_dict()
         for m in r["extra"].get("modules", []):  # trained here, or found in the cache
             m.pop("cache")
         records[r["run_id"]] = {k: v for k, v in r.items() if k not in VOLATILE}
@@ -28,9 +28,9 @@ def _records(out: Path) -> dict:
 
 
 def _module_log(out: Path) -> list:
-    (record,) = [json.loads(f.read_text()) for f in (out / "runs").rglob("*.json")
+    (record,) = [RecordStore.read(f) for f in (out / "runs").rglob("*.json")
                  if "federatedfactory" in f.parts]
-    return [m["cache"] for m in record["extra"]["modules"]]
+    return [m["cache"] for m in record.extra["modules"]]
 
 
 def _run(out: Path, *extra: str) -> int:
@@ -74,9 +74,9 @@ def test_record_says_how_it_was_computed(tmp_path):
     record keeps it, and the vectorisation setting."""
     assert main(["run", *GRID[2:], "--methods", "fedavg", "--threads", "2", "--out",
                  str(tmp_path)]) == 0
-    (record,) = [json.loads(f.read_text()) for f in (tmp_path / "runs").rglob("*.json")]
-    assert record["environment"]["torch_threads"] == 2
-    assert record["environment"]["clients_at_once"] == 1
+    (record,) = stored_records(tmp_path)
+    assert record.environment["torch_threads"] == 2
+    assert record.environment["clients_at_once"] == 1
 
 
 def test_settle_never_oversubscribes(monkeypatch):

@@ -1,6 +1,5 @@
 """FederatedFactory: its parts, its determinism, and exact unlearning, on tiny settings."""
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from bench.methods.federatedfactory.modules import train_module
 from bench.methods.synthesis import image_seeds, shares
 from bench.methods.models import count_parameters
 from bench.runner import execute
+from bench.store import RecordStore
 from helpers import TINY_FF_CLI, ff_config
 
 
@@ -72,22 +72,27 @@ def test_module_training_is_deterministic():
 @pytest.mark.slow
 def test_run_records_both_modes_bytes_and_diagnostics(tmp_path):
     record, artifacts = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
-    m = record["metrics"]
-    assert set(m["variants"]) == {"server", "local", "local_plain"}
-    assert m["selected"] == m["variants"]["server"]["selected"]
-    extra = record["extra"]
+    m = record.metrics
+    assert set(m.variants) == {"server", "local", "local_plain"}
+    assert m.headline_variant == "server"  # the first of its modes
+    assert m.selected == m.variants["server"].selected
+    extra = record.extra
     assert extra["synthetic_per_class"] == [16] * 10
     assert len(extra["modules"]) == 10 and {e["cache"] for e in extra["modules"]} == {"miss"}
     assert set(extra["memorisation"]) == {str(c) for c in range(10)}
-    comm = record["communication"]
-    assert comm["rounds"] == 1
-    assert comm["total_up_bytes"] == 10 * 651_041 * 4  # ten modules at float32
+    comm = record.communication
+    assert set(comm) == set(m.variants) and comm["local"] == comm["local_plain"]
+    assert comm["server"].rounds == 1
+    assert comm["server"].up_bytes == 10 * 651_041 * 4  # ten modules at float32
+    # local mode: every client also sends its classifier up and gets the others' modules
+    assert comm["local"].up_bytes > comm["server"].up_bytes
+    assert comm["local"].down_bytes == 9 * comm["server"].up_bytes
     for phase in ("modules", "sampling", "classifier_server", "classifier_local"):
-        assert record["timings"][phase] > 0
+        assert record.timings[phase] > 0
     assert artifacts["samples"].dtype == np.uint8 and artifacts["samples"].ndim == 2
     again, _ = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
-    assert {e["cache"] for e in again["extra"]["modules"]} == {"hit"}
-    assert again["metrics"] == record["metrics"]  # cached modules change nothing
+    assert {e["cache"] for e in again.extra["modules"]} == {"hit"}
+    assert again.metrics == record.metrics  # cached modules change nothing
 
 
 def _without_client_images(monkeypatch, client: int):
@@ -117,8 +122,8 @@ def _forget_then_compare_with_never_had(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     forgot = ff_config(extra=[*longer, "federatedfactory.exclude_clients=3"])
     path = out / "runs/digits/federatedfactory" / f"{forgot.run_id}.json"
-    after = json.loads(path.read_text())
-    grid_after = np.array(Image.open(path.with_name(after["artifacts"]["samples"])))
+    after = RecordStore.read(path)
+    grid_after = np.array(Image.open(path.with_name(after.artifacts["samples"])))
     with monkeypatch.context() as m:
         _without_client_images(m, 3)
         never, artifacts = execute(forgot, torch.device("cpu"), cache_dir=tmp_path / "fresh")
@@ -134,15 +139,15 @@ def test_unlearning_is_exact_and_never_reads_the_forgotten_images(tmp_path, monk
     printed, after, grid_after, never, grid_never = _forget_then_compare_with_never_had(
         tmp_path, monkeypatch, capsys)
     assert "3 (forgotten)" in printed
-    assert {e["cache"] for e in after["extra"]["modules"]} == {"hit"}  # nothing retrained
-    assert all(e["client"] != 3 for e in after["extra"]["modules"])
-    assert after["extra"]["synthetic_per_class"][3] == 0
-    assert {e["cache"] for e in never["extra"]["modules"]} == {"miss"}
-    assert never["extra"]["classifier_sha256"] == after["extra"]["classifier_sha256"]
-    assert never["metrics"] == after["metrics"]
-    assert never["extra"]["memorisation"] == after["extra"]["memorisation"]
+    assert {e["cache"] for e in after.extra["modules"]} == {"hit"}  # nothing retrained
+    assert all(e["client"] != 3 for e in after.extra["modules"])
+    assert after.extra["synthetic_per_class"][3] == 0
+    assert {e["cache"] for e in never.extra["modules"]} == {"miss"}
+    assert never.extra["classifier_sha256"] == after.extra["classifier_sha256"]
+    assert never.metrics == after.metrics
+    assert never.extra["memorisation"] == after.extra["memorisation"]
     assert np.array_equal(grid_never, grid_after)  # no real image of client 3 in the record
-    u = after["unlearning"]
+    u = after.unlearning
     assert u["forgotten_classes"] == [3]
     for mode in ("server", "local"):
         assert u["modes"][mode]["per_class_after"][3] == 0.0
@@ -166,7 +171,7 @@ def test_the_unlearning_proof_fails_when_forgotten_images_are_read(tmp_path, mon
     monkeypatch.setattr(ff_method, "sample_grid", every_client)
     _, after, grid_after, never, grid_never = _forget_then_compare_with_never_had(
         tmp_path, monkeypatch, capsys)
-    assert never["extra"]["classifier_sha256"] == after["extra"]["classifier_sha256"]
+    assert never.extra["classifier_sha256"] == after.extra["classifier_sha256"]
     assert not np.array_equal(grid_never, grid_after)
 
 
@@ -211,8 +216,8 @@ def test_works_under_dirichlet_and_iid(tmp_path):
     for split in ("dirichlet:0.5", "iid"):
         record, _ = execute(ff_config(split, ["n_clients=3"]), torch.device("cpu"),
                             cache_dir=tmp_path)
-        assert sum(record["extra"]["synthetic_per_class"]) == 160
-        assert record["metrics"]["variants"]["local"]["selected"]["accuracy"] is not None
+        assert sum(record.extra["synthetic_per_class"]) == 160
+        assert record.metrics.variants["local"].selected["accuracy"] is not None
 
 
 @pytest.mark.slow
@@ -228,7 +233,7 @@ def test_a_part_task_and_the_run_hash_the_same_generator(tmp_path):
     perform_part(config, execution, parts[3])
     assert pending_parts(config, execution, "cpu") == parts[:3] + parts[4:]
     record, _ = execute(config, torch.device("cpu"), cache_dir=execution.cache_dir)
-    hits = [e for e in record["extra"]["modules"] if e["cache"] == "hit"]
+    hits = [e for e in record.extra["modules"] if e["cache"] == "hit"]
     assert [f"module/k{e['client']}/c{e['class']}" for e in hits] == [parts[3].rsplit("/", 1)[0]]
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from bench.cli import main
 from bench.monitor import RunLog, latest
+from bench.store import RecordStore
 from helpers import TINY_FF_CLI, run_cli, tiny_overrides
 
 bench = run_cli  # its stderr is a pipe: not a terminal, as under nohup or Slurm
@@ -37,9 +38,9 @@ def test_piped_run_prints_progress_lines_and_leaves_a_round_log(tmp_path):
     assert [e["round"] for e in steps] == [1, 2, 3, 4]
     for e in steps:  # metrics, learning rate, bytes and seconds per round
         assert {"val_accuracy", "test_accuracy", "train_loss", "lr", "bytes", "seconds"} <= set(e)
-    record = json.loads(log.with_name(log.name.replace(".log.jsonl", ".json")).read_text())
-    assert record["curves"]["val_accuracy"] == [e["val_accuracy"] for e in steps]
-    assert ev[-1]["accuracy"] == record["metrics"]["selected"]["accuracy"]
+    record = RecordStore.read(log.with_name(log.name.replace(".log.jsonl", ".json")))
+    assert record.curves["val_accuracy"] == [e["val_accuracy"] for e in steps]
+    assert ev[-1]["accuracy"] == record.metrics.selected["accuracy"]
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from bench.methods import numerics
+from bench.store import RecordStore
 
 GRID = ["--methods", "fedavg,scaffold,federatedfactory", "--splits", "silos",
         "--set", "rounds=3", "--set", "local_epochs=1",
@@ -34,14 +35,14 @@ LIBRARY_SWITCHES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INS
                     "MKL_CBWR", numerics.SWITCH)
 
 
-def record_digest(record: dict) -> str:
+def record_digest(record) -> str:
     """Everything a run computed (metrics, curves, the classifiers' and synthetic sets'
     fingerprints), not when or where: no timings, no cache hits."""
-    extra = json.loads(json.dumps(record["extra"]))
+    extra = json.loads(json.dumps(record.extra))
     for module in extra.get("modules", []):
         module.pop("cache", None)
-    body = {"metrics": record["metrics"], "curves": record["curves"], "extra": extra,
-            "split": record["split"]}
+    body = {"metrics": record.metrics.to_dict(), "curves": record.curves, "extra": extra,
+            "split": record.split}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -51,9 +52,9 @@ def _grid(out, **env) -> dict[str, str]:
                    env={**clean, **env}, check=True, capture_output=True, timeout=600)
     digests = {}
     for path in sorted(out.glob("runs/*/*/*.json")):
-        record = json.loads(path.read_text())
-        digests[record["config"]["method"]] = record_digest(record)
-        assert record["provenance"]["numerics"]["pins"] == (
+        record = RecordStore.read(path)
+        digests[record.method] = record_digest(record)
+        assert record.provenance["numerics"]["pins"] == (
             numerics.NATIVE if env.get(numerics.SWITCH) else numerics.PINNED)
     assert len(digests) == 3
     return digests

@@ -11,7 +11,6 @@ Pitfalls of other implementations named here:
   them rewards drifting away from the global model.
 - FedAwS: without the server's spreadout, one-class clients collapse every class embedding.
 """
-import json
 import math
 
 import pytest
@@ -26,7 +25,7 @@ from bench.methods.fednova import FedNova, aggregation_norm
 from bench.methods.fedavg import FedAvg
 from bench.methods.moon import contrastive_loss
 from bench.methods.training import LocalStats
-from helpers import tiny_overrides
+from helpers import stored_records, tiny_overrides
 from helpers import Scalar, local_sgd, one_round
 
 
@@ -188,8 +187,8 @@ def test_fedaws_without_spreadout_collapses_under_silos(tmp_path):
         out = tmp_path / f"lr{lr}"
         assert main(["run", "--methods", "fedaws", "--splits", "silos", "--out", str(out),
                      "--set", f"fedaws.spreadout_lr={lr}", *tiny_overrides(rounds=3)]) == 0
-        rec = json.loads(next((out / "runs").rglob("*.json")).read_text())
-        spread[lr] = rec["extra"]["mean_class_cosine"]
+        (rec,) = stored_records(out)
+        spread[lr] = rec.extra["mean_class_cosine"]
     assert spread[1.0] < spread[0.0] - 0.05
 
 
@@ -248,13 +247,13 @@ def test_peer_end_to_end(tmp_path, capsys, method):
     args = ["run", "--methods", method, "--splits", "dirichlet:0.5", "--out", str(tmp_path),
             *tiny_overrides(rounds=3), *extra.get(method, [])]
     assert main(args) == 0
-    rec = json.loads(next((tmp_path / "runs").rglob("*.json")).read_text())
+    (rec,) = stored_records(tmp_path)
     if method == "dense":  # its student needs more than this budget; its teachers do not
-        assert rec["extra"]["ensemble_test_accuracy"] > 0.15
-        assert 0 <= rec["metrics"]["selected"]["accuracy"] <= 1
+        assert rec.extra["ensemble_test_accuracy"] > 0.15
+        assert 0 <= rec.metrics.selected["accuracy"] <= 1
     else:
-        assert rec["metrics"]["selected"]["accuracy"] > 0.15  # above chance on 10 digits
-    assert rec["communication"]["total_bytes"] > 0
+        assert rec.metrics.selected["accuracy"] > 0.15  # above chance on 10 digits
+    assert rec.communication["model"].total_bytes > 0
     assert main(args) == 0  # stored: skipped
     assert "1 already stored, 0 to run" in capsys.readouterr().err
 
@@ -267,17 +266,17 @@ def test_fedcvae_unlearning_is_exact(tmp_path, capsys):
              "--set", "fedcvae.samples_per_class=30"]
     base = ["run", "--methods", "fedcvae", "--splits", "silos", *tiny_overrides(), *small]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
-    run_id = json.loads(next((tmp_path / "a" / "runs").rglob("*.json")).read_text())["run_id"]
+    (run_id,) = [r.run_id for r in stored_records(tmp_path / "a")]
     assert main(["unlearn", "--run", run_id, "--clients", "3", "--out",
                  str(tmp_path / "a")]) == 0
     assert "(classes [3])" in capsys.readouterr().out
     assert main([*base, "--set", "fedcvae.exclude_clients=3", "--out",
                  str(tmp_path / "b")]) == 0
-    after = [json.loads(p.read_text()) for p in (tmp_path / "a" / "runs").rglob("*.json")]
-    after = next(r for r in after if "unlearning" in r)
-    scratch = json.loads(next((tmp_path / "b" / "runs").rglob("*.json")).read_text())
-    assert after["metrics"] == scratch["metrics"]
-    assert after["metrics"]["selected"]["per_class_accuracy"][3] == 0.0
+    after = stored_records(tmp_path / "a")
+    after = next(r for r in after if r.unlearning is not None)
+    (scratch,) = stored_records(tmp_path / "b")
+    assert after.metrics == scratch.metrics
+    assert after.metrics.selected["per_class_accuracy"][3] == 0.0
 
 
 def test_estimate_counts_every_method(capsys):

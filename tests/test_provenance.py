@@ -106,7 +106,7 @@ def test_a_change_to_the_generator_code_misses_the_generator_cache(tmp_path, mon
 
     execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
     again, _ = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
-    assert {e["cache"] for e in again["extra"]["modules"]} == {"hit"}
+    assert {e["cache"] for e in again.extra["modules"]} == {"hit"}
     copy = tmp_path / "source" / "federatedfactory"
     shutil.copytree(METHODS_DIR / "federatedfactory", copy,
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -116,7 +116,7 @@ def test_a_change_to_the_generator_code_misses_the_generator_cache(tmp_path, mon
     monkeypatch.setattr(ff_method, "files_fingerprint",
                         lambda names, folder: files_fingerprint(names, copy))
     edited, _ = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
-    assert {e["cache"] for e in edited["extra"]["modules"]} == {"miss"}
+    assert {e["cache"] for e in edited.extra["modules"]} == {"miss"}
 
 
 @pytest.mark.slow
@@ -142,7 +142,7 @@ def test_generators_trained_with_other_cpu_threads_are_not_reused(tmp_path):
         again, _ = execute(ff_config(), cpu, cache_dir=tmp_path / "shared")
     finally:
         torch.set_num_threads(before)
-    assert {e["cache"] for e in after["extra"]["modules"]} == {"miss"}
-    assert {e["cache"] for e in again["extra"]["modules"]} == {"hit"}  # same threads: reused
-    assert after["metrics"] == fresh["metrics"]
-    assert after["extra"]["classifier_sha256"] == fresh["extra"]["classifier_sha256"]
+    assert {e["cache"] for e in after.extra["modules"]} == {"miss"}
+    assert {e["cache"] for e in again.extra["modules"]} == {"hit"}  # same threads: reused
+    assert after.metrics == fresh.metrics
+    assert after.extra["classifier_sha256"] == fresh.extra["classifier_sha256"]

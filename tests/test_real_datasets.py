@@ -1,6 +1,5 @@
 """Real-dataset loaders on files the tests write in each official format, and on the real
 PneumoniaMNIST file in ../shared/data (skipped with a reason when absent). No network."""
-import json
 import pickle
 
 import numpy as np
@@ -12,7 +11,7 @@ from bench.cli import main
 from bench.datasets.base import DataError
 from bench.datasets.registry import get_entry, load_dataset
 from bench.methods.data import AUGMENTATIONS
-from helpers import tiny_overrides
+from helpers import stored_records, tiny_overrides
 
 
 def write_medmnist(path, n=(40, 10, 12), size=28, channels=1, classes=2, seed=0):
@@ -150,7 +149,8 @@ def test_end_to_end_on_every_format(tmp_path, capsys):
         assert main(["run", "--datasets", dataset, "--methods", "fedavg,centralized",
                      "--splits", "silos", "--scale", "cpu", "--data-root", str(tmp_path / "data"),
                      "--out", str(tmp_path / "out"), *tiny_overrides()]) == 0
-    assert capsys.readouterr().out.count("| fedavg |") == 8  # accuracy and AUROC, 4 datasets
+    # accuracy, AUROC and worst-client accuracy, 4 datasets
+    assert capsys.readouterr().out.count("| fedavg |") == 12
     assert main(["data", "--data-root", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
     assert "pneumoniamnist" in out and "present" in out and "md5 differs" in out
@@ -275,9 +275,9 @@ def test_isic2019_prepare_load_and_natural_split(tmp_path, capsys):
     assert main(["run", "--datasets", "isic2019", "--methods", "fedavg", "--splits", "natural",
                  "--scale", "cpu", "--set", "resolution=16", "--data-root", str(tmp_path),
                  "--out", str(out), *tiny_overrides(rounds=1)]) == 0
-    record = json.loads(next((out / "runs").rglob("*.json")).read_text())
-    assert record["config"]["n_clients"] == 6
-    assert [sum(c) for c in record["split"]["client_class_counts"]] == \
+    (record,) = stored_records(out)
+    assert record.config.n_clients == 6
+    assert [sum(c) for c in record.split["client_class_counts"]] == \
         [int((d.groups_train == g).sum()) for g in range(6)]
     (tmp_path / "isic2019" / "ISIC_2019_Training_Input" / "ISIC_0000003.jpg").unlink()
     assert main(["prepare", "isic2019", "--data-root", str(tmp_path)]) == 2

@@ -12,19 +12,21 @@ from bench.provenance import provenance
 from bench.report.check import (CROSS, EXACT, auroc_step, check_claims, check_tripwire,
                                 cross_environment, load_reference, passed, reference_diff,
                                 selected_round_is_validation_best, tripwire_cells)
+from bench.methods.results import MODEL, Communication, Evaluation, Metrics
 from bench.store import RecordStore
+from helpers import make_record
 
 ACC = {"centralized": 0.99, "fedavg": {"iid": 0.98, "dirichlet:0.1": 0.9, "dirichlet:1.0": 0.96,
                                        "silos": 0.3},
        "local_only": {"iid": 0.9, "dirichlet:0.1": 0.4, "dirichlet:1.0": 0.7, "silos": 0.1}}
 
 
-def _metrics(acc):
+def _evaluation(acc):
     m = {"accuracy": acc, "balanced_accuracy": acc, "auroc": min(1.0, acc + 0.05),
          "f1_macro": acc, "loss": 1 - acc, "per_class_accuracy": [acc] * 10, "round": 3,
          "val": {"accuracy": acc, "loss": 1 - acc, "auroc": acc, "balanced_accuracy": acc,
                  "f1_macro": acc}}
-    return {"selected": m, "final": m}
+    return Evaluation(m, m)
 
 
 def _record(method, split, seed, acc, variants=None):
@@ -35,19 +37,18 @@ def _record(method, split, seed, acc, variants=None):
     for part in ("val", "test"):
         for k in ("accuracy", "auroc", "balanced_accuracy", "f1_macro", "loss"):
             curves[f"{part}_{k}"] = [acc / 3, acc / 2, acc]
-    metrics = _metrics(acc)
-    comm = {"rounds": 3, "total_bytes": 3e6}
+    metrics = Metrics.single(_evaluation(acc))
+    comm = {MODEL: Communication(3, 2_000_000, 1_000_000)}
     if variants:
-        metrics = {**_metrics(variants["server"]),
-                   "variants": {v: _metrics(a) for v, a in variants.items()}}
+        metrics = Metrics({v: _evaluation(a) for v, a in variants.items()})
         curves = {}
-        comm = {"rounds": 1, "total_bytes": 5e5, "local_mode": {"total_bytes": 9e5}}
+        comm = {v: Communication(1, 400_000, 100_000 if v == "server" else 500_000)
+                for v in variants}
     import torch
 
-    return c, {"run_id": c.run_id, "config": c.to_dict(), "metrics": metrics, "curves": curves,
-               "communication": comm, "split": {"client_class_counts": counts},
-               "dataset_info": {"class_names": [str(i) for i in range(10)], "n_classes": 10},
-               "provenance": provenance(method, torch.device("cpu"))}
+    return c, make_record(c, metrics, curves=curves, communication=comm,
+                          split={"client_class_counts": counts},
+                          provenance=provenance(method, torch.device("cpu")))
 
 
 def _acc(method, split, seed):
@@ -69,10 +70,10 @@ def store(tmp_path):
                          variants={"server": 0.95 + 0.01 * seed, "local": 0.97})
         grid = (np.random.default_rng(0).random((100, 134)) * 255).astype(np.uint8)
         if seed == 0:
-            rec["unlearning"] = {"forgotten_clients": [3], "forgotten_classes": [3], "modes": {
+            rec = rec.replace(unlearning={"forgotten_clients": [3], "forgotten_classes": [3], "modes": {
                 "server": {"accuracy_before": 0.95, "accuracy_after": 0.86,
                            "per_class_before": [0.95] * 10,
-                           "per_class_after": [0.95] * 3 + [0.0] + [0.95] * 6}}}
+                           "per_class_after": [0.95] * 3 + [0.0] + [0.95] * 6}}})
         s.write(rec, {"samples": grid})
     return s
 
@@ -137,12 +138,12 @@ def test_tripwire_passes_on_its_own_runs_and_fails_on_a_changed_one(store, tmp_p
 def test_tripwire_cells_name_their_runs_missing_and_stale(store):
     records = store.all_records()
     ref = {"layer": "tripwire", "cells": tripwire_cells(records[:1], TEST_LABELS)}
-    load = {r["run_id"]: r for r in records}
+    load = {r.run_id: r for r in records}
     table = check_tripwire(ref, lambda d, m, run_id: load.get(run_id))
     assert passed(table)
     table = check_tripwire(ref, lambda d, m, run_id: None)
     assert set(table["verdict"]) == {"MISSING"}
-    old = {**records[0], "provenance": {"code": "0" * 16}}
+    old = records[0].replace(provenance={"code": "0" * 16})
     table = check_tripwire(ref, lambda d, m, run_id: old)
     assert set(table["verdict"]) == {"STALE"} and not passed(table)
 
@@ -231,8 +232,7 @@ def test_runs_with_other_settings_never_share_a_cell(store, capsys):
 
     c = resolve("digits", "fedavg", "silos", 0, parse_overrides(["lr=0.1"]))
     _, rec = _record("fedavg", "silos", 0, 0.5)
-    rec["config"], rec["run_id"] = c.to_dict(), c.run_id
-    store.write(rec)
+    store.write(rec.replace(config=c, run_id=c.run_id))
     assert main(["table", "--out", str(store.root)]) == 0
     out = capsys.readouterr().out
     assert "| fedavg (lr=0.01) |" in out and "| fedavg (lr=0.1) |" in out
@@ -250,27 +250,28 @@ def test_generator_sweep_figure_plots_each_swept_setting(tmp_path):
             for v in values:
                 c = resolve("digits", "federatedfactory", "silos", seed,
                             parse_overrides([f"federatedfactory.{key}={v}"]))
-                acc = {"server": 0.9, "local": 0.95}
-                records.append({"config": c.to_dict(), "metrics": {
-                    "variants": {m: _metrics(a) for m, a in acc.items()}}})
+                _, r = _record("federatedfactory", "silos", seed, 0.0,
+                               variants={"server": 0.9, "local": 0.95})
+                records.append(r.replace(config=c, run_id=c.run_id))
     paths = generator_sweep(records, "digits", "silos", tmp_path / "sweep")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.exists() for p in paths)
     # sampler steps 3, 7 and the default 13 of the length runs: three values, two panels
     assert generator_sweep(records[:3], "digits", "silos", tmp_path / "one") != []
     assert generator_sweep(records[:2], "digits", "silos", tmp_path / "none") == []
     # a run whose classifier diverged before any finite epoch (selected None) is left out
-    records[0]["metrics"]["variants"]["server"]["selected"] = None
+    diverged = {**records[0].metrics.variants, "server": Evaluation(None, None, 1)}
+    records[0] = records[0].replace(metrics=Metrics(diverged))
     assert generator_sweep(records, "digits", "silos", tmp_path / "diverged") != []
 
 
-def _with_numerics(record: dict, **changes) -> dict:
-    prov = record["provenance"]
-    return {**record, "provenance": {**prov, "numerics": {**prov["numerics"], **changes}}}
+def _with_numerics(record, **changes):
+    prov = record.provenance
+    return record.replace(provenance={**prov, "numerics": {**prov["numerics"], **changes}})
 
 
-def _reference(records: list[dict], cross: dict | None = None) -> dict:
+def _reference(records: list, cross: dict | None = None) -> dict:
     ref = {"name": "t", "layer": "tripwire", "cells": tripwire_cells(records, TEST_LABELS),
-           "made_with": {"numerics": records[0]["provenance"]["numerics"]}}
+           "made_with": {"numerics": records[0].provenance["numerics"]}}
     return {**ref, "cross_environment": {"tolerance": {"digits": cross}}} if cross else ref
 
 
@@ -301,19 +302,21 @@ def test_selected_round_must_be_the_best_validation_round_under_either_rule():
     the best validation accuracy (ties: lowest validation loss, then the earliest round), and
     its test numbers are that round's."""
     c, rec = _record("fedavg", "silos", 0, 0.30)
-    assert selected_round_is_validation_best(rec, None)
-    curves = {**rec["curves"], "val_accuracy": [0.1, 0.3, 0.3], "val_loss": [2.0, 0.5, 0.5]}
-    tied = {**rec, "curves": curves}
-    assert not selected_round_is_validation_best(tied, None)  # the tie goes to round 2
-    test_chosen = {**rec, "curves": {**rec["curves"], "val_accuracy": [0.1, 0.31, 0.3]}}
-    assert not selected_round_is_validation_best(test_chosen, None)
+    assert selected_round_is_validation_best(rec, MODEL)
+    curves = {**rec.curves, "val_accuracy": [0.1, 0.3, 0.3], "val_loss": [2.0, 0.5, 0.5]}
+    tied = rec.replace(curves=curves)
+    assert not selected_round_is_validation_best(tied, MODEL)  # the tie goes to round 2
+    test_chosen = rec.replace(curves={**rec.curves, "val_accuracy": [0.1, 0.31, 0.3]})
+    assert not selected_round_is_validation_best(test_chosen, MODEL)
     ref = _reference([rec], cross={"accuracy": 2.0, "auroc": 1.0})
     for record in (test_chosen, _with_numerics(test_chosen, threads=7)):
         table = check_tripwire(ref, lambda *a, r=record: r)
         assert "NOT VALIDATION-BEST" in set(table["verdict"]) and not passed(table)
     # on another machine a different round passes when it is the validation-best one
-    moved = {**rec, "curves": {**rec["curves"], "round": [1, 2, 4]},
-             "metrics": {k: {**v, "round": 4} for k, v in rec["metrics"].items()}}
+    e = rec.metrics.headline
+    moved = rec.replace(curves={**rec.curves, "round": [1, 2, 4]},
+                        metrics=Metrics.single(Evaluation({**e.selected, "round": 4},
+                                                          {**e.final, "round": 4})))
     assert passed(check_tripwire(ref, lambda *a: _with_numerics(moved, threads=7)))
     assert not passed(check_tripwire(ref, lambda *a: moved))
 

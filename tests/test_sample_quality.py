@@ -130,7 +130,7 @@ def test_a_collapse_to_class_means_is_recognisable_and_flagged():
 def _quality(overrides, cache):
     config = resolve("digits", "federatedfactory", "silos", 0, parse_overrides(overrides))
     record, _ = execute(config, torch.device("cpu"), cache_dir=cache)
-    return record["extra"]["sample_quality"]
+    return record.extra["sample_quality"]
 
 
 @pytest.fixture(scope="module")

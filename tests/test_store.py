@@ -2,13 +2,15 @@ import json
 
 import pytest
 
+from helpers import make_record
+
 from bench.config import resolve
 from bench.store import CorruptRecord, RecordStore
 
 
 def _record(seed=0):
     c = resolve("digits", "fedavg", "silos", seed)
-    return c, {"run_id": c.run_id, "config": c.to_dict(), "metrics": {"selected": {"accuracy": 0.5}}}
+    return c, make_record(c)
 
 
 def test_write_read_roundtrip(tmp_path):
@@ -17,7 +19,8 @@ def test_write_read_roundtrip(tmp_path):
     path = store.write(rec)
     assert path == store.path(c) and path.stem == c.run_id
     back = store.load(c)
-    assert back["metrics"] == rec["metrics"] and "checksum" in back
+    assert back == rec
+    assert "checksum" in json.loads(path.read_text())
     assert not list(path.parent.glob(".*.tmp"))  # no temporary file left behind
 
 
@@ -32,7 +35,7 @@ def test_damaged_record_is_reported_kept_aside_and_redone(tmp_path, damage):
         path.write_text(text[: len(text) // 2])
     elif damage == "tamper":  # valid JSON, changed number
         d = json.loads(text)
-        d["metrics"]["selected"]["accuracy"] = 0.99
+        d["metrics"]["variants"]["model"]["selected"]["accuracy"] = 0.99
         path.write_text(json.dumps(d))
     elif damage == "garbage":
         path.write_bytes(b"\x00\xff\x00")

@@ -1,6 +1,5 @@
 """Vectorised client training (torch.func) against the one-client loop, on the CPU."""
 import copy
-import json
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from bench.methods.models import build_model
 from bench.methods.scaffold import ControlVariateHooks
 from bench.methods.training import TrainHooks, train_local
 from bench.methods.vectorized import train_clients
-from helpers import tiny_overrides
+from helpers import stored_records, tiny_overrides
 
 CFG = TrainConfig(batch_size=32, momentum=0.9, weight_decay=1e-3)
 # uneven clients: partial last batches, a merged single-sample tail (65 = 2 x 32 + 1), and
@@ -119,9 +118,9 @@ def test_cli_clients_at_once_matches_loop(tmp_path):
         out = tmp_path / str(n)
         assert main(["run", "--methods", "scaffold", "--splits", "dirichlet:0.5", "--seeds", "0",
                      *tiny_overrides(), "--clients-at-once", str(n), "--out", str(out)]) == 0
-        (rec,) = [json.loads(f.read_text()) for f in (out / "runs").rglob("*.json")]
-        assert rec["environment"]["clients_at_once"] == n
-        curves[n] = rec["curves"]
+        (rec,) = stored_records(out)
+        assert rec.environment["clients_at_once"] == n
+        curves[n] = rec.curves
     assert curves[4]["val_loss"] == pytest.approx(curves[1]["val_loss"], rel=1e-4)
     assert curves[4]["train_loss"] == pytest.approx(curves[1]["train_loss"], rel=1e-4)
 

@@ -13,6 +13,7 @@ from ..datasets.base import DataError
 from ..datasets.files import write_text
 from ..grid import grid_configs, parse_seeds
 from ..protocol import GRIDS
+from ..records import Record
 from ..store import RecordStore
 
 RESULTS_ENV = "BENCH_RESULTS"
@@ -84,14 +85,14 @@ def progress_factory(tqdm):
     return progress
 
 
-def stored(out: str) -> list[dict]:
+def stored(out: str) -> list[Record]:
     records = RecordStore(out, warn=say).all_records()
     if not records:
         raise DataError(f"no stored runs under {out}; run `python -m bench run` first")
     return records
 
 
-def print_tables(records: list[dict], out: Path, name: str, final: bool = False,
+def print_tables(records: list[Record], out: Path, name: str, final: bool = False,
                   on: str = "test") -> None:
     from ..report.tables import (
         markdown,
@@ -116,17 +117,17 @@ def print_tables(records: list[dict], out: Path, name: str, final: bool = False,
     say(f"tables written to {tables}/{stem}.md and .csv")
 
 
-def warn_useless_samples(records: list[dict]) -> None:
+def warn_useless_samples(records: list[Record]) -> None:
     """One line per run whose synthetic images a reference classifier finds close to chance
     (methods/sample_quality.py), so that a useless generator is never silent."""
     from ..methods.sample_quality import verdict
 
     for r in records:
-        line = verdict(r.get("extra", {}).get("sample_quality"))
+        line = verdict(r.extra.get("sample_quality"))
         if line:
-            c = r["config"]
-            say(f"warning: {c['method']} on {c['dataset']} {c['split']} seed {c['seed']} "
-                f"[{r['run_id'][:8]}]: {line}")
+            c = r.config
+            say(f"warning: {c.method} on {c.dataset} {c.split} seed {c.seed} "
+                f"[{r.run_id[:8]}]: {line}")
 
 
 def fmt(x) -> str:

@@ -189,12 +189,12 @@ def main(args) -> int:
                     tqdm.write(f"[{done}/{len(todo)}] {c.label}: computed by another process",
                                file=sys.stderr)
                     continue
-                m = rec["metrics"]["selected"] or {}
-                diverged = rec["metrics"].get("diverged_at")
+                m = rec.metrics.selected or {}
+                diverged = rec.metrics.headline.diverged_at
                 tqdm.write(f"[{done}/{len(todo)}] {c.label}: acc {fmt(m.get('accuracy'))}, "
                            f"auroc {fmt(m.get('auroc'))}"
                            f"{f', diverged at {diverged}' if diverged else ''} "
-                           f"({rec['timings']['total']:.0f} s) -> {path}", file=sys.stderr)
+                           f"({rec.timings['total']:.0f} s) -> {path}", file=sys.stderr)
         if elsewhere:
             records.update(_collect(elsewhere, store, execution))
     except KeyboardInterrupt:

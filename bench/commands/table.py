@@ -23,8 +23,8 @@ def add_parser(sub) -> None:
 
 def main(args) -> int:
     records = [r for r in stored(args.out)
-               if (not args.datasets or r["config"]["dataset"] in args.datasets)
-               and (not args.methods or r["config"]["method"] in args.methods)]
+               if (not args.datasets or r.config.dataset in args.datasets)
+               and (not args.methods or r.method in args.methods)]
     if not records:
         raise DataError(f"no stored runs under {args.out} match --datasets / --methods")
     if args.runs:

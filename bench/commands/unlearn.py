@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..monitor import RunLog
 from ..provenance import is_stale
+from ..records import label
 from ..store import RecordStore
 from .common import UsageError, csv, fmt, out_option, progress_factory, say
 
@@ -21,7 +22,6 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
-    from ..config import RunConfig
     from ..runner import execute, pick_device
     from ..methods import numerics
     from ..unlearn import comparison, forget_config
@@ -33,23 +33,22 @@ def main(args) -> int:
     store = RecordStore(args.out, warn=say)
     before = store.find(args.run)
     if is_stale(before):  # its numbers are not this code's: a comparison would mislead
-        raise UsageError(f"run {before['run_id']} was computed by other code than the current "
+        raise UsageError(f"run {before.run_id} was computed by other code than the current "
                          f"one; recompute it first with `python -m bench run` (same options)")
-    config = forget_config(RunConfig.from_dict(before["config"]), clients,
-                           len(before["split"]["client_sizes"]))
+    config = forget_config(before.config, clients, len(before.split["client_sizes"]))
     device = pick_device(args.device)
-    threads = before["environment"].get("torch_threads")
+    threads = before.environment.get("torch_threads")
     if device.type == "cpu" and threads:
         # the run's own thread count (CPU float rounding depends on it): the unlearned run is
         # then bit for bit the run that never had the clients, as the grid would compute it
         import torch
 
         torch.set_num_threads(threads)
-        stored = before.get("provenance", {}).get("numerics")
+        stored = before.provenance.get("numerics")
         differs = numerics.current("cpu", threads).differences(
             numerics.Numerics.from_dict(stored)) if stored else ["numerics not recorded"]
         if differs:
-            say(f"run {before['run_id']} was computed with other numerics than this process's "
+            say(f"run {before.run_id} was computed with other numerics than this process's "
                 f"({'; '.join(differs)}): the unlearned run differs from it by rounding too "
                 f"(docs/numerics.md)")
     from tqdm.auto import tqdm
@@ -59,15 +58,13 @@ def main(args) -> int:
                 config.run_id, inner=progress_factory(tqdm)) as log:
         after, artifacts = execute(config, device, args.data_root, progress=log.progress,
                                    cache_dir=Path(args.out) / "cache")
-        after["unlearning"] = comparison(before, after, clients)
-        after["unlearning"]["seconds"] = time.perf_counter() - t
-        path = store.write(after, artifacts)
-        log.selected = after["metrics"]["selected"]
-    u = after["unlearning"]
-    print(f"forgot clients {clients} of run {before['run_id']} (classes {u['forgotten_classes']}) "
+        u = {**comparison(before, after, clients), "seconds": time.perf_counter() - t}
+        path = store.write(after.replace(unlearning=u), artifacts)
+        log.selected = after.metrics.selected
+    print(f"forgot clients {clients} of run {before.run_id} (classes {u['forgotten_classes']}) "
           f"in {u['seconds']:.0f} s -> {path}")
     for mode, m in u["modes"].items():
-        print(f"\n{mode} mode: accuracy {m['accuracy_before']:.3f} -> {m['accuracy_after']:.3f}")
+        print(f"\n{label(config.method, mode)}: accuracy {m['accuracy_before']:.3f} -> {m['accuracy_after']:.3f}")
         print("| class | before | after |\n|---|---|---|")
         for c, (b, a) in enumerate(zip(m["per_class_before"], m["per_class_after"])):
             mark = " (forgotten)" if c in u["forgotten_classes"] else ""

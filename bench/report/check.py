@@ -41,6 +41,7 @@ import pandas as pd
 from ..config import ConfigError
 from ..methods.numerics import Numerics
 from ..provenance import is_stale
+from ..records import Record, parse_label
 from .tables import records_frame, summarise
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "references"  # package data
@@ -103,28 +104,18 @@ def auroc_step(test_labels: np.ndarray, n_classes: int) -> float:
 
 
 # --- reading records --------------------------------------------------------------------
-def run_value(record: dict, variant: str | None, metric: str) -> float | None:
+def run_value(record: Record, variant: str, metric: str) -> float | None:
     """A run's validation-selected test metric (in percent; `round` as it is)."""
-    metrics = record["metrics"]
-    if variant is not None:
-        metrics = metrics["variants"][variant]
-    selected = metrics["selected"] or {}
+    selected = record.metrics.variants[variant].selected or {}
     value = selected.get(metric)
     if value is None:
         return None
     return float(value) if metric == "round" else 100.0 * float(value)
 
 
-def split_method(label: str) -> tuple[str, str | None]:
-    """'federatedfactory[server]' -> ('federatedfactory', 'server'); what a table adds in
-    parentheses ('dense (no L_BN)', 'fedaws (spreadout_lr=0.1)') is not part of the name."""
-    name, _, variant = label.split(" (")[0].partition("[")
-    return name, variant.rstrip("]") or None
-
-
 # --- the three layers -------------------------------------------------------------------
-def record_numerics(record: dict) -> Numerics | None:
-    stored = record.get("provenance", {}).get("numerics")
+def record_numerics(record: Record) -> Numerics | None:
+    stored = record.provenance.get("numerics")
     return None if stored is None else Numerics.from_dict(stored)
 
 
@@ -133,18 +124,17 @@ def reference_numerics(ref: dict) -> Numerics | None:
     return None if stored is None else Numerics.from_dict(stored)
 
 
-def selected_round_is_validation_best(record: dict, variant: str | None) -> bool | None:
+def selected_round_is_validation_best(record: Record, variant: str) -> bool | None:
     """Whether the selected round carries the best validation score of its curve under the
     selection's rule (methods/evaluation.py, `Selection.record`: highest validation accuracy,
     then lowest validation loss, the earliest round on a full tie), and the test values
     reported are that round's. What the exact round guards (the test set never chooses it)
     holds on any machine in this form. None when the record has no validation curve or no
     single selected round (local-only: each client selects its own; its curves are means)."""
-    prefix = f"{variant}/" if variant else ""
-    curves = record["curves"]
+    prefix = record.curve_prefix(variant)
+    curves = record.curves
     rounds, acc, loss = (curves.get(prefix + k) for k in ("round", "val_accuracy", "val_loss"))
-    metrics = record["metrics"]["variants"][variant] if variant else record["metrics"]
-    selected = metrics.get("selected")
+    selected = record.metrics.variants[variant].selected
     if not rounds or acc is None or loss is None or not selected or "round" not in selected:
         return None
     best = max(range(len(rounds)), key=lambda i: (acc[i], -loss[i], -i))
@@ -161,7 +151,7 @@ def check_tripwire(ref: dict, load) -> pd.DataFrame:
     cross = ref.get("cross_environment", {}).get("tolerance", {})
     rows, differences = [], {}
     for cell in ref["cells"]:
-        method, variant = split_method(cell["method"])
+        method, variant = parse_label(cell["method"])
         record = load(cell["dataset"], method, cell["run_id"])
         row = {k: cell[k] for k in KEY} | {"seed": cell["seed"], "expected": cell["expected"],
                                            "tolerance": cell["tolerance"], "measured": None,
@@ -221,7 +211,7 @@ def environment_line(ref: dict, table: pd.DataFrame, differences: list[str]) -> 
             f"validation invariant; docs/checks.md)")
 
 
-def check_claims(claims: list[dict], records: list[dict], min_seeds: int,
+def check_claims(claims: list[dict], records: list[Record], min_seeds: int,
                  missing_is_failure: bool) -> pd.DataFrame:
     """A side of a claim is a cell (the mean over its seeds) or a constant `{"value": x}`
     (chance level, say)."""
@@ -246,7 +236,7 @@ def check_claims(claims: list[dict], records: list[dict], min_seeds: int,
     return pd.DataFrame(rows)
 
 
-def check_published(ref: dict, records: list[dict]) -> pd.DataFrame:
+def check_published(ref: dict, records: list[Record]) -> pd.DataFrame:
     """Mean over the stored seeds against each reported number, within its tolerance."""
     current = [r for r in records if not is_stale(r)]
     summary = summarise(records_frame(current)) if current else None
@@ -281,24 +271,22 @@ def passed(table: pd.DataFrame) -> bool:
 
 
 # --- making a tripwire reference --------------------------------------------------------
-def tripwire_cells(records: list[dict], test_labels: dict[str, np.ndarray]) -> list[dict]:
+def tripwire_cells(records: list[Record], test_labels: dict[str, np.ndarray]) -> list[dict]:
     """Per-run cells (accuracy, AUROC, selected round of every variant) of `records`;
     `test_labels`: dataset -> its test labels (for the tolerances)."""
     cells = []
     for r in records:
-        c = r["config"]
-        info = r["dataset_info"]
-        labels = test_labels[c["dataset"]]
+        c = r.config
+        labels = test_labels[c.dataset]
         tol = {"accuracy": accuracy_step(labels),
-               "auroc": auroc_step(labels, info["n_classes"]), "round": 0.0}
-        for variant in (r["metrics"].get("variants") or [None]):
-            label = c["method"] if variant is None else f"{c['method']}[{variant}]"
+               "auroc": auroc_step(labels, r.dataset_info["n_classes"]), "round": 0.0}
+        for label, variant, _ in r.variants():
             for metric in TRIPWIRE_METRICS:
                 value = run_value(r, variant, metric)
                 if value is None:
                     continue
-                cells.append({"dataset": c["dataset"], "split": c["split"], "method": label,
-                              "seed": c["seed"], "metric": metric, "run_id": r["run_id"],
+                cells.append({"dataset": c.dataset, "split": c.split, "method": label,
+                              "seed": c.seed, "metric": metric, "run_id": r.run_id,
                               "expected": value, "tolerance": tol[metric]})
     return cells
 
@@ -418,16 +406,16 @@ def remake_tripwire(ref: dict, store, data_root: str | None = None,
         raise ConfigError(f"{len(absent)} runs of grid {ref['grid']} are missing or stale "
                           f"(e.g. {absent[0]}); run `python -m bench run --grid {ref['grid']}` "
                           f"first")
-    numerics = {json.dumps(r["provenance"].get("numerics"), sort_keys=True) for r in records}
-    if len(numerics) != 1 or records[0]["provenance"].get("numerics") is None:
+    numerics = {json.dumps(r.provenance.get("numerics"), sort_keys=True) for r in records}
+    if len(numerics) != 1 or records[0].provenance.get("numerics") is None:
         raise ConfigError(f"the runs of grid {ref['grid']} were computed with {len(numerics)} "
                           f"different numerics (threads, pins): rerun them with one setting, "
                           f"e.g. `python -m bench run --grid {ref['grid']} --force`")
     labels = {d: cached_dataset(d, data_root).y_test.numpy()
               for d in dict.fromkeys(c.dataset for c in configs)}
-    env = records[0]["environment"]
-    made_with = {"numerics": records[0]["provenance"]["numerics"],
-                 "diffusers": records[0]["provenance"]["diffusers"],
+    env = records[0].environment
+    made_with = {"numerics": records[0].provenance["numerics"],
+                 "diffusers": records[0].provenance["diffusers"],
                  "device_name": env["device_name"], "cpu_model": env.get("cpu_model"),
                  "platform": env["platform"], "git_commit": env["git_commit"]}
     cells = tripwire_cells(records, labels)
@@ -442,7 +430,7 @@ def remake_tripwire(ref: dict, store, data_root: str | None = None,
             **({"cross_environment": cross} if cross else {}), "cells": cells}
 
 
-def cross_environment(cells: list[dict], records: list[dict], others: list,
+def cross_environment(cells: list[dict], records: list[Record], others: list,
                       previous: dict | None = None) -> dict:
     """The cross-environment tolerance per dataset and metric: SPREAD_FACTOR x the largest
     difference between a cell and the same run (same id) computed under other numerics, and
@@ -451,7 +439,7 @@ def cross_environment(cells: list[dict], records: list[dict], others: list,
     another environment, such as on another CPU, whose cells are measurements of the same runs.
     `previous`: an earlier reference's `cross_environment`, whose measured spread (and its
     sources) is a floor."""
-    by_id = {r["run_id"]: r for r in records}
+    by_id = {r.run_id: r for r in records}
     spread: dict = {}
     sources = set()
     for other in others:
@@ -503,7 +491,7 @@ def _measured_elsewhere(other, cell: dict, ours: Numerics) -> tuple[float | None
         torch = numerics.torch if numerics else made.get("torch")  # older references: top level
         return theirs["expected"], (f"reference made on {made.get('cpu_model')} with torch "
                                     f"{torch} ({env})")
-    method, variant = split_method(cell["method"])
+    method, variant = parse_label(cell["method"])
     record = other.load_id(cell["dataset"], method, cell["run_id"])
     if record is None or is_stale(record):
         return None, ""

@@ -17,6 +17,7 @@ import seaborn as sns  # noqa: E402
 
 from ..config import NO_SPLIT  # noqa: E402
 from ..datasets.files import atomic_write  # noqa: E402
+from ..records import Record, label  # noqa: E402
 from .tables import split_order, variant_labels  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind", 10)
@@ -123,31 +124,31 @@ def silos_bars(frame: pd.DataFrame, dataset: str, metric: str, path: Path) -> li
         return _save(fig, path)
 
 
-def convergence(records: list[dict], dataset: str, split: str, metric: str,
+def convergence(records: list[Record], dataset: str, split: str, metric: str,
                 path: Path) -> list[Path]:
     """Left: validation and test metric per round. Right: test metric against the bytes
     communicated so far (log axis); one-shot methods appear as one point."""
     rows, oneshot = [], []
     # runs of one method with other settings get their own curve, labelled as in the tables
-    suffix = dict(zip((r["run_id"] for r in records), variant_labels(records)))
+    suffix = dict(zip((r.run_id for r in records), variant_labels(records)))
     for r in records:
-        c = r["config"]
-        if c["dataset"] != dataset or c["split"] != split:
+        c = r.config
+        if c.dataset != dataset or c.split != split:
             continue
-        comm, curves = r["communication"], r["curves"]
+        curves = r.curves
         if "bytes_cumulative" in curves:
             for i, rnd in enumerate(curves["round"]):
                 for part in ("val", "test"):
-                    rows.append({"method": c["method"] + suffix[r["run_id"]], "seed": c["seed"],
+                    rows.append({"method": c.method + suffix[r.run_id], "seed": c.seed,
                                  "round": rnd,
                                  "part": part, "value": curves[f"{part}_{metric}"][i],
                                  "bytes": curves["bytes_cumulative"][i]})
-        elif comm.get("rounds") == 1:
-            for v, m in r["metrics"].get("variants", {}).items():
-                oneshot.append({"method": f"{c['method']}[{v}]{suffix[r['run_id']]}",
-                                "bytes": comm["total_bytes"]
-                                if v == "server" else comm["local_mode"]["total_bytes"],
-                                "value": m["selected"][metric]})
+        else:  # one-shot methods: one point per model they serve
+            for name, v, m in r.variants():
+                if r.communication[v].rounds == 1 and m.selected is not None:
+                    oneshot.append({"method": name + suffix[r.run_id],
+                                    "bytes": r.communication[v].total_bytes,
+                                    "value": m.selected[metric]})
     if not rows:
         return []
     df = pd.DataFrame(rows).dropna(subset=["value"])
@@ -184,10 +185,51 @@ def convergence(records: list[dict], dataset: str, split: str, metric: str,
         return _save(fig, path)
 
 
-def label_distribution(record: dict, path: Path) -> list[Path]:
-    counts = np.array(record["split"]["client_class_counts"])
-    names = record["dataset_info"]["class_names"]
-    c = record["config"]
+def client_accuracy(records: list[Record], dataset: str, path: Path) -> list[Path]:
+    """Who is served: the test accuracy of every client, each on its own label distribution
+    (methods/evaluation.py, per_client), at the validation-selected round; one panel per
+    split, a box per method over its clients of every seed, each client a dot."""
+    suffix = dict(zip((r.run_id for r in records), variant_labels(records)))
+    rows = []
+    for r in records:
+        if r.config.dataset != dataset or r.config.split == NO_SPLIT:
+            continue
+        for name, _, e in r.variants():
+            pc = ((e.selected or {}).get("per_client") or {}).get("accuracy")
+            for k, a in enumerate((pc or {}).get("clients", [])):
+                if a is not None:
+                    rows.append({"method": name + suffix[r.run_id], "split": r.config.split,
+                                 "client": k, "accuracy": a * 100})
+    if not rows:
+        return []
+    df = pd.DataFrame(rows)
+    splits = sorted(df["split"].unique(), key=split_order)
+    methods = list(dict.fromkeys(df["method"]))
+    colours = {m: method_color(m) for m in methods}
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(splits), figsize=(3.6 * len(splits) + 1.5,
+                                                          0.45 * len(methods) + 1.8),
+                                 sharey=True, squeeze=False)
+        for ax, split in zip(axes[0], splits):
+            g = df[df["split"] == split]
+            sns.boxplot(data=g, x="accuracy", y="method", order=methods, hue="method",
+                        palette=colours, ax=ax, fliersize=0, linewidth=0.8, legend=False)
+            sns.stripplot(data=g, x="accuracy", y="method", order=methods, color="black",
+                          size=2, alpha=0.5, ax=ax)
+            ax.set_xlim(-2, 102)
+            ax.set_xlabel("client's test accuracy (%)")
+            ax.set_ylabel("")
+            ax.set_title(split)
+            ax.grid(axis="x", alpha=0.3)
+        fig.suptitle(f"{dataset}: accuracy of each client on its own label distribution "
+                     f"(test set reweighted by its training label proportions)")
+        return _save(fig, path)
+
+
+def label_distribution(record: Record, path: Path) -> list[Path]:
+    counts = np.array(record.split["client_class_counts"])
+    names = record.dataset_info["class_names"]
+    c = record.config
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(names) + 2),
                                         max(3, 0.35 * len(counts) + 1.5)))
@@ -196,15 +238,15 @@ def label_distribution(record: dict, path: Path) -> list[Path]:
                     cbar_kws={"label": "training images"})
         ax.set_xlabel("class")
         ax.set_ylabel("client")
-        ax.set_title(f"{c['dataset']}, {c['split']}, seed {c['seed']}: labels per client")
+        ax.set_title(f"{c.dataset}, {c.split}, seed {c.seed}: labels per client")
         return _save(fig, path)
 
 
-def sample_grid(record: dict, image_path: Path, path: Path) -> list[Path]:
+def sample_grid(record: Record, image_path: Path, path: Path) -> list[Path]:
     from PIL import Image
 
     img = np.asarray(Image.open(image_path))
-    names = record["dataset_info"]["class_names"]
+    names = record.dataset_info["class_names"]
     with plt.rc_context(STYLE):
         h = 0.45 * len(names) + 1
         fig, ax = plt.subplots(figsize=(h * img.shape[1] / img.shape[0] + 1, h))
@@ -215,14 +257,14 @@ def sample_grid(record: dict, image_path: Path, path: Path) -> list[Path]:
         ax.set_xticks([img.shape[1] * 0.25, img.shape[1] * 0.75])
         ax.set_xticklabels(["synthetic (FederatedFactory)", "real (training set)"])
         ax.tick_params(length=0)
-        c = record["config"]
-        ax.set_title(f"{c['dataset']}, {c['split']}, seed {c['seed']}: samples per class")
+        c = record.config
+        ax.set_title(f"{c.dataset}, {c.split}, seed {c.seed}: samples per class")
         return _save(fig, path)
 
 
-def unlearning(record: dict, path: Path) -> list[Path]:
-    u = record["unlearning"]
-    names = record["dataset_info"]["class_names"]
+def unlearning(record: Record, path: Path) -> list[Path]:
+    u = record.unlearning
+    names = record.dataset_info["class_names"]
     modes = list(u["modes"])
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 3.8), squeeze=False)
@@ -242,13 +284,13 @@ def unlearning(record: dict, path: Path) -> list[Path]:
             ax.set_xlabel("class (shaded: held by the forgotten clients)")
             ax.set_ylabel("test accuracy of the class (%)")
             ax.set_ylim(0, 105)
-            ax.set_title(f"{mode} mode: {m['accuracy_before'] * 100:.1f} -> "
+            ax.set_title(f"{label(record.method, mode)}: {m['accuracy_before'] * 100:.1f} -> "
                          f"{m['accuracy_after'] * 100:.1f} % overall")
             ax.grid(axis="y", alpha=0.3)
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="upper center", ncol=2, bbox_to_anchor=(0.5, 0.0))
-        c = record["config"]
-        fig.suptitle(f"{c['dataset']}, {c['split']}: forgetting clients {u['forgotten_clients']}")
+        c = record.config
+        fig.suptitle(f"{c.dataset}, {c.split}: forgetting clients {u['forgotten_clients']}")
         return _save(fig, path)
 
 
@@ -257,22 +299,23 @@ SWEPT = {"gen_images_seen": "images seen per generator",
          "sampler_steps": "sampler steps (Heun: 2 x steps - 1 network evaluations)"}
 
 
-def generator_sweep(records: list[dict], dataset: str, split: str, path: Path) -> list[Path]:
+def generator_sweep(records: list[Record], dataset: str, split: str,
+                    path: Path) -> list[Path]:
     """FederatedFactory's test accuracy (server and local modes, mean +- std over seeds)
     against each swept generator setting, the others held at their most common values; a
     panel per setting with at least three values among the stored runs."""
-    runs = [r for r in records if r["config"]["method"] == "federatedfactory"
-            and r["config"]["dataset"] == dataset and r["config"]["split"] == split
-            and not r["config"]["method_params"].get("exclude_clients")]
+    runs = [r for r in records if r.method == "federatedfactory"
+            and r.config.dataset == dataset and r.config.split == split
+            and not r.config.method_params.get("exclude_clients")]
     panels = []
     for param in SWEPT:
-        groups: dict[str, list[dict]] = {}
+        groups: dict[str, list[Record]] = {}
         for r in runs:
-            rest = {k: v for k, v in r["config"]["method_params"].items() if k != param}
+            rest = {k: v for k, v in r.config.method_params.items() if k != param}
             groups.setdefault(repr(sorted(rest.items())), []).append(r)
-        best = max(groups.values(), key=lambda g: len({r["config"]["method_params"][param]
+        best = max(groups.values(), key=lambda g: len({r.config.method_params[param]
                                                        for r in g}), default=[])
-        if len({r["config"]["method_params"][param] for r in best}) >= 3:
+        if len({r.config.method_params[param] for r in best}) >= 3:
             panels.append((param, best))
     if not panels:
         return []
@@ -281,10 +324,10 @@ def generator_sweep(records: list[dict], dataset: str, split: str, path: Path) -
         for ax, (param, group) in zip(axes[0], panels):
             for mode in ("server", "local"):
                 # a classifier that diverged before any finite epoch has no selected entry
-                rows = [(r["config"]["method_params"][param],
-                         r["metrics"]["variants"][mode]["selected"]["accuracy"] * 100)
-                        for r in group if mode in r["metrics"].get("variants", {})
-                        and r["metrics"]["variants"][mode]["selected"] is not None]
+                rows = [(r.config.method_params[param],
+                         r.metrics.variants[mode].selected["accuracy"] * 100)
+                        for r in group if mode in r.metrics.variants
+                        and r.metrics.variants[mode].selected is not None]
                 if not rows:
                     continue
                 g = pd.DataFrame(rows, columns=["x", "acc"]).groupby("x")["acc"].agg(
@@ -294,7 +337,7 @@ def generator_sweep(records: list[dict], dataset: str, split: str, path: Path) -
                 ax.errorbar(g["x"], g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3,
                             color=method_color(f"federatedfactory[{mode}]"),
                             label=f"federatedfactory[{mode}] (seeds: {seeds})")
-            xs = sorted({r["config"]["method_params"][param] for r in group})
+            xs = sorted({r.config.method_params[param] for r in group})
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [f"{x:,}" for x in xs], rotation=30 if len(xs) > 4 else 0)
             ax.minorticks_off()
@@ -311,11 +354,10 @@ def _tag(split: str) -> str:
     return split.replace(":", "_").replace("=", "").replace(".", "p")
 
 
-def all_figures(records: list[dict], store, out: Path,
+def all_figures(records: list[Record], store, out: Path,
                 metrics=("accuracy", "auroc")) -> list[Path]:
     """Every figure the stored records allow, under `out`; `store`: the RecordStore that holds
     them (their images lie beside them, wherever the store puts a dataset's records)."""
-    from ..config import RunConfig
     from ..datasets.registry import folder_name
 
     from .tables import records_frame
@@ -328,27 +370,28 @@ def all_figures(records: list[dict], store, out: Path,
             written += heterogeneity(frame, dataset, metric,
                                      out / f"{name}_heterogeneity_{metric}")
             written += silos_bars(frame, dataset, metric, out / f"{name}_silos_{metric}")
-        splits = sorted({r["config"]["split"] for r in records
-                         if r["config"]["dataset"] == dataset} - {NO_SPLIT}, key=split_order)
+        written += client_accuracy(records, dataset, out / f"{name}_clients_accuracy")
+        splits = sorted({r.config.split for r in records
+                         if r.config.dataset == dataset} - {NO_SPLIT}, key=split_order)
         for split in splits:
             tag = _tag(split)
             written += convergence(records, dataset, split, "accuracy",
                                    out / f"{name}_{tag}_convergence")
-            first = next((r for r in sorted(records, key=lambda r: r["config"]["seed"])
-                          if r["config"]["dataset"] == dataset and r["config"]["split"] == split),
+            first = next((r for r in sorted(records, key=lambda r: r.config.seed)
+                          if r.config.dataset == dataset and r.config.split == split),
                          None)
             if first is not None:
                 written += label_distribution(first, out / f"{name}_{tag}_labels")
             written += generator_sweep(records, dataset, split, out / f"{name}_{tag}_generator")
     for r in records:
-        c = r["config"]
-        tag = f"{folder_name(c['dataset'])}_{_tag(c['split'])}_s{c['seed']}"
-        samples = r.get("artifacts", {}).get("samples")
-        excluded = c["method_params"].get("exclude_clients")
+        c = r.config
+        tag = f"{folder_name(c.dataset)}_{_tag(c.split)}_s{c.seed}"
+        samples = r.artifacts.get("samples")
+        excluded = c.method_params.get("exclude_clients")
         if samples and not excluded:
-            image = store.path(RunConfig.from_dict(c)).with_name(samples)
+            image = store.path(c).with_name(samples)
             if image.exists():
                 written += sample_grid(r, image, out / f"{tag}_samples")
-        if "unlearning" in r:
-            written += unlearning(r, out / f"{tag}_unlearning_{r['run_id'][:8]}")
+        if r.unlearning is not None:
+            written += unlearning(r, out / f"{tag}_unlearning_{r.run_id[:8]}")
     return written

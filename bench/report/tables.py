@@ -6,34 +6,50 @@ with a run computed by other code than this version's is marked (bench/provenanc
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
-from ..config import NO_SPLIT
+from ..config import NO_SPLIT, RunConfig
 from ..methods.registry import METHODS
 from ..provenance import STALE_MARK, STALE_NOTE, is_stale
+from ..records import Record, parse_label
 
-TABLE_METRICS = ("accuracy", "auroc")
-SCALAR_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
+# worst_client_accuracy: the accuracy of the client the model serves worst, each client on its
+# own label distribution (methods/evaluation.py, per_client); pooled runs have no clients
+TABLE_METRICS = ("accuracy", "auroc", "worst_client_accuracy")
+# how a table title names a metric (others: by their key)
+METRIC_TITLES = {"worst_client_accuracy": "worst-client accuracy (each client on its own "
+                                          "label distribution)"}
+MODEL_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
+SCALAR_METRICS = (*MODEL_METRICS, "worst_client_accuracy", "p10_client_accuracy")
 
 
-def _settings(config: dict) -> dict:
+def _scalars(m: dict) -> dict:
+    """The table's scalar metrics of one entry (test or validation metrics)."""
+    clients = (m.get("per_client") or {}).get("accuracy") or {}
+    return {**{k: m.get(k) for k in MODEL_METRICS},
+            "worst_client_accuracy": clients.get("worst"),
+            "p10_client_accuracy": clients.get("p10")}
+
+
+def _settings(config: RunConfig) -> dict:
     """The settings of a run other than its dataset, method, split and seed, flattened."""
-    flat = {"resolution": config["resolution"], **config["train"],
-            **{f"{config['method']}.{k}": v for k, v in config["method_params"].items()}}
+    flat = {"resolution": config.resolution, **dataclasses.asdict(config.train),
+            **{f"{config.method}.{k}": v for k, v in config.method_params.items()}}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
-def variant_labels(records: list[dict]) -> list[str]:
-    """The method name of each record, followed by the settings that differ between runs of
-    the same dataset and method (so that runs of different settings never share a cell)."""
+def variant_labels(records: list[Record]) -> list[str]:
+    """The settings of each record that differ between runs of the same dataset and method,
+    as a suffix of its method label (so that runs of different settings never share a cell)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["config"]["dataset"], r["config"]["method"]), []).append(
-            _settings(r["config"]))
+        groups.setdefault((r.config.dataset, r.method), []).append(_settings(r.config))
     labels = []
     for r in records:
-        c = r["config"]
-        settings = groups[(c["dataset"], c["method"])]
+        c = r.config
+        settings = groups[(c.dataset, c.method)]
         keys = set().union(*settings)
         differing = sorted(k for k in keys if len({s.get(k) for s in settings}) > 1)
         mine = _settings(c)
@@ -42,26 +58,24 @@ def variant_labels(records: list[dict]) -> list[str]:
     return labels
 
 
-def records_frame(records: list[dict], which: str = "selected", on: str = "test") -> pd.DataFrame:
-    """One row per run: its identity and its `which` (selected | final) metrics on `on`
-    (test | val). Runs of one method with different settings get different method labels."""
+def records_frame(records: list[Record], which: str = "selected",
+                  on: str = "test") -> pd.DataFrame:
+    """One row per model of a run (records.label: federatedfactory gives one per downstream
+    variant): its identity and its `which` (selected | final) metrics on `on` (test | val).
+    Runs of one method with different settings get different method labels."""
     rows = []
     for r, suffix in zip(records, variant_labels(records)):
-        c = r["config"]
+        c = r.config
         stale = is_stale(r)
-        # a method with several downstream variants (federatedfactory: server, local) gives
-        # one row per variant, named method[variant]
-        variants = r["metrics"].get("variants") or {None: r["metrics"]}
-        for variant, metrics in variants.items():
-            m = metrics[which] or {}  # None: diverged before any finite round
+        # what a method says holds of a run, e.g. DENSE without its L_BN term
+        qualifier = r.extra.get("qualifier")
+        for name, _, evaluation in r.variants():
+            m = getattr(evaluation, which) or {}  # None: diverged before any finite round
             m = m.get("val", {}) if on == "val" else m
-            name = c["method"] if variant is None else f"{c['method']}[{variant}]"
-            # what a method says holds of a run, e.g. DENSE without its L_BN term
-            qualifier = r.get("extra", {}).get("qualifier")
             name += (f" ({qualifier})" if qualifier else "") + suffix
-            rows.append({"dataset": c["dataset"], "method": name, "split": c["split"],
-                         "seed": c["seed"], "n_clients": c["n_clients"], "run_id": r["run_id"],
-                         "stale": stale, **{k: m.get(k) for k in SCALAR_METRICS}})
+            rows.append({"dataset": c.dataset, "method": name, "split": c.split,
+                         "seed": c.seed, "n_clients": c.n_clients, "run_id": r.run_id,
+                         "stale": stale, **_scalars(m)})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", "stale", *SCALAR_METRICS])
 
@@ -103,7 +117,7 @@ def _grids(summary: pd.DataFrame, metrics):
                 continue
             splits = sorted(part["split"].unique(), key=split_order)
             methods = sorted(part["method"].unique(),
-                             key=lambda m: (method_rank.get(m.split("[")[0].split(" ")[0], 99), m))
+                             key=lambda m: (method_rank.get(parse_label(m)[0], 99), m))
             yield dataset, metric, part, methods, splits
 
 
@@ -120,7 +134,8 @@ def markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "test {m
     """One Markdown table per dataset and metric: methods x splits."""
     blocks = []
     for dataset, metric, part, methods, splits in _grids(summary, metrics):
-        lines = [f"**{dataset}: {title.format(metric=metric)}, mean ± std over seeds**", "",
+        name = METRIC_TITLES.get(metric, metric)
+        lines = [f"**{dataset}: {title.format(metric=name)}, mean ± std over seeds**", "",
                  "| method | " + " | ".join(splits) + " |",
                  "|---|" + "---|" * len(splits)]
         for method in methods:
@@ -141,7 +156,8 @@ def latex(summary: pd.DataFrame, metrics=TABLE_METRICS) -> str:
     for dataset, metric, part, methods, splits in _grids(summary, metrics):
         best = part.groupby("split")["mean"].max()
         lines = [r"\begin{table}[t]", r"\centering",
-                 rf"\caption{{{_tex(dataset)}: test {_tex(metric)} (\%), mean $\pm$ std over "
+                 rf"\caption{{{_tex(dataset)}: test {_tex(METRIC_TITLES.get(metric, metric))} "
+                 r"(\%), mean $\pm$ std over "
                  r"seeds (superscript: number of seeds).}",
                  r"\begin{tabular}{l" + "c" * len(splits) + "}", r"\toprule",
                  "method & " + " & ".join(_tex(s) for s in splits) + r" \\", r"\midrule"]
@@ -176,17 +192,17 @@ def _percent(v: float | None) -> float | None:
     return None if v is None else 100 * v
 
 
-def quality_frame(records: list[dict]) -> pd.DataFrame:
+def quality_frame(records: list[Record]) -> pd.DataFrame:
     """One row per run of a generative method that stores a sample-quality diagnostic
     (methods/sample_quality.py): how recognisable its synthetic images are, in percent."""
     rows = []
     for r, suffix in zip(records, variant_labels(records)):
-        q = r.get("extra", {}).get("sample_quality")
+        q = r.extra.get("sample_quality")
         if not q or "skipped" in q:
             continue
-        c = r["config"]
-        rows.append({"dataset": c["dataset"], "method": c["method"] + suffix, "split": c["split"],
-                     "seed": c["seed"], "recognised": _percent(q["recognisability"]),
+        c = r.config
+        rows.append({"dataset": c.dataset, "method": c.method + suffix, "split": c.split,
+                     "seed": c.seed, "recognised": _percent(q["recognisability"]),
                      "real_recognised": _percent(q["reference"]["test_balanced_accuracy"]),
                      "relative": _percent(q["relative"]), "frechet_ratio": q["frechet_ratio"],
                      # records before 2026-11-30 have no diversity

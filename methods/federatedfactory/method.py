@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..base import MethodBase, MethodResult, RunContext
+from ..results import Communication, Metrics
 from ..communication import tensor_bytes
 from ..data import resize_uint8
 from ..evaluation import Diverged, Selection, classification_metrics, predict_log_proba
@@ -236,7 +237,7 @@ class FederatedFactory(MethodBase):
                 selections, fingerprints[mode] = self._local(ctx, members, holders, synth_x,
                                                              synth_y)
             for name, sel in selections.items():
-                variants[name] = sel.metrics()
+                variants[name] = sel.evaluation()
                 curves.update({f"{name}/{k}": v for k, v in sel.curves.items()})
             timings[f"classifier_{mode}"] = time.perf_counter() - t0
 
@@ -256,11 +257,12 @@ class FederatedFactory(MethodBase):
         module_bytes = self._module_bytes(modules)
         generator = {**describe(p, channels, data.resolution),
                      "network_evaluations_per_image": network_evaluations(p)}
-        headline = variants[p.modes[0]]
+        comms = self._communication(ctx, members, module_bytes)
         return MethodResult(
-            metrics={**headline, "variants": variants},
+            metrics=Metrics(variants, headline_variant=p.modes[0]),
             curves=curves,
-            communication=self._communication(ctx, members, module_bytes),
+            communication={name: comms["server" if name == "server" else "local"]
+                           for name in variants},  # local_plain: the local mode's bytes
             timings=timings,
             extra={"modules": log, "generator": generator, "shared_generators": shared,
                    "generator_seed": p.generator_seed if shared else ctx.streams.seed,
@@ -379,23 +381,17 @@ class FederatedFactory(MethodBase):
             per_client[k] += tensor_bytes({n: t.to(dtype) for n, t in state.items()})
         return dict(per_client)
 
-    def _communication(self, ctx: RunContext, members, module_bytes: dict[int, int]) -> dict:
-        """One round. Up: each client's modules. Server mode, down: the classifier to every
-        client. Local mode, down: every other client's modules; up: the client's classifier
-        (for the product of experts)."""
+    def _communication(self, ctx: RunContext, members,
+                       module_bytes: dict[int, int]) -> dict[str, Communication]:
+        """One round, per mode. Up: each client's modules. Server mode, down: the classifier to
+        every client. Local mode, down: every other client's modules; up: the client's
+        classifier too (for the product of experts)."""
         classifier = ctx.classifier_bytes()
         up = sum(module_bytes.values())
         n = len(members)
         local_down = sum(up - module_bytes.get(k, 0) for k in members)
-        return {
-            "rounds": 1,
-            "module_bytes_per_client": {str(k): v for k, v in module_bytes.items()},
-            "send_dtype": self.params.send_dtype,
-            "total_up_bytes": up,
-            "total_down_bytes": classifier * n,
-            "total_bytes": up + classifier * n,
-            "local_mode": {"total_up_bytes": up + classifier * n,
-                           "total_down_bytes": local_down,
-                           "total_bytes": up + classifier * n + local_down},
-        }
+        shared = {"up_bytes_per_client": {str(k): v for k, v in module_bytes.items()},
+                  "send_dtype": self.params.send_dtype}
+        return {"server": Communication(1, up, classifier * n, **shared),
+                "local": Communication(1, up + classifier * n, local_down, **shared)}
 

@@ -1,0 +1,147 @@
+"""A run's record as one frozen value, and the only code that turns it into JSON and back.
+
+`Record.to_dict` writes the current layout (`RECORD_SCHEMA`); `Record.from_dict` reads it and,
+through `migrate`, every older one. The layout of a record is documented in docs/records.md.
+
+Schema 1 (until 2026-11-30) kept the headline model's metrics at the top of `metrics`, with
+FederatedFactory's downstream modes under `metrics.variants`, and a communication dict whose
+keys differed per method (`total_up_bytes`, `module_bytes_per_client`, `local_mode`, ...).
+Schema 2 has `metrics.variants` in every record (a method that serves one model names it
+`model`) and one `Communication` per variant. The migration moves values and never computes
+one: tests/test_records.py reads schema-1 records of every method and compares every number.
+
+Table labels name a variant as `method[variant]`, the one model of a method as `method`;
+`label` and `parse_label` are the one place that spells and reads them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .config import RunConfig
+from .methods.results import MODEL, Communication, Evaluation, Metrics
+
+RECORD_SCHEMA = 2  # the layout of a record (the config's own SCHEMA is part of its run id)
+
+
+def label(method: str, variant: str = MODEL) -> str:
+    """'federatedfactory', 'server' -> 'federatedfactory[server]'; a method's one model: its
+    name alone."""
+    return method if variant == MODEL else f"{method}[{variant}]"
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """The inverse of `label`: -> (method, variant). What a table adds in parentheses ('dense
+    (no L_BN)', 'fedaws (spreadout_lr=0.1)') is not part of the name."""
+    name, _, variant = text.split(" (")[0].partition("[")
+    return name, variant.rstrip("]") or MODEL
+
+
+@dataclass(frozen=True)
+class Record:
+    """Everything stored of one run (docs/records.md)."""
+
+    run_id: str
+    config: RunConfig
+    dataset_info: dict  # n_classes, class_names, sizes, metric
+    split: dict  # client_sizes, client_class_counts
+    model_parameters: int
+    metrics: Metrics
+    curves: dict  # name -> list ("<variant>/<name>" for a method with several variants)
+    communication: dict[str, Communication]  # per variant
+    timings: dict
+    extra: dict
+    environment: dict
+    provenance: dict
+    created: str
+    artifacts: dict = field(default_factory=dict)  # name -> PNG file name beside the record
+    unlearning: dict | None = None  # bench unlearn's comparison (bench/unlearn.py)
+
+    def __post_init__(self):
+        if set(self.communication) != set(self.metrics.variants):
+            raise ValueError(f"record {self.run_id}: communication {sorted(self.communication)}"
+                             f" and metrics {sorted(self.metrics.variants)} name other variants")
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    def variants(self) -> list[tuple[str, str, Evaluation]]:
+        """(table label, variant, its evaluation) of each model the run serves."""
+        return [(label(self.method, v), v, e) for v, e in self.metrics.variants.items()]
+
+    @staticmethod
+    def curve_prefix(variant: str) -> str:
+        """The curves of a named variant are '<variant>/<name>'; those of a method's one model
+        are '<name>'."""
+        return "" if variant == MODEL else f"{variant}/"
+
+    def replace(self, **changes) -> "Record":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["config"] = self.config.to_dict()
+        d["metrics"] = self.metrics.to_dict()
+        d["communication"] = {k: c.to_dict() for k, c in self.communication.items()}
+        if self.unlearning is None:
+            del d["unlearning"]
+        return {**d, "schema": RECORD_SCHEMA}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Record":
+        """A record of any schema this version knows (KeyError / TypeError / ValueError when it
+        is not one)."""
+        d = migrate(d)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in d.items() if k in names},
+                      "config": RunConfig.from_dict(d["config"]),
+                      "metrics": Metrics.from_dict(d["metrics"]),
+                      "communication": {k: Communication.from_dict(c)
+                                        for k, c in d["communication"].items()}})
+
+
+# --- reading older layouts ------------------------------------------------------------------
+def migrate(d: dict) -> dict:
+    """A record dict of any known schema -> the current layout (a new dict; values moved,
+    none computed). ValueError for a schema this version does not know."""
+    schema = d.get("schema")
+    if schema == RECORD_SCHEMA:
+        return d
+    if schema == 1:
+        return _from_schema_1(d)
+    raise ValueError(f"schema {schema} (this version reads 1 to {RECORD_SCHEMA})")
+
+
+def _from_schema_1(d: dict) -> dict:
+    metrics = d["metrics"]
+    if "variants" in metrics:  # FederatedFactory: the top level copied its first mode's
+        variants = metrics["variants"]
+        headline = d["config"]["method_params"]["modes"][0]
+    else:
+        variants = {MODEL: {k: metrics.get(k) for k in ("selected", "final", "diverged_at")}}
+        headline = MODEL
+    old = d["communication"]
+    comm = {v: _communication_1(old, v) for v in variants}
+    return {**d, "schema": RECORD_SCHEMA,
+            "metrics": {"headline": headline, "variants": variants}, "communication": comm}
+
+
+def _communication_1(old: dict, variant: str) -> dict:
+    """Schema 1's communication dict of a run -> that of one of its variants. Methods that
+    only wrote `total_bytes` (centralized: the images up; local-only: 0) sent it all up."""
+    source = old["local_mode"] if variant.startswith("local") and "local_mode" in old else old
+    up = source.get("total_up_bytes", source["total_bytes"] if "total_down_bytes" not in source
+                    else source["total_bytes"] - source["total_down_bytes"])
+    out = {"rounds": old["rounds"], "up_bytes": up,
+           "down_bytes": source.get("total_down_bytes", 0)}
+    if "up_bytes_per_client_round" in old:
+        out["per_client_round"] = {"up": old["up_bytes_per_client_round"],
+                                   "down": old["down_bytes_per_client_round"]}
+    per_client = old.get("module_bytes_per_client", old.get("decoder_bytes_per_client"))
+    if per_client is not None:
+        out["up_bytes_per_client"] = per_client
+    for key in ("send_dtype", "note"):
+        if key in old:
+            out[key] = old[key]
+    return out
