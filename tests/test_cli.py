@@ -86,7 +86,8 @@ def test_two_processes_share_one_grid(tmp_path):
     computed = [sum(line.startswith("[") and "another process" not in line
                     for line in err.splitlines()) for _, err in outs]
     assert sum(computed) == 8, computed  # every run once, none twice
-    assert all(out.count("| fedavg |") == 2 for out, _ in outs)  # the whole grid, both
+    # the whole grid, both: accuracy, AUROC and worst-client accuracy
+    assert all(out.count("| fedavg |") == 3 for out, _ in outs)
     assert len(list((tmp_path / "runs").rglob("*.json"))) == 8
     assert not list((tmp_path / "runs").rglob("*.claim"))
 
