@@ -24,13 +24,13 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from .config import ConfigError, RunConfig
 from .methods import numerics
-from .runner import Execution, parts_done, pending_parts, perform, perform_part
+from .methods.base import Part
+from .runner import Execution, pending_parts, perform, perform_part
 
 EXECUTORS = ("sequential", "joblib", "ray")
 
@@ -99,12 +99,9 @@ def _task(config: RunConfig, execution: Execution, *after):
     return config, record, path
 
 
-PART_POLL = 1.0  # seconds between a waiting run's looks at the cache
-
-
-def _parts(configs, execution, say, device_type: str) -> dict[str, list[str]]:
-    """Each run's pending parts; a part that several runs share (the same name: the same
-    work) is done once, as a task of the first run that names it."""
+def _parts(configs, execution, say, device_type: str) -> dict[str, list[Part]]:
+    """Each run's pending parts, listed once, here; a part that several runs share (an equal
+    value: the same work) is done once."""
     parts = {c.run_id: pending_parts(c, execution, device_type) for c in configs}
     n = len({p for ps in parts.values() for p in ps})
     if n:
@@ -113,9 +110,9 @@ def _parts(configs, execution, say, device_type: str) -> dict[str, list[str]]:
     return parts
 
 
-def _owned(configs, parts: dict[str, list[str]]):
+def _owned(configs, parts: dict[str, list[Part]]) -> list[tuple[RunConfig, Part]]:
     """(config, part) for each distinct part, with the first run that names it."""
-    seen: dict[str, RunConfig] = {}
+    seen: dict[Part, RunConfig] = {}
     for c in configs:
         for part in parts[c.run_id]:
             seen.setdefault(part, c)
@@ -133,39 +130,54 @@ def gpu_round_robin(execution: Execution, n_tasks: int) -> list[Execution]:
     return [replace(execution, device=f"cuda:{i % count}") for i in range(n_tasks)]
 
 
-def _after_parts(config: RunConfig, execution: Execution, device_type: str):
-    """A run whose parts were queued before it: wait until they are cached (they run on the
-    other workers), then run. Its own phases then go on beside the runs queued after it.
-    The parts are listed once; the wait then only checks the cache for them."""
-    parts = pending_parts(config, execution, device_type)
-    while not parts_done(config, execution, parts):
-        time.sleep(PART_POLL)
-    return _task(config, execution)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def _joblib(configs, execution, plan, progress, say):
-    from joblib import Parallel, delayed, parallel_config
+    """A pool of `plan.workers` processes (joblib's loky), fed from here so that no worker
+    ever waits: the parts first (the long generators start at once), then each run whose
+    parts are all done (its futures resolved), then the runs without parts. At most one task
+    per worker is in flight, so a run whose parts finish jumps ahead of the runs not yet
+    submitted."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from joblib.externals.loky import get_reusable_executor
 
     from .runner import pick_device
 
     device_type = pick_device(execution.device).type
     parts = _parts(configs, execution, say, device_type)
     owned = _owned(configs, parts)
-    # one queue, taken in order by whichever worker is free: the parts (the long generators
-    # start at once), then the runs that have parts (each starts once its parts are cached,
-    # so that its own phases overlap the runs after it), then the other runs
     devices = iter(gpu_round_robin(execution, len(configs) + len(owned)))
-    tasks = [delayed(perform_part)(c, next(devices), part) for c, part in owned]
-    tasks += [delayed(_after_parts)(c, next(devices), device_type)
-              for c in configs if parts[c.run_id]]
-    tasks += [delayed(_task)(c, next(devices)) for c in configs if not parts[c.run_id]]
-    # inner_max_num_threads caps OpenMP / BLAS in each worker; perform() pins torch as well
-    with parallel_config(backend="loky", inner_max_num_threads=execution.threads):
-        # batch_size 1: a run that waits for its parts never holds a part queued behind it
-        for out in Parallel(n_jobs=plan.workers, batch_size=1,
-                            return_as="generator_unordered")(tasks):
-            if isinstance(out, tuple):  # a run (a part returns its name)
-                yield out
+    # tasks: (the part it does or None for a run, function, arguments)
+    todo_parts = [(part, perform_part, (c, next(devices), part)) for c, part in owned]
+    waiting = {c.run_id: (c, set(parts[c.run_id])) for c in configs if parts[c.run_id]}
+    ready: list = []  # runs whose parts are all done
+    plain = [(None, _task, (c, next(devices))) for c in configs if not parts[c.run_id]]
+    # each worker caps OpenMP / BLAS at the run's threads; perform() pins torch as well
+    pool = get_reusable_executor(max_workers=plan.workers, env={
+        k: str(execution.threads) for k in THREAD_VARIABLES})
+    in_flight: dict = {}  # future -> the part it does (None: a run)
+    try:
+        while todo_parts or waiting or ready or plain or in_flight:
+            while len(in_flight) < plan.workers and (todo_parts or ready or plain):
+                part, fn, args = (todo_parts or ready or plain).pop(0)
+                in_flight[pool.submit(fn, *args)] = part
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                part = in_flight.pop(future)
+                out = future.result()  # a failed task raises here, as it would in the run
+                if part is None:
+                    yield out
+                    continue
+                for run_id, (c, left) in list(waiting.items()):
+                    left.discard(part)
+                    if not left:
+                        ready.append((None, _task, (c, next(devices))))
+                        del waiting[run_id]
+    finally:
+        if in_flight:  # failed or interrupted: stop the tasks still running
+            pool.shutdown(wait=False, kill_workers=True)
 
 
 @contextlib.contextmanager

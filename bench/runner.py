@@ -16,7 +16,7 @@ from .datasets.base import DataError, ImageDataset
 from .datasets.registry import load_dataset
 from .datasets.splits import parse_split
 from .environment import environment
-from .methods.base import RunContext
+from .methods.base import Part, RunContext
 from .methods.data import DeviceData
 from .methods.evaluation import with_per_client
 from .methods.models import build_model, count_parameters
@@ -76,7 +76,7 @@ def _part_context(config: RunConfig, execution: Execution, device: torch.device)
     return ctx, build_method(config.method, config.method_params)
 
 
-def pending_parts(config: RunConfig, execution: Execution, device_type: str) -> list[str]:
+def pending_parts(config: RunConfig, execution: Execution, device_type: str) -> list[Part]:
     """Pieces of the run an executor may do ahead as tasks of their own (FederatedFactory's
     modules not yet cached for `device_type`, where the parts will run); the run then finds
     their results in the cache. Listed from data on the CPU, whatever that device."""
@@ -86,12 +86,7 @@ def pending_parts(config: RunConfig, execution: Execution, device_type: str) -> 
     return method.parts(ctx, device_type)
 
 
-def parts_done(config: RunConfig, execution: Execution, parts: list[str]) -> bool:
-    """Whether every one of `parts` (names from `pending_parts`) is in the cache now."""
-    return all(METHODS[config.method].part_done(execution.cache_dir, p) for p in parts)
-
-
-def perform_part(config: RunConfig, execution: Execution, part: str) -> str:
+def perform_part(config: RunConfig, execution: Execution, part: Part) -> Part:
     """Do one part of a run where it executes (its result goes to the shared cache)."""
     if execution.threads:
         torch.set_num_threads(execution.threads)

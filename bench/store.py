@@ -87,10 +87,11 @@ class RecordStore:
         return self.root / "runs" / folder_name(config.dataset) / config.method / \
             f"{config.run_id}.json"
 
-    def log_path(self, config: RunConfig, part: str | None = None) -> Path:
-        """The live log of a run (bench/monitor.py), or of one of its parts (a generator)."""
+    def log_path(self, config: RunConfig, part=None) -> Path:
+        """The live log of a run (bench/monitor.py), or of one of its parts (a generator; a
+        methods.base.Part)."""
         stem = config.run_id if part is None else \
-            f"{config.run_id}.part-{hashlib.sha256(part.encode()).hexdigest()[:8]}"
+            f"{config.run_id}.part-{hashlib.sha256(str(part).encode()).hexdigest()[:8]}"
         return self.path(config).with_name(f"{stem}{LOG_SUFFIX}")
 
     def logs(self) -> list[Path]:

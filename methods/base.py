@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
@@ -39,6 +40,16 @@ class TrainConfig:
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
+@contextlib.contextmanager
+def timed(timings: dict, phase: str):
+    """Adds the seconds the block takes to `timings[phase]` (a phase may run in pieces)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t0
+
+
 def null_progress(total: int, desc: str):
     return contextlib.nullcontext(_NullBar())
 
@@ -47,6 +58,20 @@ class _NullBar:
     def update(self, n: int = 1) -> None: ...
     def set_postfix_str(self, s: str) -> None: ...
     def log(self, step: dict, **context) -> None: ...
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of a run that an executor may do ahead, as a task of its own (FederatedFactory:
+    one generator; `MethodBase.has_parts`). `name` says what it computes (for logs), `key` is
+    the content address of its result: runs that share a piece name it with an equal value,
+    so an executor does it once."""
+
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.key}"
 
 
 @dataclass
@@ -129,7 +154,7 @@ class MethodBase:
     # honours RunContext.clients_at_once (methods/vectorized.py)
     vectorises_clients: ClassVar[bool] = False
     # splits into independent pieces the parallel executors run as tasks of their own:
-    # `parts`, `do_part` and `part_done` (Method protocol below)
+    # `parts` and `do_part` (Method protocol below)
     has_parts: ClassVar[bool] = False
 
     def __init__(self, params=None):
@@ -148,7 +173,7 @@ class Method(Protocol):
     def run(self, ctx: RunContext) -> MethodResult: ...
 
     # For methods whose runs split into independent pieces (FederatedFactory's generators;
-    # `has_parts = True`): `parts(ctx) -> list[str]` names the pieces not yet in ctx.cache_dir (a
-    # name says what the piece computes: runs that share a piece name it alike), and
-    # `do_part(ctx, name)` computes one into it; the parallel executors run them as tasks of
-    # their own before the run, which then finds them cached (bench/executors.py).
+    # `has_parts = True`): `parts(ctx) -> list[Part]` gives the pieces not yet in
+    # ctx.cache_dir (runs that share a piece give equal parts), and `do_part(ctx, part)`
+    # computes one into it; the parallel executors run them as tasks of their own and start
+    # the run once they are done, which then finds them cached (bench/executors.py).

@@ -7,12 +7,11 @@ uploaded once, reported as such.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 
-from .base import MethodBase, MethodResult, RunContext
+from .base import MethodBase, MethodResult, RunContext, timed
 from .results import MODEL, Communication, Metrics
 from .evaluation import Selection
 from .training import fit
@@ -32,16 +31,13 @@ class Centralized(MethodBase):
         pooled = torch.arange(len(ctx.data.y_train), device=ctx.device)
         model = ctx.new_model()
         selection = Selection(ctx.data)
-        with ctx.progress(epochs, f"{self.name} epochs") as bar:
+        timings: dict[str, float] = {}
+        with ctx.progress(epochs, f"{self.name} epochs") as bar, \
+                timed(timings, "train_and_eval"):
             def on_epoch(epoch, stats):
-                entry = selection.evaluate(model, epoch, train_loss=stats.mean_loss)
-                bar.update(1)
-                bar.log(selection.last_step())
-                bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
+                selection.observe(model, epoch, bar, train_loss=stats.mean_loss)
 
-            t0 = time.perf_counter()
             fit(model, ctx.data, pooled, cfg, epochs, ctx.streams, "batches", on_epoch)
-            timings = {"train_and_eval": time.perf_counter() - t0}
         x = ctx.data.x_train
         comm = Communication(0, x.numel() * x.element_size(), 0,
                              note="raw training images uploaded once (uint8)")

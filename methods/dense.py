@@ -37,14 +37,13 @@ class-specific images and the student learns at most a constant prediction (near
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import MethodBase, MethodResult, RunContext
+from .base import MethodBase, MethodResult, RunContext, timed
 from .results import MODEL, Communication, Metrics
 from .evaluation import Diverged, Selection
 from .training import fit
@@ -151,10 +150,10 @@ class Dense(MethodBase):
         timings = {}
 
         # 1. local models, uploaded once
-        t0 = time.perf_counter()
         local_epochs = cfg.rounds * cfg.local_epochs
         teachers = []
-        with ctx.progress(len(ctx.clients) * local_epochs, "client epochs") as bar:
+        with ctx.progress(len(ctx.clients) * local_epochs, "client epochs") as bar, \
+                timed(timings, "clients"):
             for k, idx in enumerate(ctx.clients):
                 model = ctx.new_model()  # the same initialisation for all, as in FL
                 fit(model, data, idx, cfg, local_epochs, ctx.streams, f"batches/c{k}",
@@ -163,10 +162,8 @@ class Dense(MethodBase):
                 for q in model.parameters():
                     q.requires_grad_(False)
                 teachers.append(model)
-        timings["clients"] = time.perf_counter() - t0
 
         # 2-3. generator and student, alternating
-        t0 = time.perf_counter()
         with ctx.streams.global_torch("dense/generator"):
             gen_net = Generator(p.noise_dim, data.info.channels, data.resolution, p.gen_width)
         gen_net = gen_net.to(ctx.device)
@@ -183,7 +180,8 @@ class Dense(MethodBase):
             y = torch.randint(ctx.n_classes, (p.batch_size,), generator=noise).to(ctx.device)
             return z, y
 
-        with ctx.progress(p.epochs, "generator / student epochs") as bar:
+        with ctx.progress(p.epochs, "generator / student epochs") as bar, \
+                timed(timings, "distillation"):
             for epoch in range(p.epochs):
                 lr = cfg.lr_at(epoch, p.epochs)
                 for group in s_opt.param_groups:
@@ -214,13 +212,9 @@ class Dense(MethodBase):
                     s_opt.step()
                     losses.append(float(loss.detach()))
                 try:
-                    entry = sel.evaluate(student, epoch + 1, train_loss=sum(losses) / len(losses))
+                    sel.observe(student, epoch + 1, bar, train_loss=sum(losses) / len(losses))
                 except Diverged:
                     break
-                bar.update(1)
-                bar.log(sel.last_step())
-                bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
-        timings["distillation"] = time.perf_counter() - t0
 
         with torch.no_grad():  # what distillation can at best reach: the ensemble itself
             pred = torch.cat([ensemble_logits(teachers, data.to_float(x)).argmax(1)

@@ -185,6 +185,17 @@ class Selection:
         test = classification_metrics(p_test, d.y_test.cpu().numpy(), n)
         return self.record(step, val, test, **extra)
 
+    def observe(self, model: nn.Module, step: int, bar, context: dict | None = None,
+                **extra: float) -> dict:
+        """`evaluate`, then show it: the progress bar moves one step, the live log gets the
+        step (with `context`, e.g. the client), and the validation accuracy is shown. Raises
+        Diverged as `evaluate` does, before anything is shown."""
+        entry = self.evaluate(model, step, **extra)
+        bar.update(1)
+        bar.log(self.last_step(), **(context or {}))
+        bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
+        return entry
+
     def check_finite(self, step: int, *probas: np.ndarray) -> None:
         """Raise Diverged (and remember the step) if any prediction is NaN or inf: training
         stops there and the run keeps its best finite round."""

@@ -21,18 +21,17 @@ the classifier is retrained from the others (`bench unlearn`).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import MethodBase, MethodResult, RunContext
-from .results import MODEL, Communication, Metrics
+from .base import RunContext
 from .communication import tensor_bytes
-from .sample_quality import sample_quality
-from .synthesis import sample_grid, shares, train_on
+from .oneshot import Generators, OneShotGenerative
+from .results import Communication
+from .synthesis import shares
 
 
 class ConditionalVAE(nn.Module):
@@ -67,10 +66,12 @@ def elbo_loss(logits: torch.Tensor, x01: torch.Tensor, mu: torch.Tensor,
     return (rec + kl).mean()
 
 
-class FedCVAE(MethodBase):
+class FedCVAE(OneShotGenerative):
+    """Its generator: a conditional VAE per client (methods/oneshot.py runs the rest)."""
+
     name = "fedcvae"
-    uses_split = True
-    unlearns = True  # `bench unlearn` can forget a client (exclude_clients)
+    PURPOSE = "fedcvae"
+    GENERATOR_PHASE = "decoders"
 
     @dataclass(frozen=True)
     class Params:
@@ -82,20 +83,16 @@ class FedCVAE(MethodBase):
         classifier_epochs: int = 30  # as FederatedFactory's cpu preset
         exclude_clients: tuple = ()  # clients whose decoders are left out (unlearning)
 
-    def run(self, ctx: RunContext) -> MethodResult:
-        p, data, n_classes = self.params, ctx.data, ctx.n_classes
-        cfg = ctx.train
+    def train_generators(self, ctx: RunContext, members: list[int]) -> Generators:
+        """Step 1: a conditional VAE per member client, on its own images."""
+        p, data, n_classes, cfg = self.params, ctx.data, ctx.n_classes, ctx.train
         epochs = p.vae_epochs or cfg.rounds * cfg.local_epochs
-        members = [k for k in range(len(ctx.clients)) if k not in set(p.exclude_clients)]
-        shape = (data.info.channels, data.resolution, data.resolution)
-        pixels = shape[0] * shape[1] * shape[2]
-        timings, decoders, counts, log = {}, {}, {}, []
-
-        t0 = time.perf_counter()
+        pixels = data.info.channels * data.resolution * data.resolution
+        vaes, holders, log = {}, {c: {} for c in range(n_classes)}, []
         with ctx.progress(len(members) * epochs, "client CVAE epochs") as bar:
             for k in members:
                 idx = ctx.clients[k]
-                counts[k] = torch.bincount(data.y_train[idx], minlength=n_classes).cpu()
+                counts = torch.bincount(data.y_train[idx], minlength=n_classes).cpu()
                 with ctx.streams.global_torch(f"fedcvae/init/k{k}"):
                     vae = ConditionalVAE(pixels, n_classes, p.hidden, p.latent_dim)
                 vae = vae.to(ctx.device)
@@ -110,49 +107,38 @@ class FedCVAE(MethodBase):
                         loss.backward()
                         opt.step()
                     bar.update(1)
-                decoders[k] = vae
-                log += [{"client": k, "class": c, "images": int(counts[k][c])}
-                        for c in range(n_classes) if counts[k][c] > 0]
-        timings["decoders"] = time.perf_counter() - t0
+                vaes[k] = (vae, counts)
+                for c in range(n_classes):
+                    if counts[c] > 0:
+                        holders[c][k] = int(counts[c])
+                        log.append({"client": k, "class": c, "images": int(counts[c])})
+        return Generators(vaes, holders, log)
 
-        t0 = time.perf_counter()
+    def synthesise(self, ctx: RunContext, members: list[int],
+                   gens: Generators) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 3 of the paper: each decoder's share of each class it holds, decoded from
+        z ~ N(0, I) (the Bernoulli means are the images)."""
+        p, data = self.params, ctx.data
+        shape = (data.info.channels, data.resolution, data.resolution)
         sx, sy = [], []
         with torch.no_grad():
-            for c in range(n_classes):
-                plan = shares({k: int(counts[k][c]) for k in members if counts[k][c] > 0},
-                              p.samples_per_class)
-                for k, n in plan.items():
+            for c in range(ctx.n_classes):
+                for k, n in shares(gens.holders[c], p.samples_per_class).items():
                     gen = ctx.streams.torch(f"fedcvae/sample/k{k}/c{c}")
                     z = torch.randn(n, p.latent_dim, generator=gen).to(ctx.device)
                     y = torch.full((n,), c, dtype=torch.int64, device=ctx.device)
-                    x = torch.sigmoid(decoders[k].decode(z, y)).reshape(n, *shape)
+                    x = torch.sigmoid(gens.models[k][0].decode(z, y)).reshape(n, *shape)
                     sx.append(x.mul(255).round().to(torch.uint8).cpu())
                     sy.append(y.cpu())
-        synth_x, synth_y = torch.cat(sx), torch.cat(sy)
-        timings["sampling"] = time.perf_counter() - t0
+        return torch.cat(sx), torch.cat(sy)
 
-        t0 = time.perf_counter()
-        sel, _ = train_on(ctx, synth_x, synth_y, p.classifier_epochs, "fedcvae/server",
-                          "server classifier epochs")
-        timings["classifier"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        own = torch.cat([ctx.clients[k] for k in members])
-        real_x, real_y = data.x_train[own].cpu(), data.y_train[own].cpu()
-        quality = sample_quality(data, own, synth_x, synth_y, ctx.streams, "fedcvae/reference",
-                                 ctx.progress)  # evaluation only (methods/sample_quality.py)
-        timings["diagnostics"] = time.perf_counter() - t0
-
-        up = {k: tensor_bytes(dict(decoders[k].decoder.state_dict())) + tensor_bytes(counts[k])
-              for k in members}
-        down = len(members) * ctx.classifier_bytes()  # the classifier, back to every client
-        comm = Communication(1, sum(up.values()), down,
-                             up_bytes_per_client={str(k): v for k, v in up.items()},
-                             note="each client's decoder and class counts up once; the "
-                                  "classifier down to every client")
-        return MethodResult(Metrics.single(sel.evaluation()), sel.curves, {MODEL: comm}, timings,
-                            extra={"modules": log, "excluded_clients": list(p.exclude_clients),
-                                   "sample_quality": quality,
-                                   "synthetic_per_class":
-                                       torch.bincount(synth_y, minlength=n_classes).tolist()},
-                            artifacts={"samples": sample_grid(synth_x, synth_y, real_x, real_y,
-                                                              n_classes)})
+    def communication(self, ctx: RunContext, members: list[int],
+                      gens: Generators) -> dict[str, Communication]:
+        """Up: each decoder and its label counts; down: the classifier to every client."""
+        up = {k: tensor_bytes(dict(vae.decoder.state_dict())) + tensor_bytes(counts)
+              for k, (vae, counts) in gens.models.items()}
+        return {"server": Communication(
+            1, sum(up.values()), len(members) * ctx.classifier_bytes(),
+            up_bytes_per_client={str(k): v for k, v in up.items()},
+            note="each client's decoder and class counts up once; the classifier down to "
+                 "every client")}

@@ -8,12 +8,11 @@ one working model whatever the number of clients.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
-from .base import MethodResult, RunContext
+from .base import MethodResult, RunContext, timed
 from .results import MODEL, Metrics
 from .communication import CommLog, tensor_bytes
 from .evaluation import Diverged, Selection
@@ -40,26 +39,19 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
             lr = cfg.lr_at(r, cfg.rounds)
             chosen = np.sort(sampler.choice(n, per_round, replace=False)) if per_round < n \
                 else np.arange(n)
-            t0 = time.perf_counter()
-            acc, losses = client_phase(method, model, ctx, chosen.tolist(), r, lr, global_state,
-                                       server, client_states, comm)
-            t1 = time.perf_counter()
-            global_state, server = method.aggregate(acc, global_state, server, n)
-            comm.end_round()
-            t2 = time.perf_counter()
-            model.load_state_dict(global_state)
-            timings["train"] += t1 - t0
-            timings["aggregate"] += t2 - t1
+            with timed(timings, "train"):
+                acc, losses = client_phase(method, model, ctx, chosen.tolist(), r, lr,
+                                           global_state, server, client_states, comm)
+            with timed(timings, "aggregate"):
+                global_state, server = method.aggregate(acc, global_state, server, n)
+                comm.end_round()
             try:
-                entry = selection.evaluate(model, r + 1, train_loss=float(np.mean(losses)),
-                                           lr=lr, bytes_cumulative=comm.per_round[-1])
+                with timed(timings, "eval"):
+                    model.load_state_dict(global_state)
+                    selection.observe(model, r + 1, bar, train_loss=float(np.mean(losses)),
+                                      lr=lr, bytes_cumulative=comm.per_round[-1])
             except Diverged:
                 break  # the record keeps the best finite round and says where it diverged
-            finally:
-                timings["eval"] += time.perf_counter() - t2
-            bar.update(1)
-            bar.log(selection.last_step())
-            bar.set_postfix_str(f"val acc {entry['val']['accuracy']:.3f}")
     return MethodResult(Metrics.single(selection.evaluation()), selection.curves,
                         {MODEL: comm.summary(cfg.rounds)}, timings,
                         extra=method.extra(model))

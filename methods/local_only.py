@@ -9,12 +9,11 @@ Nothing is communicated.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from .base import MethodBase, MethodResult, RunContext
+from .base import MethodBase, MethodResult, RunContext, timed
 from .results import MODEL, Communication, Evaluation, Metrics
 from .evaluation import Diverged, Selection
 from .training import train_local
@@ -39,18 +38,16 @@ class LocalOnly(MethodBase):
                 model = ctx.new_model()  # every client starts from the same initialisation
                 sel = Selection(ctx.data)
                 for r in range(cfg.rounds):
-                    t0 = time.perf_counter()
-                    stats = train_local(model, ctx.data, idx, cfg, cfg.lr_at(r, cfg.rounds),
-                                        cfg.local_epochs, ctx.streams.torch(f"batches/r{r}/c{k}"))
-                    t1 = time.perf_counter()
+                    with timed(timings, "train"):
+                        stats = train_local(model, ctx.data, idx, cfg, cfg.lr_at(r, cfg.rounds),
+                                            cfg.local_epochs,
+                                            ctx.streams.torch(f"batches/r{r}/c{k}"))
                     try:
-                        sel.evaluate(model, r + 1, train_loss=stats.mean_loss)
+                        with timed(timings, "eval"):
+                            sel.observe(model, r + 1, bar, context={"client": k},
+                                        train_loss=stats.mean_loss)
                     except Diverged:
                         break
-                    timings["train"] += t1 - t0
-                    timings["eval"] += time.perf_counter() - t1
-                    bar.update(1)
-                    bar.log(sel.last_step(), client=k)
                 selections.append(sel)
         metrics = {part: _summarise([getattr(s, part) for s in selections])
                    for part in ("best", "last")}

@@ -11,6 +11,8 @@ because batch statistics differ per client; Hsieh et al., ICML 2020), or "none".
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -102,3 +104,13 @@ def replace_output_layer(model: nn.Module, layer: nn.Module) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def weights_sha256(models) -> str:
+    """A fingerprint of final classifier weights: equal fingerprints mean bitwise-equal weights."""
+    h = hashlib.sha256()
+    for m in models:
+        for name, t in m.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

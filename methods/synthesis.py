@@ -48,9 +48,7 @@ def train_on(ctx: RunContext, x: torch.Tensor, y: torch.Tensor, epochs: int, pur
     idx = torch.arange(len(y), device=ctx.device)
     with ctx.progress(epochs, desc) as bar:
         def on_epoch(epoch, stats):
-            sel.evaluate(model, epoch, train_loss=stats.mean_loss)
-            bar.update(1)
-            bar.log(sel.last_step())
+            sel.observe(model, epoch, bar, train_loss=stats.mean_loss)
         fit(model, data, idx, ctx.train, epochs, ctx.streams, purpose, on_epoch)
     return sel, model
 

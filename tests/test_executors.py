@@ -69,7 +69,7 @@ def test_ray_records_equal_sequential(sequential, tmp_path):
     assert set(_module_log(tmp_path)) == {"hit"}
 
 
-def test_record_says_how_it_was_computed(tmp_path):
+def test_record_says_how_it_was_computed(tmp_path, capsys):
     """The thread count changes CPU float rounding (why --threads is pinned above), so the
     record keeps it, and the vectorisation setting."""
     assert main(["run", *GRID[2:], "--methods", "fedavg", "--threads", "2", "--out",
@@ -77,6 +77,14 @@ def test_record_says_how_it_was_computed(tmp_path):
     (record,) = stored_records(tmp_path)
     assert record.environment["torch_threads"] == 2
     assert record.environment["clients_at_once"] == 1
+    assert record.provenance["numerics"]["threads"] == 2
+    # asked again with another thread count: reused, and said so in one line
+    capsys.readouterr()
+    assert main(["run", *GRID[2:], "--methods", "fedavg", "--threads", "1", "--out",
+                 str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "1 already stored, 0 to run" in err
+    assert "1 stored runs were computed with other numerics" in err and "threads 1 -> 2" in err
 
 
 def test_settle_never_oversubscribes(monkeypatch):
@@ -153,3 +161,44 @@ def test_a_worker_starts_without_the_generator_and_report_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_joblib_starts_a_run_when_its_parts_are_done_ahead_of_runs_not_yet_started(
+        monkeypatch):
+    """The scheduler, with a thread pool standing in for loky's processes: parts first; a run
+    is submitted only once every part it needs has finished (no worker waits for parts), and
+    then ahead of the runs without parts that have not started; a part two runs share is done
+    once."""
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+
+    from joblib.externals import loky
+
+    from bench import executors
+    from bench.methods.base import Part
+    from bench.runner import Execution
+
+    started = []
+    shared, own = Part("module/k0/c0", "a"), Part("module/k1/c1", "b")
+    needs = {"ff1": [shared, own], "ff2": [shared]}
+
+    def part_task(config, execution, part):
+        started.append(part.name)
+        return part
+
+    def run_task(config, execution, *after):
+        assert all(p.name in started for p in needs.get(config.run_id, [])), config.run_id
+        started.append(config.run_id)
+        return config, None, None
+
+    monkeypatch.setattr(executors, "perform_part", part_task)
+    monkeypatch.setattr(executors, "_task", run_task)
+    monkeypatch.setattr(executors, "pending_parts", lambda c, e, d: needs.get(c.run_id, []))
+    monkeypatch.setattr(loky, "get_reusable_executor",
+                        lambda max_workers, env: ThreadPoolExecutor(max_workers))
+    configs = [types.SimpleNamespace(run_id=r) for r in ("a", "ff1", "b", "ff2", "c")]
+    done = list(executors._joblib(configs, Execution(out="unused", device="cpu", threads=1),
+                                  executors.Plan("joblib", workers=1), None, lambda m: None))
+    assert sorted(c.run_id for c, _, _ in done) == ["a", "b", "c", "ff1", "ff2"]
+    # ff2 needs the shared part only: ready first
+    assert started == ["module/k0/c0", "module/k1/c1", "ff2", "ff1", "a", "b", "c"]

@@ -161,14 +161,14 @@ def test_the_unlearning_proof_fails_when_forgotten_images_are_read(tmp_path, mon
                                                                    capsys):
     """Plant the pitfall the proof is for (the diagnostics reading every client's training
     images, as this suite's first version did): the two sides then differ."""
-    import bench.methods.federatedfactory.method as ff_method
+    import bench.methods.oneshot as oneshot
 
     def every_client(synth_x, synth_y, real_x, real_y, n_classes, per_class=8):
         import bench.runner as runner
 
         data = runner.cached_dataset("digits", None)
         return sample_grid(synth_x, synth_y, data.x_train, data.y_train, n_classes, per_class)
-    monkeypatch.setattr(ff_method, "sample_grid", every_client)
+    monkeypatch.setattr(oneshot, "sample_grid", every_client)
     _, after, grid_after, never, grid_never = _forget_then_compare_with_never_had(
         tmp_path, monkeypatch, capsys)
     assert never.extra["classifier_sha256"] == after.extra["classifier_sha256"]
@@ -234,7 +234,8 @@ def test_a_part_task_and_the_run_hash_the_same_generator(tmp_path):
     assert pending_parts(config, execution, "cpu") == parts[:3] + parts[4:]
     record, _ = execute(config, torch.device("cpu"), cache_dir=execution.cache_dir)
     hits = [e for e in record.extra["modules"] if e["cache"] == "hit"]
-    assert [f"module/k{e['client']}/c{e['class']}" for e in hits] == [parts[3].rsplit("/", 1)[0]]
+    assert [f"module/k{e['client']}/c{e['class']}" for e in hits] == [parts[3].name]
+    assert [e["key"] for e in hits] == [parts[3].key]
 
 
 def test_runs_that_share_a_generator_name_the_same_part(tmp_path):

@@ -153,6 +153,8 @@ def main(args) -> int:
         else:
             records[c.run_id] = rec
     _guard(todo, args, plan, execution)
+    if plan.executor != "ray":  # (a Ray task's numerics are its node's)
+        _say_other_numerics(list(records.values()), device, execution.threads)
     if stale:
         say(f"{len(stale)} stored runs were computed by other code (e.g. {stale[0].label}); "
              f"recomputing them, their old records set aside as *.json.stale (--keep-stale "
@@ -229,6 +231,26 @@ def _guard(todo: list, args, plan, execution) -> None:
     f = forecast(todo, device.type, gpus, execution.data_root, args.max_hours)
     if f is not None and f.hours > args.max_hours:
         raise UsageError(f.line(args.max_hours))
+
+
+def _say_other_numerics(records: list, device, threads: int | None) -> None:
+    """One line when stored runs that are reused were computed with other numerics than
+    this command would compute them with (another thread count, unpinned libraries, another
+    CPU or torch; methods/numerics.py): the same config, numbers that differ by float
+    rounding. `Numerics.differences` is the one comparison (here, in `bench check` and in
+    `bench unlearn`)."""
+    from ..methods.numerics import Numerics, current
+
+    here = current(device.type, threads)
+    other = [(r, here.differences(Numerics.from_dict(r.provenance["numerics"])))
+             for r in records if r.provenance.get("numerics")]
+    other = [(r, d) for r, d in other if d]
+    if other:
+        r, differences = other[0]
+        say(f"{len(other)} stored runs were computed with other numerics than this command's "
+            f"(e.g. {r.config.label}, this command's -> its: {'; '.join(differences)}); they "
+            f"are reused as they are, their numbers differ from this setting's by float "
+            f"rounding at most (--force recomputes them)")
 
 
 def _collect(configs: list, store: RecordStore, execution, poll: float = 1.0) -> dict:

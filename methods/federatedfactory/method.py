@@ -13,19 +13,19 @@
      "local_plain" is the paper's p(y | x) = softmax(sum_k log softmax f_k(x)).
    In local mode "real vs synthetic" can reveal the label of a client's own class; server mode
    has no such shortcut, which is why it is the headline and stored beside local mode.
-5. Diagnostics, evaluation only: a memorisation indicator (diagnostics.py), a sample grid, and
-   the sample quality (methods/sample_quality.py): how recognisable the synthetic images are to
+5. Diagnostics, evaluation only (methods/oneshot.py, shared with FedCVAE-Ens): a memorisation
+   indicator (methods/memorisation.py), a sample grid, and the sample quality (methods/sample_quality.py): how recognisable the synthetic images are to
    a reference classifier trained on the real ones; a run whose generators learned nothing
    says so at its end.
 
 Exact unlearning: `exclude_clients` leaves a client's modules out, and everything downstream is
 recomputed from the remaining ones: the result is bitwise that of a run that never had the
 client (tests/test_federatedfactory.py). Modules and samples are cached by content (cache.py).
+Steps 2 to 5 are the pipeline of methods/oneshot.py; this module gives the generator (steps 1
+and 3) and the local mode.
 """
 from __future__ import annotations
 
-import hashlib
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,33 +33,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..base import MethodBase, MethodResult, RunContext
-from ..results import Communication, Metrics
+from ..base import Part, RunContext
+from ..oneshot import Generators, OneShotGenerative
+from ..results import Communication
 from ..communication import tensor_bytes
 from ..data import resize_uint8
 from ..evaluation import Diverged, Selection, classification_metrics, predict_log_proba
 from ..rng import Streams
-from ..sample_quality import sample_quality
 from ..training import fit
 from ..provenance import files_fingerprint
 from .cache import ContentCache, content_key
-from .diagnostics import memorisation
 from .experts import ProductOfExperts, label_prior
 from .modules import train_module, training_steps
 from .network import describe, generator_resolution
 from .params import PRESETS, FFParams
 from .sampler import load_unet, network_evaluations, sample
-from ..synthesis import image_seeds, sample_grid, shares, train_on
+from ..synthesis import image_seeds, shares
 
-
-def weights_sha256(models) -> str:
-    """A fingerprint of final classifier weights: equal fingerprints mean bitwise-equal weights."""
-    h = hashlib.sha256()
-    for m in models:
-        for name, t in m.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 # the settings that determine a cached generator / a cached sample set, per formulation
 GENERATOR_FIELDS = ("formulation", "gen_channels", "gen_channels_above_64px",
@@ -86,21 +76,26 @@ class ModuleJob:
     key: str  # content address in the cache
 
     @property
-    def part(self) -> str:
-        """`module/k{client}/c{class}/{key}`: named by its content too, so that runs which
-        share a module (a sampler sweep, say) name it alike and an executor trains it once."""
-        return f"{self.part_name(self.client, self.cls)}/{self.key}"
+    def part(self) -> Part:
+        """Named `module/k{client}/c{class}` and keyed by its content, so that runs which
+        share a module (a sampler sweep, say) give equal parts and an executor trains it
+        once."""
+        return Part(self.part_name(self.client, self.cls), self.key)
 
     @staticmethod
     def part_name(client: int, cls: int) -> str:
         return f"module/k{client}/c{cls}"
 
 
-class FederatedFactory(MethodBase):
+class FederatedFactory(OneShotGenerative):
+    """Its generator: diffusion modules per (client, class) (methods/oneshot.py runs the
+    rest), and its local mode downstream."""
+
     name = "federatedfactory"
-    uses_split = True
-    unlearns = True  # `bench unlearn` can forget a client (exclude_clients)
-    has_parts = True  # its generators: parts(), do_part(), part_done()
+    PURPOSE = "ff"
+    GENERATOR_PHASE = "modules"
+    SERVER_VARIANT = "server"
+    has_parts = True  # its generators: parts(), do_part()
     Params = FFParams
     PRESETS = PRESETS
 
@@ -117,7 +112,7 @@ class FederatedFactory(MethodBase):
                 f"{p.samples_per_class:,} images per class")
 
     # --- parts: pieces of a run that can be done ahead, elsewhere (bench/executors.py) ---
-    def parts(self, ctx: RunContext, device_type: str | None = None) -> list[str]:
+    def parts(self, ctx: RunContext, device_type: str | None = None) -> list[Part]:
         """The run's modules not yet in the cache for training on `device_type` (default: the
         context's). Each is independent of the others; an executor may train them as tasks of
         their own, and the run then finds them cached."""
@@ -127,14 +122,10 @@ class FederatedFactory(MethodBase):
         return [j.part for j in self._module_jobs(ctx, device_type=device_type)
                 if not cache.has("modules", j.key)]
 
-    @staticmethod
-    def part_done(cache_dir, part: str) -> bool:
-        """Whether `part` (a name from `parts`) is cached: a file check, as its name ends in
-        its content key (no data loaded, no image hashed)."""
-        return ContentCache(cache_dir).has("modules", part.rsplit("/", 1)[1])
-
-    def do_part(self, ctx: RunContext, part: str) -> None:
-        jobs = [j for j in self._module_jobs(ctx, only=part.rsplit("/", 1)[0]) if j.part == part]
+    def do_part(self, ctx: RunContext, part: Part) -> None:
+        """Train the module `part` (from `parts`) into the cache: only its images are resized
+        and hashed."""
+        jobs = [j for j in self._module_jobs(ctx, only=part.name) if j.part == part]
         if not jobs:
             raise ValueError(f"{part!r} is not a part of this run")
         with ctx.progress(training_steps(self.params), "generator steps") as bar:
@@ -194,19 +185,12 @@ class FederatedFactory(MethodBase):
         cache.put("modules", job.key, state)
         return state, False
 
-    def run(self, ctx: RunContext) -> MethodResult:
+    def train_generators(self, ctx: RunContext, members: list[int]) -> Generators:
+        """Step 1: one module per (member client, class it holds), from the cache or trained
+        now (then cached)."""
         p = self.params
-        data, n_classes = ctx.data, ctx.n_classes
-        channels = data.info.channels
-        shared = p.generator_seed >= 0
         cache = ContentCache(ctx.cache_dir)
-        timings: dict[str, float] = {}
-        members = [k for k in range(len(ctx.clients)) if k not in set(p.exclude_clients)]
-
-        # 1. modules: one per (client, class held)
-        t0 = time.perf_counter()
-        modules: dict[tuple[int, int], dict] = {}
-        module_keys: dict[tuple[int, int], str] = {}
+        modules: dict[tuple[int, int], tuple[dict, str]] = {}  # (k, c) -> (EMA weights, key)
         holders: dict[int, dict[int, int]] = defaultdict(dict)
         log = []
         jobs = self._module_jobs(ctx)
@@ -214,71 +198,33 @@ class FederatedFactory(MethodBase):
             for job in jobs:
                 k, c, n = job.client, job.cls, len(job.images)
                 state, hit = self._module(job, cache, ctx.device, bar)
-                modules[(k, c)], module_keys[(k, c)] = state, job.key
+                modules[(k, c)] = (state, job.key)
                 holders[c][k] = n
                 log.append({"client": k, "class": c, "images": n, "cache": "hit" if hit else
                             "miss", "key": job.key})
-        timings["modules"] = time.perf_counter() - t0
+        shared = p.generator_seed >= 0
+        extra = {"generator": {**describe(p, ctx.data.info.channels, ctx.data.resolution),
+                               "network_evaluations_per_image": network_evaluations(p)},
+                 "shared_generators": shared,
+                 "generator_seed": p.generator_seed if shared else ctx.streams.seed}
+        return Generators(modules, holders, log, extra)
 
-        # 2. synthesis: class-balanced, each image from its own seed
-        t0 = time.perf_counter()
-        synth_x, synth_y = self._synthesise(ctx, modules, module_keys, holders, cache)
-        counts = torch.bincount(synth_y, minlength=n_classes).tolist()
-        timings["sampling"] = time.perf_counter() - t0
+    def modes(self) -> tuple[str, ...]:
+        return self.params.modes
 
-        # 3. downstream classifiers
-        variants, curves, fingerprints = {}, {}, {}
-        for mode in p.modes:
-            t0 = time.perf_counter()
-            if mode == "server":
-                sel, fingerprints[mode] = self._server(ctx, synth_x, synth_y)
-                selections = {"server": sel}
-            else:
-                selections, fingerprints[mode] = self._local(ctx, members, holders, synth_x,
-                                                             synth_y)
-            for name, sel in selections.items():
-                variants[name] = sel.evaluation()
-                curves.update({f"{name}/{k}": v for k, v in sel.curves.items()})
-            timings[f"classifier_{mode}"] = time.perf_counter() - t0
-
-        # 4. diagnostics, on the member clients' images only (an excluded client's images are
-        # never read: tests/test_federatedfactory.py replaces them and compares): the
-        # memorisation indicator and the sample quality (methods/sample_quality.py)
-        t0 = time.perf_counter()
-        own = torch.cat([ctx.clients[k] for k in members])
-        real_x, real_y = data.x_train[own].cpu(), data.y_train[own].cpu()
-        memo = memorisation(synth_x, synth_y, real_x, real_y, data.x_test.cpu(),
-                            data.y_test.cpu(), n_classes)
-        grid = sample_grid(synth_x, synth_y, real_x, real_y, n_classes)
-        quality = sample_quality(data, own, synth_x, synth_y, ctx.streams, "ff/reference",
-                                 ctx.progress)
-        timings["diagnostics"] = time.perf_counter() - t0
-
-        module_bytes = self._module_bytes(modules)
-        generator = {**describe(p, channels, data.resolution),
-                     "network_evaluations_per_image": network_evaluations(p)}
-        comms = self._communication(ctx, members, module_bytes)
-        return MethodResult(
-            metrics=Metrics(variants, headline_variant=p.modes[0]),
-            curves=curves,
-            communication={name: comms["server" if name == "server" else "local"]
-                           for name in variants},  # local_plain: the local mode's bytes
-            timings=timings,
-            extra={"modules": log, "generator": generator, "shared_generators": shared,
-                   "generator_seed": p.generator_seed if shared else ctx.streams.seed,
-                   "synthetic_per_class": counts, "memorisation": memo,
-                   "sample_quality": quality,
-                   "excluded_clients": list(p.exclude_clients),
-                   "classifier_sha256": fingerprints},
-            artifacts={"samples": grid},
-        )
+    def downstream(self, ctx: RunContext, mode: str, members: list[int], gens: Generators,
+                   synth_x, synth_y) -> tuple[dict[str, Selection], list[torch.nn.Module]]:
+        if mode == "server":
+            return super().downstream(ctx, mode, members, gens, synth_x, synth_y)
+        return self._local(ctx, members, gens.holders, synth_x, synth_y)
 
     # --- downstream ---------------------------------------------------------------------
-    def _synthesise(self, ctx: RunContext, modules: dict, module_keys: dict, holders: dict,
-                    cache: ContentCache) -> tuple[torch.Tensor, torch.Tensor]:
+    def synthesise(self, ctx: RunContext, members: list[int],
+                   gens: Generators) -> tuple[torch.Tensor, torch.Tensor]:
         """The class-balanced synthetic set (uint8 images at the table's resolution, labels),
         on the CPU: class c's `samples_per_class` images shared among its holders."""
         p, data, n_classes = self.params, ctx.data, ctx.n_classes
+        cache, holders = ContentCache(ctx.cache_dir), gens.holders
         channels, res = data.info.channels, self._gen_resolution(ctx)
         base_seed = self._gen_streams(ctx).int_seed("ff/images")
         samp_key = self._settings("sampler", ctx, ctx.device.type, SAMPLER_CODE)
@@ -289,11 +235,12 @@ class FederatedFactory(MethodBase):
             for c in range(n_classes):
                 for k, count in share_plan[c].items():
                     seeds = image_seeds(base_seed, c, k, count)
-                    key = content_key({"samples": samp_key, "module": module_keys[(k, c)],
+                    state, module_key = gens.models[(k, c)]
+                    key = content_key({"samples": samp_key, "module": module_key,
                                        "seeds": seeds})
                     imgs = cache.get("samples", key)
                     if imgs is None:
-                        unet = load_unet(p, modules[(k, c)], channels, res, ctx.device)
+                        unet = load_unet(p, state, channels, res, ctx.device)
                         imgs = sample(unet, p, seeds, channels, res, ctx.device)
                         cache.put("samples", key, imgs)
                     sx.append(resize_uint8(imgs, data.resolution))
@@ -314,13 +261,8 @@ class FederatedFactory(MethodBase):
         return {"code": files_fingerprint(modules, Path(__file__).parent),
                 "device_type": device_type, "cpu_numerics": numerics_key}
 
-    def _server(self, ctx: RunContext, synth_x, synth_y) -> tuple[Selection, str]:
-        sel, model = train_on(ctx, synth_x, synth_y, self.params.classifier_epochs, "ff/server",
-                              "server classifier epochs")
-        return sel, weights_sha256([model])
-
     def _local(self, ctx: RunContext, members, holders, synth_x,
-               synth_y) -> tuple[dict[str, Selection], str]:
+               synth_y) -> tuple[dict[str, Selection], list[torch.nn.Module]]:
         """Each client: own real images + synthetic images of the classes it has no module
         for; the ensemble is evaluated after every epoch under two rules (experts.py), the
         prior-corrected product ("local") and the paper's plain one ("local_plain"), each
@@ -371,21 +313,18 @@ class FederatedFactory(MethodBase):
                 sel.record(e + 1, classification_metrics(rule(val[e]), y_val, n_classes,
                                                          detail=False),
                            classification_metrics(rule(test[e]), y_test, n_classes))
-        return selections, weights_sha256(models)
+        return selections, models
 
     # --- bookkeeping --------------------------------------------------------------------
-    def _module_bytes(self, modules: dict) -> dict[int, int]:
+    def communication(self, ctx: RunContext, members: list[int],
+                      gens: Generators) -> dict[str, Communication]:
+        """One round, per mode. Up: each client's modules, at `send_dtype`. Server mode, down:
+        the classifier to every client. Local mode, down: every other client's modules; up:
+        the client's classifier too (for the product of experts)."""
         dtype = getattr(torch, self.params.send_dtype)
-        per_client: dict[int, int] = defaultdict(int)
-        for (k, _), state in modules.items():
-            per_client[k] += tensor_bytes({n: t.to(dtype) for n, t in state.items()})
-        return dict(per_client)
-
-    def _communication(self, ctx: RunContext, members,
-                       module_bytes: dict[int, int]) -> dict[str, Communication]:
-        """One round, per mode. Up: each client's modules. Server mode, down: the classifier to
-        every client. Local mode, down: every other client's modules; up: the client's
-        classifier too (for the product of experts)."""
+        module_bytes: dict[int, int] = defaultdict(int)
+        for (k, _), (state, _) in gens.models.items():
+            module_bytes[k] += tensor_bytes({n: t.to(dtype) for n, t in state.items()})
         classifier = ctx.classifier_bytes()
         up = sum(module_bytes.values())
         n = len(members)

@@ -1,5 +1,5 @@
-"""What a careful reader asks of a generative method: does it memorise? (The grid of samples
-beside real images is methods/synthesis.py's, shared with FedCVAE-Ens.)
+"""What a careful reader asks of a generative method: does it memorise? (Measured for every
+one-round generative method, methods/oneshot.py.)
 
 Memorisation indicator (per class): the median distance from each synthetic image to its
 nearest training image of that class, beside the same median for real test images of that

@@ -1,0 +1,128 @@
+"""The one-round generative methods (FederatedFactory, FedCVAE-Ens) as one pipeline, so that
+they differ only in their generator.
+
+1. Every member client (those not in `exclude_clients`) trains generators on its own images
+   and sends them once (`train_generators`: the method's own).
+2. The server draws a class-balanced synthetic set from them (`synthesise`: the method's own;
+   the shares and seeds of methods/synthesis.py).
+3. Downstream (`downstream`): in server mode the table's classifier is trained on the
+   synthetic set alone, with validation-based selection; FederatedFactory adds its local mode.
+4. Diagnostics, evaluation only, on the member clients' images: the memorisation indicator
+   (methods/memorisation.py), the sample quality (methods/sample_quality.py) and a grid of
+   samples beside real images.
+5. What the clients sent (`communication`: the method's own).
+
+Exact unlearning for both: `exclude_clients` leaves a client's generators out and everything
+downstream is recomputed from the others (`bench unlearn`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from .base import MethodBase, MethodResult, RunContext, timed
+from .evaluation import Selection
+from .memorisation import memorisation
+from .models import weights_sha256
+from .results import MODEL, Communication, Metrics
+from .sample_quality import sample_quality
+from .synthesis import sample_grid, train_on
+
+
+@dataclass
+class Generators:
+    """What the member clients trained and send: the method's own objects (`models`), and for
+    every class the clients that hold a generator of it with their training images of it
+    (`holders[c] = {client: images}`); `log`: one entry per generator for the record;
+    `extra`: what the record says of the generator family."""
+
+    models: dict
+    holders: dict[int, dict[int, int]]
+    log: list[dict]
+    extra: dict = field(default_factory=dict)
+
+
+class OneShotGenerative(MethodBase):
+    uses_split = True
+    unlearns = True  # `bench unlearn` can forget a client (exclude_clients)
+    PURPOSE: ClassVar[str]  # the prefix of the run's random streams ("ff", "fedcvae")
+    GENERATOR_PHASE: ClassVar[str]  # the timings entry of step 1
+    SERVER_VARIANT: ClassVar[str] = MODEL  # the name of the server-mode classifier's results
+
+    # --- what a generator family gives ------------------------------------------------
+    def train_generators(self, ctx: RunContext, members: list[int]) -> Generators:
+        raise NotImplementedError
+
+    def synthesise(self, ctx: RunContext, members: list[int],
+                   gens: Generators) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images at the table's resolution and their labels, on the CPU."""
+        raise NotImplementedError
+
+    def communication(self, ctx: RunContext, members: list[int],
+                      gens: Generators) -> dict[str, Communication]:
+        """Bytes per downstream mode ("server", and the method's others)."""
+        raise NotImplementedError
+
+    def modes(self) -> tuple[str, ...]:
+        return ("server",)
+
+    def downstream(self, ctx: RunContext, mode: str, members: list[int], gens: Generators,
+                   synth_x: torch.Tensor, synth_y: torch.Tensor
+                   ) -> tuple[dict[str, Selection], list[torch.nn.Module]]:
+        """Mode `mode`'s selections by variant name, and the classifiers it trained."""
+        sel, model = train_on(ctx, synth_x, synth_y, self.params.classifier_epochs,
+                              f"{self.PURPOSE}/server", "server classifier epochs")
+        return {self.SERVER_VARIANT: sel}, [model]
+
+    # --- the pipeline -------------------------------------------------------------------
+    def members(self, ctx: RunContext) -> list[int]:
+        return [k for k in range(len(ctx.clients)) if k not in set(self.params.exclude_clients)]
+
+    def run(self, ctx: RunContext) -> MethodResult:
+        data, n_classes = ctx.data, ctx.n_classes
+        members = self.members(ctx)
+        timings: dict[str, float] = {}
+        with timed(timings, self.GENERATOR_PHASE):
+            gens = self.train_generators(ctx, members)
+        with timed(timings, "sampling"):
+            synth_x, synth_y = self.synthesise(ctx, members, gens)
+
+        variants, curves, fingerprints = {}, {}, {}
+        for mode in self.modes():
+            with timed(timings, f"classifier_{mode}"):
+                selections, models = self.downstream(ctx, mode, members, gens, synth_x,
+                                                     synth_y)
+            fingerprints[mode] = weights_sha256(models)
+            for name, sel in selections.items():
+                variants[name] = sel.evaluation()
+                prefix = "" if name == MODEL else f"{name}/"
+                curves.update({f"{prefix}{k}": v for k, v in sel.curves.items()})
+
+        # the member clients' images only: an excluded client's images are never read
+        # (tests/test_federatedfactory.py replaces them and compares)
+        with timed(timings, "diagnostics"):
+            own = torch.cat([ctx.clients[k] for k in members])
+            real_x, real_y = data.x_train[own].cpu(), data.y_train[own].cpu()
+            memo = memorisation(synth_x, synth_y, real_x, real_y, data.x_test.cpu(),
+                                data.y_test.cpu(), n_classes)
+            grid = sample_grid(synth_x, synth_y, real_x, real_y, n_classes)
+            quality = sample_quality(data, own, synth_x, synth_y, ctx.streams,
+                                     f"{self.PURPOSE}/reference", ctx.progress)
+
+        comms = self.communication(ctx, members, gens)
+        return MethodResult(
+            # the first mode's first variant is the headline
+            metrics=Metrics(variants, headline_variant=next(iter(variants))),
+            curves=curves,
+            communication={name: comms["server" if name == self.SERVER_VARIANT else "local"]
+                           for name in variants},
+            timings=timings,
+            extra={"modules": gens.log, **gens.extra,
+                   "synthetic_per_class": torch.bincount(synth_y, minlength=n_classes).tolist(),
+                   "memorisation": memo, "sample_quality": quality,
+                   "excluded_clients": list(self.params.exclude_clients),
+                   "classifier_sha256": fingerprints},
+            artifacts={"samples": grid},
+        )
