@@ -9,7 +9,6 @@ says which it came from.
 """
 from __future__ import annotations
 
-import torch
 
 from .methods import numerics
 from .methods.provenance import library_versions
@@ -20,11 +19,11 @@ STALE_NOTE = (f"{STALE_MARK} computed by other code than this version's (or othe
               f"diffusers versions): `python -m bench run` with the same selection recomputes it")
 
 
-def provenance(method: str, device: torch.device) -> dict:
+def provenance(method: str, run_numerics: numerics.Numerics) -> dict:
     """The code fingerprint, library versions and device type, and the numerics the run
     computed with (methods/numerics.py: threads, pins, CPU capability, caches)."""
-    return {"code": code_fingerprint(method), **library_versions(), "device_type": device.type,
-            "numerics": numerics.current(device.type).to_dict()}
+    return {"code": code_fingerprint(method), **library_versions(),
+            "device_type": run_numerics.device_type, "numerics": run_numerics.to_dict()}
 
 
 def is_stale(record) -> bool:

@@ -16,6 +16,7 @@ from .datasets.base import DataError, ImageDataset
 from .datasets.registry import load_dataset
 from .datasets.splits import parse_split
 from .environment import environment
+from .methods import numerics
 from .methods.base import Part, RunContext
 from .methods.data import DeviceData
 from .methods.evaluation import with_per_client
@@ -63,7 +64,7 @@ def run_context(config: RunConfig, device: torch.device, data_root: str | None =
     partition = client_indices(config, dataset)
     ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in partition], config.train,
                      Streams(config.seed), cache_dir=cache_dir, clients_at_once=clients_at_once,
-                     cpu_threads=cpu_threads,
+                     numerics=numerics.current(device.type, cpu_threads),
                      **({"progress": progress} if progress else {}))
     return ctx, partition
 
@@ -231,7 +232,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
                  "waiting_for_cores": waited},
         extra=result.extra,
         environment={**environment(device), "clients_at_once": clients_at_once},
-        provenance=provenance(config.method, device),
+        provenance=provenance(config.method, ctx.numerics),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
     return record, result.artifacts

@@ -88,18 +88,14 @@ class RunContext:
     progress: Callable[[int, str], Any] = null_progress
     cache_dir: Path | None = None  # where methods may keep reusable intermediate work
     clients_at_once: int = 1  # >1: weight-averaging methods train clients vectorised (torch.func)
-    # torch threads the run computes with on the CPU (float rounding depends on them, so the
-    # caches of reusable work key on them); None: torch's current setting
-    cpu_threads: int | None = None
+    # what the run's float results depend on beyond its config and code (methods/numerics.py:
+    # threads, pins, CPU, torch): its record carries it, caches of reusable work key on it;
+    # None: this process's numerics on the run's device, as torch is set now
+    numerics: numerics.Numerics | None = None
 
-    def numerics_key(self, device_type: str | None = None) -> dict | None:
-        """What the float results of work on `device_type` (default: the run's) depend on
-        beyond its inputs and code, as caches key it: on the CPU the thread count and whether
-        the portable pins are in effect (methods/numerics.py); None on an accelerator."""
-        if (device_type or self.device.type) != "cpu":
-            return None
-        n = numerics.current("cpu", self.cpu_threads)
-        return {"threads": n.threads, "pins": n.pins}
+    def __post_init__(self):
+        if self.numerics is None:
+            self.numerics = numerics.current(self.device.type)
 
     @property
     def device(self) -> torch.device:

@@ -95,6 +95,22 @@ class Numerics:
     def from_dict(cls, d: dict) -> "Numerics":
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
 
+    def for_device(self, device_type: str) -> "Numerics":
+        """The same process's numerics for work on `device_type` (a part listed on the CPU
+        for a GPU, say)."""
+        if device_type == self.device_type:
+            return self
+        return current(device_type, self.threads if device_type == "cpu" else None)
+
+    def cache_key(self) -> dict:
+        """What caches of reusable work (FederatedFactory's generators and samples) key on
+        besides settings and code: the device type and, on the CPU, the thread count and the
+        pins (a generator trained with 2 threads, or unpinned, differs in rounding from one
+        trained with 1: reusing it would make a record depend on what the cache held)."""
+        cpu = {"threads": self.threads, "pins": self.pins} if self.device_type == "cpu" \
+            else None
+        return {"device_type": self.device_type, "cpu_numerics": cpu}
+
     def differences(self, other: "Numerics") -> list[str]:
         """'field: this -> other' for every field that differs."""
         mine, theirs = self.to_dict(), other.to_dict()

@@ -12,6 +12,7 @@ from bench.provenance import provenance
 from bench.report.check import (CROSS, EXACT, auroc_step, check_claims, check_tripwire,
                                 cross_environment, load_reference, passed, reference_diff,
                                 selected_round_is_validation_best, tripwire_cells)
+from bench.methods import numerics
 from bench.methods.results import MODEL, Communication, Evaluation, Metrics
 from bench.store import RecordStore
 from helpers import make_record
@@ -44,11 +45,10 @@ def _record(method, split, seed, acc, variants=None):
         curves = {}
         comm = {v: Communication(1, 400_000, 100_000 if v == "server" else 500_000)
                 for v in variants}
-    import torch
 
     return c, make_record(c, metrics, curves=curves, communication=comm,
                           split={"client_class_counts": counts},
-                          provenance=provenance(method, torch.device("cpu")))
+                          provenance=provenance(method, numerics.current("cpu")))
 
 
 def _acc(method, split, seed):

@@ -140,7 +140,8 @@ class FederatedFactory(OneShotGenerative):
         fields = (GENERATOR_FIELDS if kind == "generator" else SAMPLER_FIELDS) \
             + FORMULATION_FIELDS[p.formulation][kind]
         return {**{f: getattr(p, f) for f in fields},
-                "code": self._code_key(device_type, code, ctx.numerics_key(device_type))}
+                "code": {"code": files_fingerprint(code, Path(__file__).parent),
+                         **ctx.numerics.for_device(device_type).cache_key()}}
 
     def _gen_streams(self, ctx: RunContext) -> Streams:
         p = self.params
@@ -250,16 +251,6 @@ class FederatedFactory(OneShotGenerative):
             return (torch.zeros((0, channels, data.resolution, data.resolution), dtype=torch.uint8),
                     torch.zeros(0, dtype=torch.int64))
         return torch.cat(sx), torch.cat(sy)
-
-    @staticmethod
-    def _code_key(device_type: str, modules: tuple, numerics_key: dict | None) -> dict:
-        """What besides the settings determines a cached object: the code of its modules, the
-        library versions, the device type it is computed on and, on the CPU, the torch thread
-        count and the numerics pins (a generator trained with 2 threads, or unpinned, differs
-        in rounding from one trained with 1: reusing it would make a record depend on what the
-        cache held)."""
-        return {"code": files_fingerprint(modules, Path(__file__).parent),
-                "device_type": device_type, "cpu_numerics": numerics_key}
 
     def _local(self, ctx: RunContext, members, holders, synth_x,
                synth_y) -> tuple[dict[str, Selection], list[torch.nn.Module]]:
