@@ -142,6 +142,12 @@ GRIDS: dict[str, Grid] = {
                   ("digits",), ((("centralized", "fedavg") + PEERS, DEFAULT_SPLITS),
                                 (("federatedfactory",), ("silos",))), seeds=(0, 1, 2),
                   threads=2),
+    # the label-skew view (docs/findings/label_skew.md): who is served (per-client accuracy)
+    # and what the shared artefacts leak (membership inference), every method
+    "label-skew": Grid("every method on digits under silos and Dirichlet 0.1, seeds 0-2: "
+                       "per-client accuracy and the membership audit side by side",
+                       ("digits",), ((tuple(METHODS), ("silos", "dirichlet:0.1")),),
+                       seeds=(0, 1, 2), threads=1, executor="joblib"),
     "pneumonia": Grid("the real PneumoniaMNIST file under silos at CPU scale",
                       ("pneumoniamnist",), ((("centralized", "local_only", "fedavg"),
                                              ("silos",)),), scale="cpu", threads=2,

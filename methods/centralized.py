@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import MethodBase, MethodResult, RunContext, timed
+from .privacy import not_audited
 from .results import MODEL, Communication, Metrics
 from .evaluation import Selection
 from .training import fit
@@ -42,4 +43,5 @@ class Centralized(MethodBase):
         comm = Communication(0, x.numel() * x.element_size(), 0,
                              note="raw training images uploaded once (uint8)")
         return MethodResult(Metrics.single(selection.evaluation()), selection.curves,
-                            {MODEL: comm}, timings)
+                            {MODEL: comm}, timings, extra={"privacy": not_audited(
+                                "it shares the training images themselves")})

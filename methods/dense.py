@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import MethodBase, MethodResult, RunContext, timed
+from .privacy import audit_classifiers
 from .results import MODEL, Communication, Metrics
 from .evaluation import Diverged, Selection
 from .training import fit
@@ -220,12 +221,15 @@ class Dense(MethodBase):
             pred = torch.cat([ensemble_logits(teachers, data.to_float(x)).argmax(1)
                               for x in torch.split(data.x_test, 1024)])
         ensemble_accuracy = float((pred == data.y_test).float().mean())
+        with timed(timings, "privacy"):  # what each client uploads: its own classifier
+            privacy = audit_classifiers(ctx, dict(enumerate(teachers)),
+                                        "each client's uploaded classifier", "dense")
         classifier = ctx.classifier_bytes()
         comm = Communication(1, classifier * len(teachers), classifier * len(teachers),
                              note="each client's classifier up once; the student down to "
                                   "every client")
         return MethodResult(Metrics.single(sel.evaluation()), sel.curves, {MODEL: comm}, timings,
-                            extra={"batch_norm_term": bn.active,
+                            extra={"batch_norm_term": bn.active, "privacy": privacy,
                                    "ensemble_test_accuracy": ensemble_accuracy,
                                    # tables name the run by it (bench/report/tables.py)
                                    "qualifier": None if bn.active else "no L_BN"})

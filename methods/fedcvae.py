@@ -30,6 +30,7 @@ from torch import nn
 from .base import RunContext
 from .communication import tensor_bytes
 from .oneshot import Generators, OneShotGenerative
+from .privacy import not_audited
 from .results import Communication
 from .synthesis import shares
 
@@ -131,6 +132,10 @@ class FedCVAE(OneShotGenerative):
                     sx.append(x.mul(255).round().to(torch.uint8).cpu())
                     sy.append(y.cpu())
         return torch.cat(sx), torch.cat(sy)
+
+    def audit(self, ctx: RunContext, members: list[int], gens: Generators) -> dict:
+        return not_audited("a decoder alone gives no per-image likelihood for the loss attack "
+                           "(the encoder stays with its client)")
 
     def communication(self, ctx: RunContext, members: list[int],
                       gens: Generators) -> dict[str, Communication]:

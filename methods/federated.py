@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .base import MethodResult, RunContext, timed
+from .privacy import audit_classifiers
 from .results import MODEL, Metrics
 from .communication import CommLog, tensor_bytes
 from .evaluation import Diverged, Selection
@@ -52,9 +53,13 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
                                       lr=lr, bytes_cumulative=comm.per_round[-1])
             except Diverged:
                 break  # the record keeps the best finite round and says where it diverged
+    with timed(timings, "privacy"):  # what every client receives: the final global model
+        privacy = audit_classifiers(ctx, {k: model for k in range(n)},
+                                    "the final global model (every client receives it)",
+                                    "rounds")
     return MethodResult(Metrics.single(selection.evaluation()), selection.curves,
                         {MODEL: comm.summary(cfg.rounds)}, timings,
-                        extra=method.extra(model))
+                        extra={**method.extra(model), "privacy": privacy})
 
 
 def client_phase(method: Any, model, ctx: RunContext, chosen: list[int], r: int, lr: float,

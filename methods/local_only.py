@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import MethodBase, MethodResult, RunContext, timed
+from .privacy import not_audited
 from .results import MODEL, Communication, Evaluation, Metrics
 from .evaluation import Diverged, Selection
 from .training import train_local
@@ -61,7 +62,7 @@ class LocalOnly(MethodBase):
                                 None if not any(diverged) else diverged)
         return MethodResult(Metrics.single(evaluation), curves,
                             {MODEL: Communication(0, 0, 0, note="nothing leaves a client")},
-                            timings)
+                            timings, extra={"privacy": not_audited("it shares nothing")})
 
 
 def _summarise(by_client: list[dict | None]) -> dict | None:

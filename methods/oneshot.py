@@ -8,8 +8,9 @@ they differ only in their generator.
 3. Downstream (`downstream`): in server mode the table's classifier is trained on the
    synthetic set alone, with validation-based selection; FederatedFactory adds its local mode.
 4. Diagnostics, evaluation only, on the member clients' images: the memorisation indicator
-   (methods/memorisation.py), the sample quality (methods/sample_quality.py) and a grid of
-   samples beside real images.
+   (methods/memorisation.py), the sample quality (methods/sample_quality.py), a grid of
+   samples beside real images, and the membership attack on what the clients sent
+   (`audit`, methods/privacy.py).
 5. What the clients sent (`communication`: the method's own).
 
 Exact unlearning for both: `exclude_clients` leaves a client's generators out and everything
@@ -26,6 +27,7 @@ from .base import MethodBase, MethodResult, RunContext, timed
 from .evaluation import Selection
 from .memorisation import memorisation
 from .models import weights_sha256
+from .privacy import not_audited
 from .results import MODEL, Communication, Metrics
 from .sample_quality import sample_quality
 from .synthesis import sample_grid, train_on
@@ -67,6 +69,10 @@ class OneShotGenerative(MethodBase):
 
     def modes(self) -> tuple[str, ...]:
         return ("server",)
+
+    def audit(self, ctx: RunContext, members: list[int], gens: Generators) -> dict:
+        """The membership attack on what the clients sent (methods/privacy.py)."""
+        return not_audited("no membership attack fits this generator yet")
 
     def downstream(self, ctx: RunContext, mode: str, members: list[int], gens: Generators,
                    synth_x: torch.Tensor, synth_y: torch.Tensor
@@ -110,6 +116,8 @@ class OneShotGenerative(MethodBase):
             grid = sample_grid(synth_x, synth_y, real_x, real_y, n_classes)
             quality = sample_quality(data, own, synth_x, synth_y, ctx.streams,
                                      f"{self.PURPOSE}/reference", ctx.progress)
+        with timed(timings, "privacy"):
+            privacy = self.audit(ctx, members, gens)
 
         comms = self.communication(ctx, members, gens)
         return MethodResult(
@@ -121,7 +129,7 @@ class OneShotGenerative(MethodBase):
             timings=timings,
             extra={"modules": gens.log, **gens.extra,
                    "synthetic_per_class": torch.bincount(synth_y, minlength=n_classes).tolist(),
-                   "memorisation": memo, "sample_quality": quality,
+                   "memorisation": memo, "sample_quality": quality, "privacy": privacy,
                    "excluded_clients": list(self.params.exclude_clients),
                    "classifier_sha256": fingerprints},
             artifacts={"samples": grid},

@@ -86,8 +86,8 @@ def test_two_processes_share_one_grid(tmp_path):
     computed = [sum(line.startswith("[") and "another process" not in line
                     for line in err.splitlines()) for _, err in outs]
     assert sum(computed) == 8, computed  # every run once, none twice
-    # the whole grid, both: accuracy, AUROC and worst-client accuracy
-    assert all(out.count("| fedavg |") == 3 for out, _ in outs)
+    # the whole grid, both: accuracy, AUROC, worst-client accuracy and membership AUC
+    assert all(out.count("| fedavg |") == 4 for out, _ in outs)
     assert len(list((tmp_path / "runs").rglob("*.json"))) == 8
     assert not list((tmp_path / "runs").rglob("*.claim"))
 

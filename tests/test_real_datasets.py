@@ -149,8 +149,8 @@ def test_end_to_end_on_every_format(tmp_path, capsys):
         assert main(["run", "--datasets", dataset, "--methods", "fedavg,centralized",
                      "--splits", "silos", "--scale", "cpu", "--data-root", str(tmp_path / "data"),
                      "--out", str(tmp_path / "out"), *tiny_overrides()]) == 0
-    # accuracy, AUROC and worst-client accuracy, 4 datasets
-    assert capsys.readouterr().out.count("| fedavg |") == 12
+    # accuracy, AUROC, worst-client accuracy and membership AUC, 4 datasets
+    assert capsys.readouterr().out.count("| fedavg |") == 16
     assert main(["data", "--data-root", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
     assert "pneumoniamnist" in out and "present" in out and "md5 differs" in out

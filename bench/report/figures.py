@@ -226,6 +226,38 @@ def client_accuracy(records: list[Record], dataset: str, path: Path) -> list[Pat
         return _save(fig, path)
 
 
+def accuracy_against_leakage(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]:
+    """Test accuracy against the membership-inference AUC of what each method shares
+    (methods/privacy.py), mean ± std over seeds, one panel per split: up and to the left is
+    better. Methods whose artefacts were not audited are left out."""
+    part = frame[(frame["dataset"] == dataset) & (frame["split"] != NO_SPLIT)].dropna(
+        subset=["membership_auc", "accuracy"])
+    if part.empty:
+        return []
+    splits = sorted(part["split"].unique(), key=split_order)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(splits), figsize=(4.4 * len(splits) + 1.5, 4.2),
+                                 sharey=True, squeeze=False)
+        for ax, split in zip(axes[0], splits):
+            g = part[part["split"] == split].groupby("method", sort=False)[
+                ["membership_auc", "accuracy"]].agg(["mean", "std"])
+            for method, row in g.iterrows():
+                ax.errorbar(row[("membership_auc", "mean")] * 100,
+                            row[("accuracy", "mean")] * 100,
+                            xerr=np.nan_to_num(row[("membership_auc", "std")]) * 100,
+                            yerr=np.nan_to_num(row[("accuracy", "std")]) * 100,
+                            marker="o", capsize=3, color=method_color(method), label=method)
+            ax.axvline(50, color="black", linestyle=":", linewidth=1)
+            ax.set_xlabel("membership-inference AUC (%), 50: the attack fails")
+            ax.set_title(split)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("test accuracy (%)")
+        axes[0][-1].legend(fontsize=8, loc="lower right")
+        fig.suptitle(f"{dataset}: accuracy against what the shared artefacts leak "
+                     f"(an attack's AUC is a lower bound)")
+        return _save(fig, path)
+
+
 def label_distribution(record: Record, path: Path) -> list[Path]:
     counts = np.array(record.split["client_class_counts"])
     names = record.dataset_info["class_names"]
@@ -371,6 +403,7 @@ def all_figures(records: list[Record], store, out: Path,
                                      out / f"{name}_heterogeneity_{metric}")
             written += silos_bars(frame, dataset, metric, out / f"{name}_silos_{metric}")
         written += client_accuracy(records, dataset, out / f"{name}_clients_accuracy")
+        written += accuracy_against_leakage(frame, dataset, out / f"{name}_accuracy_leakage")
         splits = sorted({r.config.split for r in records
                          if r.config.dataset == dataset} - {NO_SPLIT}, key=split_order)
         for split in splits:

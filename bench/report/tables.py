@@ -17,12 +17,17 @@ from ..records import Record, parse_label
 
 # worst_client_accuracy: the accuracy of the client the model serves worst, each client on its
 # own label distribution (methods/evaluation.py, per_client); pooled runs have no clients
-TABLE_METRICS = ("accuracy", "auroc", "worst_client_accuracy")
+# membership_auc: the membership-inference attack's AUC on what the method shares
+# (methods/privacy.py); 50 is the attack failing, and any value is a lower bound on leakage
+TABLE_METRICS = ("accuracy", "auroc", "worst_client_accuracy", "membership_auc")
 # how a table title names a metric (others: by their key)
 METRIC_TITLES = {"worst_client_accuracy": "worst-client accuracy (each client on its own "
-                                          "label distribution)"}
+                                          "label distribution)",
+                 "membership_auc": "membership-inference AUC on the shared artefacts (50: "
+                                   "the attack fails; a lower bound on leakage)"}
 MODEL_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
-SCALAR_METRICS = (*MODEL_METRICS, "worst_client_accuracy", "p10_client_accuracy")
+SCALAR_METRICS = (*MODEL_METRICS, "worst_client_accuracy", "p10_client_accuracy",
+                  "membership_auc")
 
 
 def _scalars(m: dict) -> dict:
@@ -75,7 +80,9 @@ def records_frame(records: list[Record], which: str = "selected",
             name += (f" ({qualifier})" if qualifier else "") + suffix
             rows.append({"dataset": c.dataset, "method": name, "split": c.split,
                          "seed": c.seed, "n_clients": c.n_clients, "run_id": r.run_id,
-                         "stale": stale, **_scalars(m)})
+                         "stale": stale, **_scalars(m),
+                         # the run's shared artefacts, the same for each of its models
+                         "membership_auc": r.extra.get("privacy", {}).get("auc")})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", "stale", *SCALAR_METRICS])
 

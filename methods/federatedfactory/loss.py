@@ -45,3 +45,21 @@ def edm_loss(unet, schedule, x0: torch.Tensor, gen: torch.Generator,
     weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
     d = denoise(unet, schedule, x0 + noise * sigma, sigma)
     return (weight * (d - x0.float()) ** 2).mean()
+
+
+@torch.no_grad()
+def per_image_loss(unet, schedule, x0: torch.Tensor, level: float, noise: torch.Tensor,
+                   p: FFParams) -> torch.Tensor:
+    """The formulation's training loss of each image at one fixed noise level (`level`: EDM's
+    sigma, or DDPM's timestep as a fraction of T) with the given noise: what a loss-threshold
+    membership attack reads (methods/privacy.py)."""
+    if p.formulation == "edm":
+        sd = p.edm_sigma_data
+        sigma = torch.full((x0.shape[0], 1, 1, 1), level, device=x0.device)
+        weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
+        d = denoise(unet, schedule, x0 + noise * sigma, sigma)
+        return (weight * (d - x0.float()) ** 2).flatten(1).mean(1)
+    t = torch.full((x0.shape[0],), int(level * schedule.config.num_train_timesteps),
+                   device=x0.device, dtype=torch.int64)
+    xt = schedule.add_noise(x0, noise, t)
+    return (unet(xt, t).sample.float() - noise.float()).square().flatten(1).mean(1)

@@ -42,6 +42,8 @@ from ..evaluation import Diverged, Selection, classification_metrics, predict_lo
 from ..rng import Streams
 from ..training import fit
 from ..provenance import files_fingerprint
+from ..privacy import attack_metrics, balanced, not_audited
+from .audit import NOISE_LEVELS, module_scores
 from .cache import ContentCache, content_key
 from .experts import ProductOfExperts, label_prior
 from .modules import train_module, training_steps
@@ -212,6 +214,30 @@ class FederatedFactory(OneShotGenerative):
 
     def modes(self) -> tuple[str, ...]:
         return self.params.modes
+
+    def audit(self, ctx: RunContext, members: list[int], gens: Generators) -> dict:
+        """Each module attacked with its denoising loss at fixed noise levels: members are its
+        client's images of its class, non-members test images of that class (audit.py)."""
+        data, res = ctx.data, self._gen_resolution(ctx)
+        rng = ctx.streams.numpy("ff/privacy")
+        scores: tuple[list, list] = ([], [])
+        for (k, c), (state, _) in sorted(gens.models.items()):
+            idx = ctx.clients[k][data.y_train[ctx.clients[k]] == c]
+            m, n = balanced(idx, data.y_train, data.y_test, rng)
+            if not len(m):
+                continue
+            seed = ctx.streams.int_seed(f"ff/privacy/k{k}/c{c}")
+            for side, x, i in ((0, data.x_train, m), (1, data.x_test, n)):
+                images = resize_uint8(x[torch.as_tensor(i, device=ctx.device)].cpu(), res)
+                scores[side].append(module_scores(self.params, state, images, seed,
+                                                  ctx.device))
+        if not scores[0]:
+            return not_audited("no module's class has held-out images")
+        return {"attack": "denoising loss at fixed noise levels (Matsumoto et al. 2023; "
+                          "Carlini et al. 2023)",
+                "artefact": "each client's generative modules",
+                "noise_levels": list(NOISE_LEVELS[self.params.formulation]),
+                **attack_metrics(*scores, rng)}
 
     def downstream(self, ctx: RunContext, mode: str, members: list[int], gens: Generators,
                    synth_x, synth_y) -> tuple[dict[str, Selection], list[torch.nn.Module]]:

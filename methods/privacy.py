@@ -1,0 +1,139 @@
+"""Membership inference on what a method shares: how well the holder of a shared artefact (the
+server, or any client that receives it) tells a client's training images from held-out images
+of the same classes. Evaluation only: the method's numbers do not depend on it.
+
+Members: a client's training images (those the artefact was trained on); non-members: test
+images of the same classes, the same number as the members (both drawn with the run's
+`<purpose>/privacy` stream). Each artefact is attacked on its own (its loss threshold is its
+own), then the scores are pooled over the artefacts after subtracting each artefact's median
+non-member score, and the pooled scores give one AUC and one true-positive rate at 1 % false
+positives (Carlini et al., S&P 2022, report TPR at low FPR, not only AUC), each with a 95 %
+bootstrap interval over the images.
+
+The attacks, one per kind of artefact:
+- Classifiers (the final global model of weight averaging, which every client receives;
+  DENSE's client models, which each client uploads): the loss-threshold attack of Yeom et al.
+  (CSF 2018), score = -cross-entropy of the true label.
+- Diffusion modules (FederatedFactory): the denoising loss at fixed noise levels, the
+  loss-threshold attack on diffusion models (Matsumoto et al. 2023; Carlini et al., USENIX
+  Security 2023, found low noise levels the most revealing): score = -mean over three fixed
+  noise levels x two draws of the formulation's training loss
+  (methods/federatedfactory/audit.py).
+
+What the numbers mean: an attack's AUC is a lower bound on what the artefact leaks (a
+stronger attack, LiRA's shadow models or SecMI's step-wise errors, may find more); 0.5 is the
+attack failing, not a proof of privacy. Not audited (each record says why): FedCVAE-Ens's
+decoders (without the encoder, which the client keeps, a decoder gives no per-image
+likelihood the loss attack needs), centralized (it shares the images themselves),
+local-only (it shares nothing).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+
+MAX_MEMBERS = 256  # per artefact: members (and as many non-members) attacked at most
+BOOTSTRAP = 200
+FPR = 0.01
+
+
+def attack_metrics(members: list[np.ndarray], non_members: list[np.ndarray],
+                   rng: np.random.Generator) -> dict:
+    """AUC and TPR at 1 % FPR of the scores (higher: more member-like), one array pair per
+    artefact, calibrated per artefact by its median non-member score and pooled; with 95 %
+    bootstrap intervals (images resampled within each artefact)."""
+    def pooled(ms, ns):
+        m = np.concatenate([a - np.median(b) for a, b in zip(ms, ns)])
+        n = np.concatenate([b - np.median(b) for b in ns])
+        return _auc(m, n), _tpr_at(m, n, FPR)
+
+    auc, tpr = pooled(members, non_members)
+    boot = []
+    for _ in range(BOOTSTRAP):
+        ms = [a[rng.integers(0, len(a), len(a))] for a in members]
+        ns = [b[rng.integers(0, len(b), len(b))] for b in non_members]
+        boot.append(pooled(ms, ns))
+    boot = np.array(boot)
+    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+    return {"auc": auc, "auc_ci": [float(lo[0]), float(hi[0])],
+            "tpr_at_1pct_fpr": tpr, "tpr_ci": [float(lo[1]), float(hi[1])],
+            "members": int(sum(map(len, members))),
+            "non_members": int(sum(map(len, non_members))),
+            "per_artefact_auc": [_auc(a, b) for a, b in zip(members, non_members)]}
+
+
+def _auc(members: np.ndarray, non_members: np.ndarray) -> float:
+    """P(member score > non-member score) + P(tie) / 2 (Mann-Whitney)."""
+    ranks = rankdata(np.concatenate([members, non_members]))
+    m, n = len(members), len(non_members)
+    return float((ranks[:m].sum() - m * (m + 1) / 2) / (m * n))
+
+
+def _tpr_at(members: np.ndarray, non_members: np.ndarray, fpr: float) -> float:
+    """Members above the threshold that at most `fpr` of the non-members exceed."""
+    threshold = np.quantile(non_members, 1 - fpr, method="higher")
+    return float(np.mean(members > threshold))
+
+
+def balanced(member_idx: torch.Tensor, y_train: torch.Tensor, y_held: torch.Tensor,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of at most MAX_MEMBERS members (into the training set) and, for each, a held-out
+    image of the same class (into the test set), class by class; members beyond the held-out
+    images of their class are left out, so both sides have the same classes and size."""
+    members = member_idx.cpu().numpy()
+    labels, held = y_train.cpu().numpy()[members], y_held.cpu().numpy()
+    if len(members) > MAX_MEMBERS:
+        members = np.sort(rng.choice(members, MAX_MEMBERS, replace=False))
+        labels = y_train.cpu().numpy()[members]
+    out_m, out_n = [], []
+    for c in np.unique(labels):
+        mine = members[labels == c]
+        pool = np.flatnonzero(held == c)
+        k = min(len(mine), len(pool))
+        out_m.append(rng.choice(mine, k, replace=False))
+        out_n.append(rng.choice(pool, k, replace=False))
+    return np.sort(np.concatenate(out_m)), np.sort(np.concatenate(out_n))
+
+
+@torch.no_grad()
+def classifier_scores(model: torch.nn.Module, data, x: torch.Tensor,
+                      y: torch.Tensor) -> np.ndarray:
+    """-cross-entropy of the true label per image (Yeom et al. 2018); uint8 images on the
+    device, evaluated in float32 as every evaluation of the suite."""
+    model.eval()
+    out = []
+    with torch.autocast(data.device.type, enabled=False):
+        for xb, yb in zip(torch.split(x, 512), torch.split(y, 512)):
+            logits = model(data.to_float(xb)).float()
+            out.append(-F.cross_entropy(logits, yb, reduction="none").double().cpu())
+    return torch.cat(out).numpy()
+
+
+def audit_classifiers(ctx, models: dict[int, torch.nn.Module], artefact: str,
+                      purpose: str) -> dict:
+    """The loss attack on classifiers: `models[k]` is what client k's images trained and
+    what is shared (one model for all: the same object under every k)."""
+    data = ctx.data
+    rng = ctx.streams.numpy(f"{purpose}/privacy")
+    members, non_members = [], []
+    for k, model in models.items():
+        m, n = balanced(ctx.clients[k], data.y_train, data.y_test, rng)
+        if not len(m):
+            continue
+        mi, ni = torch.as_tensor(m, device=ctx.device), torch.as_tensor(n, device=ctx.device)
+        ms = classifier_scores(model, data, data.x_train[mi], data.y_train[mi])
+        ns = classifier_scores(model, data, data.x_test[ni], data.y_test[ni])
+        if not (np.isfinite(ms).all() and np.isfinite(ns).all()):
+            return not_audited("the model's outputs are not finite (the run diverged)")
+        members.append(ms)
+        non_members.append(ns)
+    if not members:
+        return not_audited("no client has held-out images of its classes")
+    return {"attack": "loss threshold (Yeom et al. 2018)", "artefact": artefact,
+            **attack_metrics(members, non_members, rng)}
+
+
+def not_audited(reason: str) -> dict:
+    return {"attack": None, "not_audited": reason}

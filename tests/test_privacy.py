@@ -1,0 +1,116 @@
+"""The membership-inference audit (methods/privacy.py): its statistics on analytic cases, and
+its attacks on planted leaks: a generator trained far past the knee on a few images reads
+clearly above 0.5, an untrained one near 0.5; the same for a memorising classifier."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from bench.cli import main
+from bench.methods.data import DeviceData
+from bench.methods.federatedfactory.audit import module_scores
+from bench.methods.federatedfactory.modules import train_module
+from bench.methods.federatedfactory.params import FFParams
+from bench.methods.models import build_model
+from bench.methods.privacy import _tpr_at, attack_metrics, balanced, classifier_scores
+from bench.runner import cached_dataset
+from helpers import stored_records, tiny_overrides
+
+
+def test_auc_and_tpr_on_analytic_cases():
+    rng = np.random.default_rng(0)
+    sep = attack_metrics([np.array([3.0, 4.0, 5.0])], [np.array([0.0, 1.0, 2.0])], rng)
+    assert sep["auc"] == 1.0 and sep["tpr_at_1pct_fpr"] == 1.0
+    assert sep["members"] == sep["non_members"] == 3
+    assert attack_metrics([np.zeros(4)], [np.zeros(4)], rng)["auc"] == 0.5  # ties: 1/2
+    assert attack_metrics([np.array([0.0])], [np.array([1.0])], rng)["auc"] == 0.0
+    # one member in two beats the other non-member: (1 + 0.5 + 0 + 1) / 4 with a tie
+    assert attack_metrics([np.array([1.0, 2.0])], [np.array([1.0, 0.0])], rng)["auc"] == \
+        pytest.approx(0.875)
+    # the threshold lets through at most 1 % of the non-members: 1 of 100 here
+    non = np.arange(100.0)
+    assert _tpr_at(np.array([98.5, 99.5, 50.0]), non, 0.01) == pytest.approx(1 / 3)
+
+
+def test_scores_are_calibrated_per_artefact_before_pooling():
+    """Two artefacts whose losses live on other scales: each separates its members
+    perfectly, and pooled after subtracting each one's median non-member score they still do.
+    Pitfall: pooling raw scores mixes the scales, and two perfect attacks read 0.75 here."""
+    a_m, a_n = np.array([10.0, 11.0]), np.array([8.0, 9.0])
+    b_m, b_n = np.array([-8.0, -7.0]), np.array([-10.0, -9.0])
+    out = attack_metrics([a_m, b_m], [a_n, b_n], np.random.default_rng(0))
+    assert out["auc"] == 1.0 and out["per_artefact_auc"] == [1.0, 1.0]
+    raw = attack_metrics([np.concatenate([a_m, b_m])], [np.concatenate([a_n, b_n])],
+                         np.random.default_rng(0))
+    assert raw["auc"] == 0.75
+
+
+def test_members_and_non_members_are_balanced_class_by_class():
+    y_train = torch.tensor([0, 0, 0, 1, 1, 2])
+    y_test = torch.tensor([0, 1, 1, 1, 3])
+    m, n = balanced(torch.arange(6), y_train, y_test, np.random.default_rng(0))
+    assert len(m) == len(n) == 3  # class 0: one held-out image; class 1: two; class 2: none
+    assert sorted(y_train[m].tolist()) == sorted(y_test[n].tolist()) == [0, 1, 1]
+
+
+@pytest.mark.slow
+def test_a_generator_trained_past_the_knee_on_few_images_leaks_an_untrained_one_does_not():
+    d = cached_dataset("digits", None)
+    members, held = d.x_train[d.y_train == 0][:16], d.x_test[d.y_test == 0][:16]
+    cpu, rng = torch.device("cpu"), np.random.default_rng(0)
+    overfit = dataclasses.replace(FFParams(), gen_images_seen=16 * 300, gen_batch_size=16)
+    state = train_module(overfit, members.float().mul(2 / 255).sub(1), seed=0)
+    leak = attack_metrics([module_scores(overfit, state, members, 1, cpu)],
+                          [module_scores(overfit, state, held, 1, cpu)], rng)
+    assert leak["auc"] > 0.8 and leak["auc_ci"][0] > 0.5, leak
+    # untrained (zero steps): train and test images of the same classes look alike to it
+    untrained = dataclasses.replace(FFParams(), gen_images_seen=0)
+    members, held = d.x_train[d.y_train < 4][:64], d.x_test[d.y_test < 4][:64]
+    state = train_module(untrained, members.float().mul(2 / 255).sub(1), seed=0)
+    none = attack_metrics([module_scores(untrained, state, members, 1, cpu)],
+                          [module_scores(untrained, state, held, 1, cpu)], rng)
+    assert abs(none["auc"] - 0.5) < 0.12 and none["auc_ci"][0] < 0.5 < none["auc_ci"][1], none
+
+
+def test_a_memorising_classifier_leaks_through_its_loss():
+    """Yeom et al.'s loss attack: a classifier fitted to 48 images for many steps gives them a
+    lower loss than held-out images of the same classes; an untrained one does not."""
+    d = cached_dataset("digits", None)
+    data = DeviceData(d, 8, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    m = torch.randperm(len(d.y_train), generator=g)[:48]
+    n = torch.randperm(len(d.y_test), generator=g)[:48]
+    torch.manual_seed(0)
+    model = build_model("cnn", 1, 10, 8, "group")
+    fresh = attack_metrics([classifier_scores(model, data, data.x_train[m], data.y_train[m])],
+                           [classifier_scores(model, data, data.x_test[n], data.y_test[n])],
+                           np.random.default_rng(0))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = data.to_float(data.x_train[m]), data.y_train[m]
+    model.train()
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    leak = attack_metrics([classifier_scores(model, data, data.x_train[m], data.y_train[m])],
+                          [classifier_scores(model, data, data.x_test[n], data.y_test[n])],
+                          np.random.default_rng(0))
+    assert leak["auc"] > 0.75 and leak["auc_ci"][0] > 0.5, leak
+    assert abs(fresh["auc"] - 0.5) < 0.15, fresh
+
+
+def test_records_carry_the_audit_and_the_table_a_membership_column(tmp_path, capsys):
+    assert main(["run", "--methods", "fedavg,local_only,centralized", "--splits", "silos",
+                 "--out", str(tmp_path), *tiny_overrides(rounds=2)]) == 0
+    records = {r.method: r.extra["privacy"] for r in stored_records(tmp_path)}
+    fed = records["fedavg"]
+    assert fed["attack"].startswith("loss threshold") and 0 <= fed["auc"] <= 1
+    assert fed["auc_ci"][0] <= fed["auc"] <= fed["auc_ci"][1]
+    assert fed["members"] == fed["non_members"] > 0
+    assert records["local_only"]["not_audited"] == "it shares nothing"
+    assert "images themselves" in records["centralized"]["not_audited"]
+    capsys.readouterr()
+    assert main(["table", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.split("membership-inference AUC")[1]
+    assert f"| fedavg | {100 * fed['auc']:.1f} (n=1) |" in out and "local_only" not in out
