@@ -63,7 +63,7 @@ def suite_job() -> dict:
 
         (record,) = RecordStore(out).all_records()
     return {"job_s": wall, "rounds": ROUNDS,
-            "test_accuracy": record["metrics"]["final"]["accuracy"]}
+            "test_accuracy": record.metrics.final["accuracy"]}
 
 
 # --- the job, in Flower --------------------------------------------------------------------
