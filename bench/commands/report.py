@@ -8,8 +8,11 @@ from .common import UsageError, csv, out_option, say, stored, warn_useless_sampl
 
 def add_parser(sub) -> None:
     report = sub.add_parser("report", help="tables (Markdown, CSV, LaTeX) and figures")
-    report.add_argument("--metrics", type=csv, default=["accuracy", "auroc"],
-                        help="metrics of the tables (accuracy, balanced_accuracy, auroc, f1_macro)")
+    report.add_argument("--metrics", type=csv,
+                        default=["accuracy", "auroc", "worst_client_accuracy", "membership_auc"],
+                        help="metrics of the tables (accuracy, balanced_accuracy, auroc, "
+                             "f1_macro, worst_client_accuracy, p10_client_accuracy, "
+                             "membership_auc)")
     out_option(report)
 
 

@@ -236,7 +236,7 @@ def accuracy_against_leakage(frame: pd.DataFrame, dataset: str, path: Path) -> l
         return []
     splits = sorted(part["split"].unique(), key=split_order)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(splits), figsize=(4.4 * len(splits) + 1.5, 4.2),
+        fig, axes = plt.subplots(1, len(splits), figsize=(4.4 * len(splits) + 3.5, 4.2),
                                  sharey=True, squeeze=False)
         for ax, split in zip(axes[0], splits):
             g = part[part["split"] == split].groupby("method", sort=False)[
@@ -252,7 +252,9 @@ def accuracy_against_leakage(frame: pd.DataFrame, dataset: str, path: Path) -> l
             ax.set_title(split)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("test accuracy (%)")
-        axes[0][-1].legend(fontsize=8, loc="lower right")
+        # outside the panels: a legend inside would hide the points under it
+        axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        fig.subplots_adjust(right=1 - 2.2 / fig.get_figwidth(), top=0.85)
         fig.suptitle(f"{dataset}: accuracy against what the shared artefacts leak "
                      f"(an attack's AUC is a lower bound)")
         return _save(fig, path)

@@ -22,9 +22,10 @@ from ..records import Record, parse_label
 TABLE_METRICS = ("accuracy", "auroc", "worst_client_accuracy", "membership_auc")
 # how a table title names a metric (others: by their key)
 METRIC_TITLES = {"worst_client_accuracy": "worst-client accuracy (each client on its own "
-                                          "label distribution)",
-                 "membership_auc": "membership-inference AUC on the shared artefacts (50: "
-                                   "the attack fails; a lower bound on leakage)"}
+                                          "label distribution)"}
+# metrics of a run rather than of a round: their own title, whatever round or set is shown
+RUN_TITLES = {"membership_auc": "membership-inference AUC (%) of what the method shares (50: "
+                                "the attack fails; a lower bound on leakage)"}
 MODEL_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
 SCALAR_METRICS = (*MODEL_METRICS, "worst_client_accuracy", "p10_client_accuracy",
                   "membership_auc")
@@ -141,8 +142,8 @@ def markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "test {m
     """One Markdown table per dataset and metric: methods x splits."""
     blocks = []
     for dataset, metric, part, methods, splits in _grids(summary, metrics):
-        name = METRIC_TITLES.get(metric, metric)
-        lines = [f"**{dataset}: {title.format(metric=name)}, mean ± std over seeds**", "",
+        heading = RUN_TITLES.get(metric) or title.format(metric=METRIC_TITLES.get(metric, metric))
+        lines = [f"**{dataset}: {heading}, mean ± std over seeds**", "",
                  "| method | " + " | ".join(splits) + " |",
                  "|---|" + "---|" * len(splits)]
         for method in methods:
@@ -161,10 +162,11 @@ def latex(summary: pd.DataFrame, metrics=TABLE_METRICS) -> str:
     """booktabs tables, best mean per column in bold, seeds per cell as a superscript."""
     blocks = []
     for dataset, metric, part, methods, splits in _grids(summary, metrics):
-        best = part.groupby("split")["mean"].max()
+        # the best in bold: the highest, but for leakage the lowest
+        best = part.groupby("split")["mean"].agg("min" if metric in RUN_TITLES else "max")
+        heading = RUN_TITLES.get(metric) or f"test {METRIC_TITLES.get(metric, metric)} (%)"
         lines = [r"\begin{table}[t]", r"\centering",
-                 rf"\caption{{{_tex(dataset)}: test {_tex(METRIC_TITLES.get(metric, metric))} "
-                 r"(\%), mean $\pm$ std over "
+                 rf"\caption{{{_tex(dataset)}: {_tex(heading)}, mean $\pm$ std over "
                  r"seeds (superscript: number of seeds).}",
                  r"\begin{tabular}{l" + "c" * len(splits) + "}", r"\toprule",
                  "method & " + " & ".join(_tex(s) for s in splits) + r" \\", r"\midrule"]
