@@ -25,10 +25,12 @@ METRIC_TITLES = {"worst_client_accuracy": "worst-client accuracy (each client on
                                           "label distribution)"}
 # metrics of a run rather than of a round: their own title, whatever round or set is shown
 RUN_TITLES = {"membership_auc": "membership-inference AUC (%) of what the method shares (50: "
-                                "the attack fails; a lower bound on leakage)"}
+                                "the attack fails; a lower bound on leakage)",
+              "membership_tpr": "membership-inference true positives (%) at 1 % false "
+                                "positives, of what the method shares (1: the attack fails)"}
 MODEL_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
 SCALAR_METRICS = (*MODEL_METRICS, "worst_client_accuracy", "p10_client_accuracy",
-                  "membership_auc")
+                  "membership_auc", "membership_tpr")
 
 
 def _scalars(m: dict) -> dict:
@@ -83,7 +85,8 @@ def records_frame(records: list[Record], which: str = "selected",
                          "seed": c.seed, "n_clients": c.n_clients, "run_id": r.run_id,
                          "stale": stale, **_scalars(m),
                          # the run's shared artefacts, the same for each of its models
-                         "membership_auc": r.extra.get("privacy", {}).get("auc")})
+                         "membership_auc": r.extra.get("privacy", {}).get("auc"),
+                         "membership_tpr": r.extra.get("privacy", {}).get("tpr_at_1pct_fpr")})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", "stale", *SCALAR_METRICS])
 
