@@ -120,13 +120,17 @@ def _no_prior_correction(monkeypatch):
     monkeypatch.setattr(ProductOfExperts, "corrected", lambda self, target: self.proba())
 
 
-def _labels_off_by_one(monkeypatch):
-    synthesise = ff_method.FederatedFactory._synthesise
+def _shift_synthetic_labels(monkeypatch, cls):
+    synthesise = cls.synthesise
 
     def shifted(self, ctx, *args):
         x, y = synthesise(self, ctx, *args)
         return x, (y + 1) % ctx.n_classes
-    monkeypatch.setattr(ff_method.FederatedFactory, "_synthesise", shifted)
+    monkeypatch.setattr(cls, "synthesise", shifted)
+
+
+def _labels_off_by_one(monkeypatch):
+    _shift_synthetic_labels(monkeypatch, ff_method.FederatedFactory)
 
 
 def _feddyn_adds_h(monkeypatch):
@@ -175,11 +179,7 @@ def _dense_agree_mask(monkeypatch):
 
 
 def _fedcvae_labels_off_by_one(monkeypatch):
-    train_on = fedcvae.train_on
-
-    def shifted(ctx, x, y, *args):
-        return train_on(ctx, x, (y + 1) % ctx.n_classes, *args)
-    monkeypatch.setattr(fedcvae, "train_on", shifted)
+    _shift_synthetic_labels(monkeypatch, fedcvae.FedCVAE)
 
 
 def _dense_hard_labels(monkeypatch):
