@@ -64,7 +64,8 @@ class OneShotGenerative(MethodBase):
 
     def communication(self, ctx: RunContext, members: list[int],
                       gens: Generators) -> dict[str, Communication]:
-        """Bytes per downstream mode ("server", and the method's others)."""
+        """Bytes per downstream mode (each of `modes()`); every variant of a mode costs its
+        mode's bytes."""
         raise NotImplementedError
 
     def modes(self) -> tuple[str, ...]:
@@ -95,14 +96,14 @@ class OneShotGenerative(MethodBase):
         with timed(timings, "sampling"):
             synth_x, synth_y = self.synthesise(ctx, members, gens)
 
-        variants, curves, fingerprints = {}, {}, {}
+        variants, curves, fingerprints, mode_of = {}, {}, {}, {}
         for mode in self.modes():
             with timed(timings, f"classifier_{mode}"):
                 selections, models = self.downstream(ctx, mode, members, gens, synth_x,
                                                      synth_y)
             fingerprints[mode] = weights_sha256(models)
             for name, sel in selections.items():
-                variants[name] = sel.evaluation()
+                variants[name], mode_of[name] = sel.evaluation(), mode
                 prefix = "" if name == MODEL else f"{name}/"
                 curves.update({f"{prefix}{k}": v for k, v in sel.curves.items()})
 
@@ -124,8 +125,7 @@ class OneShotGenerative(MethodBase):
             # the first mode's first variant is the headline
             metrics=Metrics(variants, headline_variant=next(iter(variants))),
             curves=curves,
-            communication={name: comms["server" if name == self.SERVER_VARIANT else "local"]
-                           for name in variants},
+            communication={name: comms[mode_of[name]] for name in variants},
             timings=timings,
             extra={"modules": gens.log, **gens.extra,
                    "synthetic_per_class": torch.bincount(synth_y, minlength=n_classes).tolist(),
