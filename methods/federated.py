@@ -8,12 +8,12 @@ one working model whatever the number of clients.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .base import MethodResult, RunContext, timed
-from .privacy import audit_classifiers
+from .privacy import ClassifierAudit, audit_classifiers, not_audited
 from .results import MODEL, Metrics
 from .communication import CommLog, tensor_bytes
 from .evaluation import Diverged, Selection
@@ -31,18 +31,24 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     server = method.init_server(model, global_state)
     client_states: dict[int, dict] = {}  # per-client state (SCAFFOLD's c_i), owned here
-    sampler = ctx.streams.numpy("client_sampling")
-    per_round = max(1, int(round(cfg.client_fraction * n)))
+    schedule = client_schedule(ctx.streams.numpy("client_sampling"), n, cfg)
+    # the server's view for the membership audit: each client's returned model in the last
+    # round it takes part in (what the server holds last of it)
+    last_round = {k: r for r, chosen in enumerate(schedule) for k in chosen}
+    returned = ClassifierAudit(ctx, sorted(last_round), "rounds/returned")
+
+    def on_trained(k: int, r: int, trained) -> None:
+        if last_round[k] == r:
+            returned.observe(k, trained)
+
     selection, comm = Selection(ctx.data), CommLog()
     timings = {"train": 0.0, "aggregate": 0.0, "eval": 0.0}
     with ctx.progress(cfg.rounds, f"{method.name} rounds") as bar:
-        for r in range(cfg.rounds):
+        for r, chosen in enumerate(schedule):
             lr = cfg.lr_at(r, cfg.rounds)
-            chosen = np.sort(sampler.choice(n, per_round, replace=False)) if per_round < n \
-                else np.arange(n)
             with timed(timings, "train"):
-                acc, losses = client_phase(method, model, ctx, chosen.tolist(), r, lr,
-                                           global_state, server, client_states, comm)
+                acc, losses = client_phase(method, model, ctx, chosen, r, lr, global_state,
+                                           server, client_states, comm, on_trained)
             with timed(timings, "aggregate"):
                 global_state, server = method.aggregate(acc, global_state, server, n)
                 comm.end_round()
@@ -53,19 +59,41 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
                                       lr=lr, bytes_cumulative=comm.per_round[-1])
             except Diverged:
                 break  # the record keeps the best finite round and says where it diverged
-    with timed(timings, "privacy"):  # what every client receives: the final global model
-        privacy = audit_classifiers(ctx, {k: model for k in range(n)},
-                                    "the final global model (every client receives it)",
-                                    "rounds")
-    return MethodResult(Metrics.single(selection.evaluation()), selection.curves,
+    evaluation = selection.evaluation()
+    with timed(timings, "privacy"):
+        if evaluation.diverged_at is not None:
+            privacy = not_audited(f"the run diverged at round {evaluation.diverged_at}, "
+                                  "before the clients' last rounds")
+        else:
+            privacy = returned.result(RETURNED)
+        received = audit_classifiers(ctx, {k: model for k in range(n)},
+                                     "the final global model (every client receives it)",
+                                     "rounds")
+    return MethodResult(Metrics.single(evaluation), selection.curves,
                         {MODEL: comm.summary(cfg.rounds)}, timings,
-                        extra={**method.extra(model), "privacy": privacy})
+                        extra={**method.extra(model), "privacy": privacy,
+                               "privacy_received": received})
+
+
+RETURNED = ("each client's trained model in the last round it takes part in, as the server "
+            "receives it")
+
+
+def client_schedule(sampler: np.random.Generator, n: int, cfg) -> list[list[int]]:
+    """The clients of every round, drawn up front from the run's `client_sampling` stream (the
+    same draws, in the same order, as one per round): round r's chosen clients, sorted."""
+    per_round = max(1, int(round(cfg.client_fraction * n)))
+    return [np.sort(sampler.choice(n, per_round, replace=False)).tolist() if per_round < n
+            else list(range(n)) for _ in range(cfg.rounds)]
 
 
 def client_phase(method: Any, model, ctx: RunContext, chosen: list[int], r: int, lr: float,
-                 global_state, server, client_states: dict, comm: CommLog):
+                 global_state, server, client_states: dict, comm: CommLog,
+                 on_trained: Callable[[int, int, Any], None] | None = None):
     """Round r's client half: every chosen client trains from the global weights and its
-    message is folded into the round's accumulator. Returns (accumulator, client losses)."""
+    message is folded into the round's accumulator; `on_trained(k, r, model)` sees each
+    client's trained model before its message is made. Returns (accumulator, client
+    losses)."""
     down = method.download(global_state, server)
     acc = method.start_round(global_state)
     losses = []
@@ -73,6 +101,8 @@ def client_phase(method: Any, model, ctx: RunContext, chosen: list[int], r: int,
     for group in _groups(chosen, at_once):
         for k, hooks, stats in _train_group(method, model, ctx, group, r, lr, global_state,
                                             server, client_states):
+            if on_trained is not None:
+                on_trained(k, r, model)
             msg, client_states[k] = method.client_message(
                 model, global_state, server, client_states[k], hooks, stats, lr)
             comm.client(tensor_bytes(down), tensor_bytes(msg))

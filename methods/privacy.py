@@ -11,7 +11,8 @@ positives (Carlini et al., S&P 2022, report TPR at low FPR, not only AUC), each 
 bootstrap interval over the images.
 
 The attacks, one per kind of artefact:
-- Classifiers (the final global model of weight averaging, which every client receives;
+- Classifiers (weight averaging: each client's trained model of the last round it takes part
+  in, as the server receives it, and beside it the final global model every client receives;
   DENSE's client models, which each client uploads): the loss-threshold attack of Yeom et al.
   (CSF 2018), score = -cross-entropy of the true label.
 - Diffusion modules (FederatedFactory): the denoising loss at fixed noise levels, the
@@ -111,28 +112,50 @@ def classifier_scores(model: torch.nn.Module, data, x: torch.Tensor,
     return torch.cat(out).numpy()
 
 
+class ClassifierAudit:
+    """The loss attack on classifiers, one per client: each client's members and non-members
+    are drawn when the audit is made (in client order, from the run's `<purpose>/privacy`
+    stream); `observe(k, model)` scores client k's images on the model that holds what k
+    shared, at the moment it is shared (and keeps the model's train/eval mode);
+    `result(artefact)` pools the clients observed."""
+
+    def __init__(self, ctx, clients, purpose: str):
+        data = ctx.data
+        self.ctx, self.purpose = ctx, purpose
+        self.rng = ctx.streams.numpy(f"{purpose}/privacy")
+        self.pairs = {k: balanced(ctx.clients[k], data.y_train, data.y_test, self.rng)
+                      for k in clients}
+        self.scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def observe(self, k: int, model: torch.nn.Module) -> None:
+        m, n = self.pairs[k]
+        if not len(m):
+            return
+        data, device, was_training = self.ctx.data, self.ctx.device, model.training
+        mi, ni = torch.as_tensor(m, device=device), torch.as_tensor(n, device=device)
+        self.scores[k] = (classifier_scores(model, data, data.x_train[mi], data.y_train[mi]),
+                          classifier_scores(model, data, data.x_test[ni], data.y_test[ni]))
+        model.train(was_training)
+
+    def result(self, artefact: str) -> dict:
+        observed = [self.scores[k] for k in sorted(self.scores)]
+        if not all(np.isfinite(a).all() and np.isfinite(b).all() for a, b in observed):
+            return not_audited("the model's outputs are not finite (the run diverged)")
+        if not observed:
+            return not_audited("no client has held-out images of its classes")
+        return {"attack": "loss threshold (Yeom et al. 2018)", "artefact": artefact,
+                **attack_metrics([a for a, _ in observed], [b for _, b in observed],
+                                 self.rng)}
+
+
 def audit_classifiers(ctx, models: dict[int, torch.nn.Module], artefact: str,
                       purpose: str) -> dict:
-    """The loss attack on classifiers: `models[k]` is what client k's images trained and
-    what is shared (one model for all: the same object under every k)."""
-    data = ctx.data
-    rng = ctx.streams.numpy(f"{purpose}/privacy")
-    members, non_members = [], []
+    """The loss attack on classifiers at hand: `models[k]` is what client k's images trained
+    and what is shared (one model for all: the same object under every k)."""
+    audit = ClassifierAudit(ctx, list(models), purpose)
     for k, model in models.items():
-        m, n = balanced(ctx.clients[k], data.y_train, data.y_test, rng)
-        if not len(m):
-            continue
-        mi, ni = torch.as_tensor(m, device=ctx.device), torch.as_tensor(n, device=ctx.device)
-        ms = classifier_scores(model, data, data.x_train[mi], data.y_train[mi])
-        ns = classifier_scores(model, data, data.x_test[ni], data.y_test[ni])
-        if not (np.isfinite(ms).all() and np.isfinite(ns).all()):
-            return not_audited("the model's outputs are not finite (the run diverged)")
-        members.append(ms)
-        non_members.append(ns)
-    if not members:
-        return not_audited("no client has held-out images of its classes")
-    return {"attack": "loss threshold (Yeom et al. 2018)", "artefact": artefact,
-            **attack_metrics(members, non_members, rng)}
+        audit.observe(k, model)
+    return audit.result(artefact)
 
 
 def not_audited(reason: str) -> dict:

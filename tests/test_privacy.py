@@ -114,3 +114,49 @@ def test_records_carry_the_audit_and_the_table_a_membership_column(tmp_path, cap
     assert main(["table", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.split("membership-inference AUC")[1]
     assert f"| fedavg | {100 * fed['auc']:.1f} (n=1) |" in out and "local_only" not in out
+
+
+
+@pytest.mark.parametrize("at_once", [1, 3])
+def test_the_server_attacks_each_clients_model_of_its_last_round(tmp_path, monkeypatch,
+                                                                 at_once):
+    """Weight averaging: the headline audit scores each client's trained model as the server
+    receives it in the last round the client takes part in (a client never sampled is not
+    attacked), one client at a time and vectorised; the global model every client receives is
+    audited beside it (`privacy_received`). A planted "attack the client's first model" fails
+    the comparison of fingerprints below (clients take part in several rounds)."""
+    from bench.methods import federated
+    from bench.methods.models import weights_sha256
+
+    trained, observed = {}, {}  # (client, round) -> sha of its trained model; purpose -> ...
+    phase, observe = federated.client_phase, federated.ClassifierAudit.observe
+
+    def spy_phase(*args):
+        *head, on_trained = args
+
+        def spy(k, r, model):
+            trained[(k, r)] = weights_sha256([model])
+            on_trained(k, r, model)
+        return phase(*head, spy)
+
+    def spy_observe(self, k, model):
+        observed.setdefault(self.purpose, {})[k] = weights_sha256([model])
+        return observe(self, k, model)
+
+    monkeypatch.setattr(federated, "client_phase", spy_phase)
+    monkeypatch.setattr(federated.ClassifierAudit, "observe", spy_observe)
+    assert main(["run", "--methods", "fedavg", "--splits", "silos", "--out", str(tmp_path),
+                 "--executor", "sequential", "--set", "norm=group",
+                 "--set", "client_fraction=0.4", "--clients-at-once", str(at_once),
+                 *tiny_overrides(rounds=4)]) == 0
+    (record,) = stored_records(tmp_path)
+    returned, received = record.extra["privacy"], record.extra["privacy_received"]
+    assert returned["artefact"] == federated.RETURNED and 0 <= returned["auc"] <= 1
+    assert received["artefact"].startswith("the final global model")
+    last = {}
+    for k, r in sorted(trained, key=lambda kr: kr[1]):
+        last[k] = r
+    assert len(trained) == 4 * 4 and len(last) < len(trained)  # some client came back
+    assert observed["rounds/returned"] == {k: trained[(k, r)] for k, r in last.items()}
+    assert len(returned["per_artefact_auc"]) == len(last)
+    assert len(set(observed["rounds"].values())) == 1  # one model: the final global one

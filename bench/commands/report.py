@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
                         default=["accuracy", "auroc", "worst_client_accuracy", "membership_auc"],
                         help="metrics of the tables (accuracy, balanced_accuracy, auroc, "
                              "f1_macro, worst_client_accuracy, p10_client_accuracy, "
-                             "membership_auc, membership_tpr)")
+                             "membership_auc, membership_tpr, membership_auc_received)")
     out_option(report)
 
 

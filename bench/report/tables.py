@@ -18,19 +18,25 @@ from ..records import Record, parse_label
 # worst_client_accuracy: the accuracy of the client the model serves worst, each client on its
 # own label distribution (methods/evaluation.py, per_client); pooled runs have no clients
 # membership_auc: the membership-inference attack's AUC on what the method shares
-# (methods/privacy.py); 50 is the attack failing, and any value is a lower bound on leakage
+# (methods/privacy.py); 50 is the attack failing, and any value is a lower bound on leakage;
+# membership_auc_received: the same on what every client receives (weight averaging: the
+# final global model, where membership_auc attacks each client's returned model)
 TABLE_METRICS = ("accuracy", "auroc", "worst_client_accuracy", "membership_auc")
 # how a table title names a metric (others: by their key)
 METRIC_TITLES = {"worst_client_accuracy": "worst-client accuracy (each client on its own "
                                           "label distribution)"}
 # metrics of a run rather than of a round: their own title, whatever round or set is shown
-RUN_TITLES = {"membership_auc": "membership-inference AUC (%) of what the method shares (50: "
+RUN_TITLES = {"membership_auc": "membership-inference AUC (%) of what the method shares, as the "
+                                "server holds it (50: "
                                 "the attack fails; a lower bound on leakage)",
               "membership_tpr": "membership-inference true positives (%) at 1 % false "
-                                "positives, of what the method shares (1: the attack fails)"}
+                                "positives, of what the method shares (1: the attack fails)",
+              "membership_auc_received": "membership-inference AUC (%) of what every client "
+                                         "receives (weight averaging: the final global "
+                                         "model)"}
 MODEL_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
 SCALAR_METRICS = (*MODEL_METRICS, "worst_client_accuracy", "p10_client_accuracy",
-                  "membership_auc", "membership_tpr")
+                  "membership_auc", "membership_tpr", "membership_auc_received")
 
 
 def _scalars(m: dict) -> dict:
@@ -86,7 +92,9 @@ def records_frame(records: list[Record], which: str = "selected",
                          "stale": stale, **_scalars(m),
                          # the run's shared artefacts, the same for each of its models
                          "membership_auc": r.extra.get("privacy", {}).get("auc"),
-                         "membership_tpr": r.extra.get("privacy", {}).get("tpr_at_1pct_fpr")})
+                         "membership_tpr": r.extra.get("privacy", {}).get("tpr_at_1pct_fpr"),
+                         "membership_auc_received":
+                             r.extra.get("privacy_received", {}).get("auc")})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", "stale", *SCALAR_METRICS])
 
