@@ -138,10 +138,13 @@ def _joblib(configs, execution, plan, progress, say):
     ever waits: the parts first (the long generators start at once), then each run whose
     parts are all done (its futures resolved), then the runs without parts. At most one task
     per worker is in flight, so a run whose parts finish jumps ahead of the runs not yet
-    submitted."""
+    submitted. A worker killed from outside (the OOM killer, a kill -9) breaks the pool: each
+    task it took down is submitted once more to a fresh pool and resumes from its checkpoint
+    (methods/checkpoints.py); a task taken down twice stops the command."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky.process_executor import BrokenProcessPool
 
     from .runner import pick_device
 
@@ -149,31 +152,43 @@ def _joblib(configs, execution, plan, progress, say):
     parts = _parts(configs, execution, say, device_type)
     owned = _owned(configs, parts)
     devices = iter(gpu_round_robin(execution, len(configs) + len(owned)))
-    # tasks: (the part it does or None for a run, function, arguments)
-    todo_parts = [(part, perform_part, (c, next(devices), part)) for c, part in owned]
+    # tasks: (the part it does or None for a run, function, arguments, tries so far)
+    todo_parts = [(part, perform_part, (c, next(devices), part), 0) for c, part in owned]
     waiting = {c.run_id: (c, set(parts[c.run_id])) for c in configs if parts[c.run_id]}
-    ready: list = []  # runs whose parts are all done
-    plain = [(None, _task, (c, next(devices))) for c in configs if not parts[c.run_id]]
+    ready: list = []  # runs whose parts are all done, and tasks to try again
+    plain = [(None, _task, (c, next(devices)), 0) for c in configs if not parts[c.run_id]]
     # each worker caps OpenMP / BLAS at the run's threads; perform() pins torch as well
-    pool = get_reusable_executor(max_workers=plan.workers, env={
-        k: str(execution.threads) for k in THREAD_VARIABLES})
-    in_flight: dict = {}  # future -> the part it does (None: a run)
+    env = {k: str(execution.threads) for k in THREAD_VARIABLES}
+    pool = get_reusable_executor(max_workers=plan.workers, env=env)
+    in_flight: dict = {}  # future -> its task
     try:
         while todo_parts or waiting or ready or plain or in_flight:
             while len(in_flight) < plan.workers and (todo_parts or ready or plain):
-                part, fn, args = (todo_parts or ready or plain).pop(0)
-                in_flight[pool.submit(fn, *args)] = part
+                task = (todo_parts or ready or plain).pop(0)
+                in_flight[pool.submit(task[1], *task[2])] = task
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                part = in_flight.pop(future)
-                out = future.result()  # a failed task raises here, as it would in the run
+                task = in_flight.pop(future)
+                part, fn, args, tries = task
+                try:
+                    out = future.result()  # a failed task raises here, as it would in the run
+                except BrokenProcessPool as e:  # its worker (or another one) was killed
+                    what = f"{args[0].label}" + (f" part {part}" if part else "")
+                    if tries:
+                        raise RuntimeError(f"a worker running {what} was killed twice ({e}); "
+                                           f"out of memory? Use fewer --workers") from None
+                    say(f"a worker was killed while running {what}: trying it once more "
+                        f"(it resumes from its last checkpoint)")
+                    ready.insert(0, (part, fn, args, 1))
+                    pool = get_reusable_executor(max_workers=plan.workers, env=env)
+                    continue
                 if part is None:
                     yield out
                     continue
                 for run_id, (c, left) in list(waiting.items()):
                     left.discard(part)
                     if not left:
-                        ready.append((None, _task, (c, next(devices))))
+                        ready.append((None, _task, (c, next(devices)), 0))
                         del waiting[run_id]
     finally:
         if in_flight:  # failed or interrupted: stop the tasks still running

@@ -56,6 +56,9 @@ class Record:
     created: str
     artifacts: dict = field(default_factory=dict)  # name -> PNG file name beside the record
     unlearning: dict | None = None  # bench unlearn's comparison (bench/unlearn.py)
+    # where a killed run resumed from, and what its checkpoints cost (methods/checkpoints.py);
+    # None: checkpointing was off
+    checkpoints: dict | None = None
 
     def __post_init__(self):
         if set(self.communication) != set(self.metrics.variants):
@@ -84,8 +87,9 @@ class Record:
         d["config"] = self.config.to_dict()
         d["metrics"] = self.metrics.to_dict()
         d["communication"] = {k: c.to_dict() for k, c in self.communication.items()}
-        if self.unlearning is None:
-            del d["unlearning"]
+        for optional in ("unlearning", "checkpoints"):
+            if d[optional] is None:
+                del d[optional]
         return {**d, "schema": RECORD_SCHEMA}
 
     @classmethod

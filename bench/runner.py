@@ -18,6 +18,7 @@ from .datasets.splits import parse_split
 from .environment import environment
 from .methods import numerics
 from .methods.base import Part, RunContext
+from .methods.checkpoints import DEFAULT_EVERY, Checkpoint
 from .methods.data import DeviceData
 from .methods.evaluation import with_per_client
 from .methods.models import build_model, count_parameters
@@ -47,6 +48,8 @@ class Execution:
     started: float = 0.0  # time.time() at the command's start: later records are reused
     claims: bool = True  # claim each run (bench/store.py); off under Ray, which retries tasks
     tensorboard: str | None = None  # also write the live logs' scalars there (bench/monitor.py)
+    # seconds of wall time between checkpoints inside a run (methods/checkpoints.py); None: off
+    checkpoint_every: float | None = DEFAULT_EVERY
 
     @property
     def cache_dir(self) -> Path:
@@ -97,6 +100,8 @@ def perform_part(config: RunConfig, execution: Execution, part: Part) -> Part:
             _cpu_turns(device):
         ctx, method = _part_context(config, execution, device)
         ctx.progress = log.progress
+        # no folder of its own: the part's work (a module) checkpoints under its cache key
+        ctx.checkpoint = Checkpoint(None, {}, execution.checkpoint_every, device)
         method.do_part(ctx, part)
     return part
 
@@ -127,8 +132,11 @@ def perform(config: RunConfig, execution: Execution,
         with RunLog(store.log_path(config), config.label, config.run_id,
                     execution.tensorboard, inner=progress) as log:
             record, artifacts = execute(config, device, execution.data_root, log.progress,
-                                        execution.cache_dir, execution.clients_at_once)
+                                        execution.cache_dir, execution.clients_at_once,
+                                        store.checkpoint_path(config),
+                                        execution.checkpoint_every)
             path = store.write(record, artifacts)
+            Checkpoint(store.checkpoint_path(config), {}).clear()  # the record holds it all
             log.selected = record.metrics.selected
         return record, path
     finally:
@@ -197,11 +205,19 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None,
 
 
 def execute(config: RunConfig, device: torch.device, data_root: str | None = None,
-            progress=None, cache_dir: Path | None = None,
-            clients_at_once: int = 1) -> tuple[Record, dict]:
-    """Run `config`; return its record (not yet stored) and its artifacts (name -> image)."""
+            progress=None, cache_dir: Path | None = None, clients_at_once: int = 1,
+            checkpoint_path: Path | None = None,
+            checkpoint_every: float | None = None) -> tuple[Record, dict]:
+    """Run `config`; return its record (not yet stored) and its artifacts (name -> image).
+    With a `checkpoint_path`, the run checkpoints there every `checkpoint_every` seconds and
+    resumes what a killed process of the same code and numerics left there."""
     t0 = time.perf_counter()
     ctx, partition = run_context(config, device, data_root, cache_dir, clients_at_once, progress)
+    # a checkpoint holds to the same code, libraries and numerics as the record (provenance)
+    ctx.checkpoint = Checkpoint(checkpoint_path, {"run": config.run_id,
+                                                  **provenance(config.method, ctx.numerics)},
+                                checkpoint_every, device) \
+        if checkpoint_path is not None and checkpoint_every is not None else Checkpoint.off()
     dataset = cached_dataset(config.dataset, data_root)
     labels = dataset.y_train.numpy()
     t1 = time.perf_counter()
@@ -233,6 +249,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
         extra=result.extra,
         environment={**environment(device), "clients_at_once": clients_at_once},
         provenance=provenance(config.method, ctx.numerics),
+        checkpoints=ctx.checkpoint.summary() if ctx.checkpoint.on else None,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
     return record, result.artifacts

@@ -25,6 +25,7 @@ from pathlib import Path
 from .config import RunConfig
 from .datasets.files import HOST, atomic_write
 from .datasets.registry import folder_name
+from .methods.checkpoints import SUFFIX as CHECKPOINT_SUFFIX
 from .records import Record
 
 DEFAULT_ROOT = "results"
@@ -97,6 +98,10 @@ class RecordStore:
     def logs(self) -> list[Path]:
         """Every live log under the root."""
         return sorted((self.root / "runs").glob(f"*/*/*{LOG_SUFFIX}"))
+
+    def checkpoint_path(self, config: RunConfig) -> Path:
+        """The folder of the run's checkpoints (methods/checkpoints.py), beside its record."""
+        return self.path(config).with_suffix(CHECKPOINT_SUFFIX)
 
     def artifact_path(self, config: RunConfig, name: str) -> Path:
         return self.path(config).with_name(f"{config.run_id}.{name}.png")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import numerics
+from .checkpoints import Checkpoint
 from .communication import tensor_bytes
 from .data import DeviceData
 from .models import build_model
@@ -92,6 +93,8 @@ class RunContext:
     # threads, pins, CPU, torch): its record carries it, caches of reusable work key on it;
     # None: this process's numerics on the run's device, as torch is set now
     numerics: numerics.Numerics | None = None
+    # where the run's long loops save and resume (methods/checkpoints.py); off by default
+    checkpoint: Checkpoint = field(default_factory=Checkpoint.off)
 
     def __post_init__(self):
         if self.numerics is None:

@@ -38,7 +38,8 @@ class Centralized(MethodBase):
             def on_epoch(epoch, stats):
                 selection.observe(model, epoch, bar, train_loss=stats.mean_loss)
 
-            fit(model, ctx.data, pooled, cfg, epochs, ctx.streams, "batches", on_epoch)
+            fit(model, ctx.data, pooled, cfg, epochs, ctx.streams, "batches", on_epoch,
+                ctx.checkpoint, selection)
         x = ctx.data.x_train
         comm = Communication(0, x.numel() * x.element_size(), 0,
                              note="raw training images uploaded once (uint8)")

@@ -223,6 +223,14 @@ class Selection:
         records (bench/monitor.py)."""
         return {k: v[-1] for k, v in self.curves.items() if v}
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of it (everything but the data); `restore` puts it back."""
+        return {k: v for k, v in vars(self).items() if k != "data"}
+
+    def restore(self, state: dict) -> "Selection":
+        vars(self).update(state)
+        return self
+
     def evaluation(self) -> Evaluation:
         """Selected and final entries (None if the model diverged before any finite round),
         and the step at which it diverged (None if it did not)."""

@@ -34,11 +34,22 @@ class LocalOnly(MethodBase):
         cfg = ctx.train
         selections = []
         timings = {"train": 0.0, "eval": 0.0}
+        first, start, model, sel = 0, 0, None, None
+        saved = ctx.checkpoint.resume("clients")
+        if saved is not None:  # inside client `first`, after its round `start`
+            first, start, timings = saved["client"], saved["round"], saved["timings"]
+            selections = [Selection(ctx.data).restore(s) for s in saved["done"]]
+            model = ctx.new_model()
+            model.load_state_dict(saved["model"])
+            sel = Selection(ctx.data).restore(saved["selection"])
         with ctx.progress(len(ctx.clients) * cfg.rounds, f"{self.name} client rounds") as bar:
-            for k, idx in enumerate(ctx.clients):
-                model = ctx.new_model()  # every client starts from the same initialisation
-                sel = Selection(ctx.data)
-                for r in range(cfg.rounds):
+            bar.update(first * cfg.rounds + start)
+            for k in range(first, len(ctx.clients)):
+                idx = ctx.clients[k]
+                if k > first or saved is None:
+                    # every client starts from the same initialisation
+                    model, sel, start = ctx.new_model(), Selection(ctx.data), 0
+                for r in range(start, cfg.rounds):
                     with timed(timings, "train"):
                         stats = train_local(model, ctx.data, idx, cfg, cfg.lr_at(r, cfg.rounds),
                                             cfg.local_epochs,
@@ -49,6 +60,11 @@ class LocalOnly(MethodBase):
                                         train_loss=stats.mean_loss)
                     except Diverged:
                         break
+                    ctx.checkpoint.save_if_due(
+                        "clients", f"client {k}, round {r + 1} of {cfg.rounds}",
+                        lambda: {"client": k, "round": r + 1, "timings": timings,
+                                 "done": [s.state() for s in selections],
+                                 "model": model.state_dict(), "selection": sel.state()})
                 selections.append(sel)
         metrics = {part: _summarise([getattr(s, part) for s in selections])
                    for part in ("best", "last")}

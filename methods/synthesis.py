@@ -49,7 +49,8 @@ def train_on(ctx: RunContext, x: torch.Tensor, y: torch.Tensor, epochs: int, pur
     with ctx.progress(epochs, desc) as bar:
         def on_epoch(epoch, stats):
             sel.observe(model, epoch, bar, train_loss=stats.mean_loss)
-        fit(model, data, idx, ctx.train, epochs, ctx.streams, purpose, on_epoch)
+        fit(model, data, idx, ctx.train, epochs, ctx.streams, purpose, on_epoch,
+            ctx.checkpoint, sel)
     return sel, model
 
 

@@ -9,7 +9,8 @@ from torch import nn
 
 from .base import TrainConfig
 from .data import DeviceData
-from .evaluation import Diverged
+from .checkpoints import Checkpoint
+from .evaluation import Diverged, Selection
 
 
 class TrainHooks:
@@ -71,14 +72,30 @@ def train_local(
 
 
 def fit(model: nn.Module, data: DeviceData, indices: torch.Tensor, cfg: TrainConfig, epochs: int,
-        streams, purpose: str, on_epoch) -> None:
+        streams, purpose: str, on_epoch, checkpoint: Checkpoint | None = None,
+        selection: Selection | None = None) -> None:
     """Train for `epochs` epochs, cosine (or constant) over epochs, calling
     `on_epoch(epoch, stats)` after each; the batches of epoch e come from stream
-    `{purpose}/e{e}`. Stops early when `on_epoch` raises Diverged."""
-    for e in range(epochs):
+    `{purpose}/e{e}`. Stops early when `on_epoch` raises Diverged.
+
+    With a `checkpoint` and the `selection` that `on_epoch` feeds (all `on_epoch` may change
+    besides the model), the loop saves (model, selection, epoch) as phase `purpose` when due
+    and resumes from it: a fresh optimiser per epoch and a stream per epoch leave nothing
+    else to save."""
+    start = 0
+    resumable = checkpoint is not None and selection is not None
+    saved = checkpoint.resume(purpose) if resumable else None
+    if saved is not None:
+        start = saved["epoch"]
+        model.load_state_dict(saved["model"])
+        selection.restore(saved["selection"])
+    for e in range(start, epochs):
         stats = train_local(model, data, indices, cfg, cfg.lr_at(e, epochs), 1,
                             streams.torch(f"{purpose}/e{e}"))
         try:
             on_epoch(e + 1, stats)
         except Diverged:
             return  # the caller's Selection remembers where; its best finite epoch stands
+        if resumable:
+            checkpoint.save_if_due(purpose, f"epoch {e + 1} of {epochs}", lambda: {
+                "epoch": e + 1, "model": model.state_dict(), "selection": selection.state()})

@@ -2,6 +2,8 @@
 stale ones recomputed, so an interrupted grid resumes."""
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
 import time
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..executors import EXECUTORS
+from ..methods.checkpoints import DEFAULT_EVERY
 from ..monitor import Reporter, tensorboard_writer
 from ..protocol import GRIDS
 from ..provenance import is_stale
@@ -80,6 +83,12 @@ def add_parser(sub) -> None:
     how.add_argument("--clients-at-once", type=int, default=1,
                      help="FedAvg/FedProx/SCAFFOLD: train this many clients of a round as one "
                           "vectorised model (torch.func; for GPUs). Default 1: one by one")
+    how.add_argument("--checkpoint-every", type=checkpoint_interval, default=DEFAULT_EVERY,
+                     metavar="SECONDS",
+                     help="inside a run, save a checkpoint every SECONDS of wall time "
+                          f"(default {DEFAULT_EVERY:g}; 0: at every round or epoch; off: "
+                          "never save); a killed run started again resumes from it, to the same "
+                          "bits (docs/records.md, \"Checkpoints\")")
     how.add_argument("--progress-every", type=float, default=60.0, metavar="SECONDS",
                      help="off a terminal (a log file, nohup, Slurm): one progress line per "
                           "run in progress every SECONDS (default 60; 0: none)")
@@ -96,6 +105,20 @@ def add_parser(sub) -> None:
                        help="keep stored runs computed by other code instead of recomputing "
                             "them (tables mark them)")
     run.set_defaults(command_parser=run)  # what --config and --write-config read options from
+
+
+def checkpoint_interval(text: str) -> float:
+    """--checkpoint-every: seconds >= 0, or off (never save: infinitely many seconds, which an
+    experiment file keeps as `inf`)."""
+    if text == "off":
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds (>= 0) or off")
+    return value
 
 
 def main(args) -> int:
@@ -131,7 +154,8 @@ def main(args) -> int:
     plan, execution = settle(
         Plan(args.executor or grid.executor, args.workers, args.ray_address, args.gpus_per_run),
         Execution(args.out, args.device, args.data_root, threads, args.clients_at_once,
-                  started=time.time(), tensorboard=args.tensorboard))
+                  started=time.time(), tensorboard=args.tensorboard,
+                  checkpoint_every=args.checkpoint_every))
     if execution.clients_at_once > 1 and any(
             c.train.norm == "batch" and METHODS[c.method].vectorises_clients
             for c in configs):

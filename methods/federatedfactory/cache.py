@@ -31,6 +31,10 @@ class ContentCache:
     def _path(self, kind: str, key: str) -> Path:
         return self.root / "federatedfactory" / kind / f"{key}.pt"
 
+    def checkpoint_path(self, kind: str, key: str) -> Path | None:
+        """Where the work that makes an entry checkpoints (methods/checkpoints.py)."""
+        return None if self.root is None else self._path(kind, key).with_suffix(".ckpt")
+
     def has(self, kind: str, key: str) -> bool:
         return self.root is not None and self._path(kind, key).exists()
 

@@ -131,7 +131,7 @@ class FederatedFactory(OneShotGenerative):
         if not jobs:
             raise ValueError(f"{part!r} is not a part of this run")
         with ctx.progress(training_steps(self.params), "generator steps") as bar:
-            self._module(jobs[0], ContentCache(ctx.cache_dir), ctx.device, bar)
+            self._module(jobs[0], ContentCache(ctx.cache_dir), ctx, bar)
 
     def _gen_resolution(self, ctx: RunContext) -> int:
         return generator_resolution(self.params, ctx.data.resolution)
@@ -175,17 +175,22 @@ class FederatedFactory(OneShotGenerative):
                     jobs.append(ModuleJob(k, c, images, seed, key))
         return jobs
 
-    def _module(self, job: ModuleJob, cache: ContentCache, device: torch.device,
+    def _module(self, job: ModuleJob, cache: ContentCache, ctx: RunContext,
                 bar=None) -> tuple[dict, bool]:
-        """The module's EMA weights, from the cache or trained on `device` now (then cached)."""
+        """The module's EMA weights, from the cache or trained on the context's device now
+        (then cached), resuming its checkpoint (keyed, like the cache entry, by its content)
+        if a killed process left one."""
         state = cache.get("modules", job.key)
         if state is not None:
             if bar is not None:
                 bar.update(training_steps(self.params))
             return state, True
-        x = job.images.to(device).float().mul(2 / 255).sub(1)
-        state = train_module(self.params, x, job.seed, bar)
+        checkpoint = ctx.checkpoint.derive(cache.checkpoint_path("modules", job.key),
+                                           {"module": job.key})
+        x = job.images.to(ctx.device).float().mul(2 / 255).sub(1)
+        state = train_module(self.params, x, job.seed, bar, checkpoint)
         cache.put("modules", job.key, state)
+        checkpoint.clear()
         return state, False
 
     def train_generators(self, ctx: RunContext, members: list[int]) -> Generators:
@@ -200,7 +205,7 @@ class FederatedFactory(OneShotGenerative):
         with ctx.progress(len(jobs) * training_steps(p), "generator steps") as bar:
             for job in jobs:
                 k, c, n = job.client, job.cls, len(job.images)
-                state, hit = self._module(job, cache, ctx.device, bar)
+                state, hit = self._module(job, cache, ctx, bar)
                 modules[(k, c)] = (state, job.key)
                 holders[c][k] = n
                 log.append({"client": k, "class": c, "images": n, "cache": "hit" if hit else

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from ..checkpoints import Checkpoint
 from .loss import edm_loss, epsilon_loss
 from .network import build_unet
 from .params import FFParams
@@ -25,17 +26,23 @@ def training_loss(p: FFParams):
     return lambda unet, x0, gen: epsilon_loss(unet, schedule, x0, gen)
 
 
-def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None) -> dict:
+def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None,
+                 checkpoint: Checkpoint | None = None) -> dict:
     """Train on `images` (float in [-1, 1], (n, C, R, R), on the training device).
 
     Returns the EMA weights as a float32 state dict on the CPU. Batches are drawn with
     replacement; every draw (batches, timesteps, noise, initialisation) comes from `seed`.
+    With a `checkpoint`, the loop saves (network, EMA, optimiser, steps done, the batch
+    generator's and the forked global generator's states) as phase "module" when due and
+    resumes from it, to the same bits.
     """
     from diffusers.training_utils import EMAModel  # here, not at import (schedule.py says why)
 
     device = images.device
     channels, resolution = images.shape[1], images.shape[-1]
     cuda = device.type == "cuda"
+    checkpoint = checkpoint or Checkpoint.off()
+    steps = training_steps(p)
     with torch.random.fork_rng(devices=[device] if cuda else []):
         torch.manual_seed(seed)  # initialisation, then dropout
         unet = build_unet(p, channels, resolution)
@@ -45,7 +52,26 @@ def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None) ->
         opt = torch.optim.AdamW(unet.parameters(), lr=p.gen_lr)
         ema = EMAModel(unet.parameters(), decay=p.gen_ema_decay, use_ema_warmup=True,
                        power=3 / 4)
-        for _ in range(training_steps(p)):
+        start, saved = 0, checkpoint.resume("module")
+        if saved is not None:
+            start = saved["step"]
+            unet.load_state_dict(saved["unet"])
+            opt.load_state_dict(saved["optimizer"])
+            ema.load_state_dict(saved["ema"])
+            gen.set_state(saved["batches"])
+            torch.set_rng_state(saved["global"])
+            if cuda:
+                torch.cuda.set_rng_state(saved["global_cuda"], device)
+            if progress is not None:
+                progress.update(start)
+
+        def state() -> dict:
+            return {"step": i + 1, "unet": unet.state_dict(), "optimizer": opt.state_dict(),
+                    "ema": ema.state_dict(), "batches": gen.get_state(),
+                    "global": torch.get_rng_state(),
+                    **({"global_cuda": torch.cuda.get_rng_state(device)} if cuda else {})}
+
+        for i in range(start, steps):
             idx = torch.randint(0, images.shape[0], (p.gen_batch_size,), generator=gen)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                 loss = loss_fn(unet, images[idx.to(device)], gen)
@@ -55,6 +81,7 @@ def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None) ->
             ema.step(unet.parameters())
             if progress is not None:
                 progress.update(1)
+            checkpoint.save_if_due("module", f"step {i + 1} of {steps}", state)
     ema.copy_to(unet.parameters())
     return {k: v.detach().float().cpu() for k, v in unet.state_dict().items()}
 
