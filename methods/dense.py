@@ -153,12 +153,22 @@ class Dense(MethodBase):
         # 1. local models, uploaded once
         local_epochs = cfg.rounds * cfg.local_epochs
         teachers = []
+        saved = ctx.checkpoint.resume("dense/teachers")  # the clients' finished classifiers
+        finished: list[dict] = [] if saved is None else saved["teachers"]
         with ctx.progress(len(ctx.clients) * local_epochs, "client epochs") as bar, \
                 timed(timings, "clients"):
             for k, idx in enumerate(ctx.clients):
                 model = ctx.new_model()  # the same initialisation for all, as in FL
-                fit(model, data, idx, cfg, local_epochs, ctx.streams, f"batches/c{k}",
-                    lambda epoch, stats: bar.update(1))
+                if k < len(finished):
+                    model.load_state_dict(finished[k])
+                    bar.update(local_epochs)
+                else:
+                    fit(model, data, idx, cfg, local_epochs, ctx.streams, f"batches/c{k}",
+                        lambda epoch, stats: bar.update(1))
+                    finished.append(model.state_dict())
+                    ctx.checkpoint.save_if_due(
+                        "dense/teachers", f"client {k + 1} of {len(ctx.clients)} trained",
+                        lambda: {"teachers": finished})
                 model.eval()
                 for q in model.parameters():
                     q.requires_grad_(False)
@@ -181,9 +191,26 @@ class Dense(MethodBase):
             y = torch.randint(ctx.n_classes, (p.batch_size,), generator=noise).to(ctx.device)
             return z, y
 
+        start, saved = 0, ctx.checkpoint.resume("dense/distillation")
+        if saved is not None:  # after epoch `start`: both networks, both optimisers, the noise
+            start = saved["epoch"]
+            gen_net.load_state_dict(saved["generator"])
+            student.load_state_dict(saved["student"])
+            g_opt.load_state_dict(saved["g_opt"])
+            s_opt.load_state_dict(saved["s_opt"])
+            noise.set_state(saved["noise"])
+            sel.restore(saved["selection"])
+
+        def state() -> dict:
+            return {"epoch": epoch + 1, "generator": gen_net.state_dict(),
+                    "student": student.state_dict(), "g_opt": g_opt.state_dict(),
+                    "s_opt": s_opt.state_dict(), "noise": noise.get_state(),
+                    "selection": sel.state()}
+
         with ctx.progress(p.epochs, "generator / student epochs") as bar, \
                 timed(timings, "distillation"):
-            for epoch in range(p.epochs):
+            bar.update(start)
+            for epoch in range(start, p.epochs):
                 lr = cfg.lr_at(epoch, p.epochs)
                 for group in s_opt.param_groups:
                     group["lr"] = lr
@@ -216,6 +243,8 @@ class Dense(MethodBase):
                     sel.observe(student, epoch + 1, bar, train_loss=sum(losses) / len(losses))
                 except Diverged:
                     break
+                ctx.checkpoint.save_if_due("dense/distillation",
+                                           f"epoch {epoch + 1} of {p.epochs}", state)
 
         with torch.no_grad():  # what distillation can at best reach: the ensemble itself
             pred = torch.cat([ensemble_logits(teachers, data.to_float(x)).argmax(1)

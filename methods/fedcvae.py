@@ -90,6 +90,10 @@ class FedCVAE(OneShotGenerative):
         epochs = p.vae_epochs or cfg.rounds * cfg.local_epochs
         pixels = data.info.channels * data.resolution * data.resolution
         vaes, holders, log = {}, {c: {} for c in range(n_classes)}, []
+        # checkpoints: the finished clients' weights, and the client in training's weights,
+        # Adam moments and epochs done (its batches and noise come from a stream per epoch)
+        saved = ctx.checkpoint.resume("fedcvae/decoders")
+        done: dict[int, dict] = {} if saved is None else saved["done"]
         with ctx.progress(len(members) * epochs, "client CVAE epochs") as bar:
             for k in members:
                 idx = ctx.clients[k]
@@ -98,7 +102,16 @@ class FedCVAE(OneShotGenerative):
                     vae = ConditionalVAE(pixels, n_classes, p.hidden, p.latent_dim)
                 vae = vae.to(ctx.device)
                 opt = torch.optim.Adam(vae.parameters(), lr=p.vae_lr)
-                for e in range(epochs):
+                start = 0
+                if k in done:
+                    vae.load_state_dict(done[k])
+                    start = epochs
+                elif saved is not None and saved["client"] == k:
+                    vae.load_state_dict(saved["vae"])
+                    opt.load_state_dict(saved["optimizer"])
+                    start = saved["epoch"]
+                bar.update(start)
+                for e in range(start, epochs):
                     gen = ctx.streams.torch(f"fedcvae/batches/k{k}/e{e}")
                     for x, y in data.batches(idx, cfg.batch_size, gen, train=False):
                         x01 = x.reshape(len(x), -1).add(1).div(2)
@@ -108,6 +121,11 @@ class FedCVAE(OneShotGenerative):
                         loss.backward()
                         opt.step()
                     bar.update(1)
+                    ctx.checkpoint.save_if_due(
+                        "fedcvae/decoders", f"client {k}, epoch {e + 1} of {epochs}",
+                        lambda: {"client": k, "epoch": e + 1, "vae": vae.state_dict(),
+                                 "optimizer": opt.state_dict(), "done": done})
+                done[k] = vae.state_dict()
                 vaes[k] = (vae, counts)
                 for c in range(n_classes):
                     if counts[c] > 0:

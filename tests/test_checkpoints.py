@@ -8,6 +8,7 @@ A pitfall of resumable loops this guards: resuming the weights but not what the 
 accumulates besides them (the validation selection, the communication log, per-client
 states, an optimiser's moments, a generator's RNG) gives a run that finishes but not the
 same one. The comparisons below are bitwise (weight fingerprints, every metric and curve)."""
+import json
 import os
 import re
 import shutil
@@ -21,21 +22,41 @@ import pytest
 import torch
 
 from bench.methods.checkpoints import Checkpoint
+from bench.store import LOG_SUFFIX
 from helpers import ROOT, TINY_FF_CLI, stored_records
 
 pytestmark = pytest.mark.slow
 
 FAST = ["--set", "local_epochs=1", "--set", "rounds=6"]
+# kind: (bench run arguments, the kills: (checkpoint file of a phase, how far it must be))
 KINDS = {
-    # kind: (bench run arguments, checkpoint phase file, kill points)
-    "fedavg": (["--methods", "fedavg", *FAST], "rounds.pt", (2, 3, 5)),
-    "scaffold": (["--methods", "scaffold", *FAST], "rounds.pt", (2, 4, 5)),
-    "generator": (["--methods", "federatedfactory", *TINY_FF_CLI,
-                   "--set", "federatedfactory.gen_images_seen=640"], "module.pt", (2, 5, 8)),
-    "oneshot_classifier": (["--methods", "fedcvae", "--set", "fedcvae.vae_epochs=3",
-                            "--set", "fedcvae.samples_per_class=32",
-                            "--set", "fedcvae.classifier_epochs=8"],
-                           "fedcvae__server.pt", (2, 4, 7)),
+    "fedavg": (["--methods", "fedavg", *FAST],
+               [("rounds.pt", 2), ("rounds.pt", 3), ("rounds.pt", 5)]),
+    "scaffold": (["--methods", "scaffold", *FAST],
+                 [("rounds.pt", 2), ("rounds.pt", 4), ("rounds.pt", 5)]),
+    "centralized": (["--methods", "centralized", "--set", "rounds=8", "--set",
+                     "local_epochs=1"],
+                    [("batches.pt", 2), ("batches.pt", 4), ("batches.pt", 7)]),
+    "local_only": (["--methods", "local_only", *FAST],  # at "client k, round r": k counts
+                   [("clients.pt", 2), ("clients.pt", 5), ("clients.pt", 8)]),
+    # a generator module (6 steps each), then the server classifier and the local mode
+    "federatedfactory": (["--methods", "federatedfactory", *TINY_FF_CLI,
+                          "--set", "federatedfactory.gen_images_seen=384",
+                          "--set", "federatedfactory.classifier_epochs=4",
+                          "--set", "federatedfactory.modes=server,local"],
+                         [("module.pt", 2), ("module.pt", 4), ("module.pt", 5),
+                          ("ff__server.pt", 2), ("ff__local.pt", 3)]),
+    # the clients' decoders (at "client k, epoch e"), then the server classifier
+    "fedcvae": (["--methods", "fedcvae", "--set", "fedcvae.vae_epochs=3",
+                 "--set", "fedcvae.samples_per_class=32",
+                 "--set", "fedcvae.classifier_epochs=8"],
+                [("fedcvae__decoders.pt", 3), ("fedcvae__decoders.pt", 7),
+                 ("fedcvae__server.pt", 2), ("fedcvae__server.pt", 5)]),
+    # the clients' classifiers (at "client k"), then the generator / student epochs
+    "dense": (["--methods", "dense", *FAST, "--set", "dense.epochs=8", "--set",
+               "dense.g_steps=1", "--set", "dense.s_steps=2", "--set", "dense.batch_size=32"],
+              [("dense__teachers.pt", 4), ("dense__distillation.pt", 2),
+               ("dense__distillation.pt", 5)]),
 }
 
 
@@ -48,16 +69,20 @@ def bench_run(out: Path, args: list[str], executor: str = "sequential") -> subpr
 
 
 def progress(out: Path, phase_file: str) -> int:
-    """How far the saved checkpoints of `phase_file` are: the largest step any of them is at
-    (0: none saved yet)."""
+    """How far the saved checkpoints of `phase_file` are: the largest first number of any of
+    their "at" (0: none saved yet)."""
     best = 0
     for f in out.rglob(f"*.ckpt/{phase_file}"):
         try:
             at = torch.load(f, weights_only=False)["at"]
         except Exception:  # replaced while read: the next poll sees the new one
             continue
-        best = max(best, int(re.match(r"\D*(\d+)", at).group(1)))
+        best = max(best, first_number(at))
     return best
+
+
+def first_number(at: str) -> int:
+    return int(re.match(r"\D*(\d+)", at).group(1))
 
 
 def kill_at(out: Path, args: list[str], phase_file: str, point: int) -> None:
@@ -66,7 +91,8 @@ def kill_at(out: Path, args: list[str], phase_file: str, point: int) -> None:
     proc = bench_run(out, args)
     deadline = time.monotonic() + 300
     while progress(out, phase_file) < point:
-        assert proc.poll() is None, f"the run ended before step {point}: {proc.stderr.read()}"
+        assert proc.poll() is None, f"the run ended before {phase_file} {point}: " \
+                                    f"{proc.stderr.read()}"
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
@@ -85,43 +111,55 @@ def comparable(record) -> dict:
     return d
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """Each kind's record (and generator modules) from runs that were never stopped."""
-    out = tmp_path_factory.mktemp("uninterrupted")
-    for kind, (args, _, _) in KINDS.items():
-        proc = bench_run(out / kind, args)
-        assert proc.wait() == 0, proc.stderr.read()
-    return out
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_run_killed_three_times_ends_with_the_uninterrupted_record(kind, uninterrupted,
-                                                                      tmp_path):
-    args, phase_file, points = KINDS[kind]
-    out = tmp_path / kind
-    for point in points:
-        kill_at(out, args, phase_file, point)
-    assert progress(out, phase_file) >= points[-1]
+def complete(out: Path, args: list[str]) -> tuple[object, float]:
+    """Run to the end; the record and the seconds it took."""
     start = time.monotonic()
     proc = bench_run(out, args)
     assert proc.wait() == 0, proc.stderr.read()
-    resumed_in = time.monotonic() - start
     (record,) = stored_records(out)
-    (reference,) = stored_records(uninterrupted / kind)
+    return record, time.monotonic() - start
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_run_killed_at_several_points_ends_with_the_uninterrupted_record(kind, tmp_path):
+    args, kills = KINDS[kind]
+    reference, _ = complete(tmp_path / "uninterrupted", args)
+    out = tmp_path / "killed"
+    for phase_file, point in kills:
+        kill_at(out, args, phase_file, point)
+    record, _ = complete(out, args)
     assert comparable(record) == comparable(reference)
-    if kind == "generator":  # the module resumed to the same bits: the cache entries agree
-        ref = {p.name: torch.load(p) for p in (uninterrupted / kind).rglob("modules/*.pt")}
+    # the last kill came after the last checkpoint of its phase; the run went on from there
+    last_file, last_point = kills[-1]
+    phase = last_file[:-3].replace("__", "/")
+    resumed = [r for r in record.checkpoints["resumed"] if r["phase"] == phase]
+    assert resumed and first_number(resumed[-1]["at"]) >= last_point, record.checkpoints
+    if kind == "federatedfactory":  # the generators resumed to the same bits: equal cache
+        ref = {p.name: torch.load(p) for p in (tmp_path / "uninterrupted").rglob("modules/*.pt")}
         got = {p.name: torch.load(p) for p in out.rglob("modules/*.pt")}
         assert ref.keys() == got.keys()
         for name in ref:
             assert all(torch.equal(ref[name][k], got[name][k]) for k in ref[name])
-    else:  # the run's own checkpoints say where it went on from
-        resumed = record.checkpoints["resumed"]
-        assert resumed and int(re.match(r"\D*(\d+)", resumed[-1]["at"]).group(1)) \
-            >= points[-1]
     assert not list(out.rglob("*.ckpt/*.pt")), "checkpoints outlive the record"
-    assert resumed_in < 120
+    # resumed work is not recomputed: the last attempt evaluated fewer rounds / epochs
+    assert evaluated_steps(out)[-1] < evaluated_steps(tmp_path / "uninterrupted")[-1]
+
+
+def evaluated_steps(out: Path) -> list[int]:
+    """Per attempt of the run (its live log, bench/monitor.py), the rounds or epochs it
+    evaluated."""
+    (log,) = out.rglob(f"runs/*/*/*{LOG_SUFFIX}")
+    counts = []
+    for line in log.read_text().splitlines():
+        try:
+            event = json.loads(line)["event"]
+        except json.JSONDecodeError:  # the line a killed attempt was writing
+            continue
+        if event == "start":
+            counts.append(0)
+        elif event == "step":
+            counts[-1] += 1
+    return counts
 
 
 def loky_workers(pid: int) -> list[int]:
@@ -150,9 +188,9 @@ def loky_workers(pid: int) -> list[int]:
     return workers
 
 
-def test_a_joblib_worker_killed_like_by_the_oom_killer_is_retried_once_and_resumes(
-        uninterrupted, tmp_path):
-    args, phase_file, _ = KINDS["fedavg"]
+def test_a_joblib_worker_killed_like_by_the_oom_killer_is_retried_once_and_resumes(tmp_path):
+    args, ((phase_file, _), *_) = KINDS["fedavg"]
+    reference, _ = complete(tmp_path / "uninterrupted", args)
     out = tmp_path / "out"
     proc = bench_run(out, args, executor="joblib")
     deadline = time.monotonic() + 300
@@ -164,9 +202,8 @@ def test_a_joblib_worker_killed_like_by_the_oom_killer_is_retried_once_and_resum
     assert proc.wait() == 0
     assert "killed while running digits fedavg silos" in proc.stderr.read()
     (record,) = stored_records(out)
-    (reference,) = stored_records(uninterrupted / "fedavg")
     assert comparable(record) == comparable(reference)
-    assert int(re.match(r"\D*(\d+)", record.checkpoints["resumed"][0]["at"]).group(1)) >= 3
+    assert first_number(record.checkpoints["resumed"][0]["at"]) >= 3
 
 
 def test_checkpoints_of_other_code_are_discarded_and_unreadable_ones_set_aside(tmp_path):
@@ -192,7 +229,7 @@ def test_checkpoints_of_other_code_are_discarded_and_unreadable_ones_set_aside(t
 def test_a_stale_checkpoint_is_not_resumed_by_bench_run(tmp_path):
     """A checkpoint left by other code (here: its identity edited) is discarded with one
     line, and the run computes from its beginning."""
-    args, phase_file, _ = KINDS["fedavg"]
+    args, ((phase_file, _), *_) = KINDS["fedavg"]
     out = tmp_path / "out"
     kill_at(out, args, phase_file, 2)
     (f,) = out.rglob(f"*.ckpt/{phase_file}")
