@@ -128,8 +128,10 @@ class FederatedFactory(OneShotGenerative):
         """Train the module `part` (from `parts`) into the cache: only its images are resized
         and hashed."""
         jobs = [j for j in self._module_jobs(ctx, only=part.name) if j.part == part]
-        if not jobs:
-            raise ValueError(f"{part!r} is not a part of this run")
+        if not jobs:  # listed by a process with other numerics than this one's
+            raise ValueError(f"{part!r} is not a part of this run here: the process that "
+                             f"listed it keys generators otherwise (did a script import torch "
+                             f"before bench? bench must come first, docs/numerics.md)")
         with ctx.progress(training_steps(self.params), "generator steps") as bar:
             self._module(jobs[0], ContentCache(ctx.cache_dir), ctx, bar)
 
