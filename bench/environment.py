@@ -39,6 +39,7 @@ def environment(device: torch.device) -> dict:
         else platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,

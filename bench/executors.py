@@ -39,10 +39,26 @@ EXECUTORS = ("sequential", "joblib", "ray")
 class Plan:
     """The executor's own settings (the per-run settings are in `Execution`)."""
 
-    executor: str = "sequential"
+    executor: str | None = None  # None: `settle` chooses (one run per GPU, else the grid's)
     workers: int | None = None  # parallel runs (joblib: processes; ray local: CPUs to use)
     ray_address: str | None = None  # None: $RAY_ADDRESS, else start a local instance
     gpus_per_run: float | None = None  # ray: None = 1 when the cluster has GPUs and device != cpu
+    # joblib and sequential on GPUs: the device of each worker slot ("cuda:0", "cuda:1", ...);
+    # a run takes a free slot's device, so no two runs share a GPU unless --workers asks for it
+    devices: tuple[str, ...] = ()
+
+    def describe(self, threads: int | None) -> str:
+        """One line for people: executor, workers x threads, devices."""
+        what = {"sequential": "sequential, one run at a time"}.get(
+            self.executor, f"{self.executor}, {self.workers} workers x {threads} threads")
+        if self.executor == "sequential" and threads:
+            what += f", {threads} threads"
+        if self.devices:
+            shared = len(self.devices) > len(set(self.devices))
+            what += (f" on {', '.join(dict.fromkeys(self.devices))}" +
+                     (" (runs share a GPU: --workers)" if shared else
+                      " (one run per GPU at a time)"))
+        return what
 
 
 def available_cores() -> int:
@@ -52,10 +68,25 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def settle(plan: Plan, execution: Execution) -> tuple[Plan, Execution]:
-    """Fill in the defaults: workers = cores / threads (or the cores), threads = cores /
+def visible_gpus(device: str) -> int:
+    """How many GPUs the runs of `--device` may use here: 0 on the CPU, 1 for `cuda:N`, every
+    visible one for `auto` and `cuda` (CUDA_VISIBLE_DEVICES narrows them)."""
+    if device == "cpu" or device.startswith("cuda:"):
+        return int(device.startswith("cuda:"))
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def settle(plan: Plan, execution: Execution, default_executor: str = "sequential",
+           default_threads: int | None = None) -> tuple[Plan, Execution]:
+    """Fill in the defaults, device first. On GPUs (`--device auto` or `cuda` with GPUs
+    visible, or `cuda:N`) a run gets a GPU of its own: with neither --executor nor --workers,
+    one GPU runs sequentially and several run on joblib with one worker per GPU, each run on a
+    free one; the grid's executor and thread count (set for the CPU references' bits) do not
+    apply there. On the CPU: workers = cores / threads (or the cores), threads = cores /
     workers, so that a parallel plan never runs more torch threads than there are cores."""
-    if plan.executor not in EXECUTORS:
+    if plan.executor is not None and plan.executor not in EXECUTORS:
         raise ConfigError(f"--executor {plan.executor!r}: valid choices: {', '.join(EXECUTORS)}")
     for name, value in (("--workers", plan.workers), ("--threads", execution.threads)):
         if value is not None and value < 1:
@@ -64,6 +95,21 @@ def settle(plan: Plan, execution: Execution) -> tuple[Plan, Execution]:
         raise ConfigError(f"--gpus-per-run must be >= 0, got {plan.gpus_per_run}")
     if execution.clients_at_once < 1:
         raise ConfigError(f"--clients-at-once must be >= 1, got {execution.clients_at_once}")
+    gpus = visible_gpus(execution.device) if plan.executor != "ray" else 0
+    if gpus:
+        executor = plan.executor or ("sequential" if gpus == 1 and plan.workers is None
+                                     else "joblib")
+        slots = (plan.workers or gpus) if executor == "joblib" else 1
+        names = [execution.device] if execution.device.startswith("cuda:") else \
+            (["cuda"] if gpus == 1 else [f"cuda:{i}" for i in range(gpus)])
+        plan = replace(plan, executor=executor, devices=tuple(names[i % len(names)]
+                                                              for i in range(slots)))
+        if executor == "joblib":
+            plan = replace(plan, workers=slots)
+        threads = execution.threads or max(1, available_cores() // slots)
+        return plan, replace(execution, threads=threads)
+    plan = replace(plan, executor=plan.executor or default_executor)
+    execution = replace(execution, threads=execution.threads or default_threads)
     if plan.executor == "ray":  # a node that died cannot release its claims: Ray retries instead
         execution = replace(execution, claims=False)
     if plan.executor == "sequential":
@@ -119,17 +165,6 @@ def _owned(configs, parts: dict[str, list[Part]]) -> list[tuple[RunConfig, Part]
     return [(c, part) for part, c in seen.items()]
 
 
-def gpu_round_robin(execution: Execution, n_tasks: int) -> list[Execution]:
-    """On a machine with several GPUs, task i of a local pool runs on GPU i mod count
-    (`--device auto` or `cuda`); otherwise every task runs on the chosen device."""
-    import torch
-
-    count = torch.cuda.device_count() if execution.device in ("auto", "cuda") else 0
-    if count < 2:
-        return [execution] * n_tasks
-    return [replace(execution, device=f"cuda:{i % count}") for i in range(n_tasks)]
-
-
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -138,9 +173,11 @@ def _joblib(configs, execution, plan, progress, say):
     ever waits: the parts first (the long generators start at once), then each run whose
     parts are all done (its futures resolved), then the runs without parts. At most one task
     per worker is in flight, so a run whose parts finish jumps ahead of the runs not yet
-    submitted. A worker killed from outside (the OOM killer, a kill -9) breaks the pool: each
-    task it took down is submitted once more to a fresh pool and resumes from its checkpoint
-    (methods/checkpoints.py); a task taken down twice stops the command."""
+    submitted. On GPUs each task takes the device of a free worker slot (`plan.devices`) and
+    gives it back when it ends: one run per GPU at a time. A worker killed from outside (the
+    OOM killer, a kill -9) breaks the pool: each task it took down is submitted once more to a
+    fresh pool and resumes from its checkpoint (methods/checkpoints.py); a task taken down
+    twice stops the command."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from joblib.externals.loky import get_reusable_executor
@@ -151,35 +188,45 @@ def _joblib(configs, execution, plan, progress, say):
     device_type = pick_device(execution.device).type
     parts = _parts(configs, execution, say, device_type)
     owned = _owned(configs, parts)
-    devices = iter(gpu_round_robin(execution, len(configs) + len(owned)))
-    # tasks: (the part it does or None for a run, function, arguments, tries so far)
-    todo_parts = [(part, perform_part, (c, next(devices), part), 0) for c, part in owned]
+    free = list(plan.devices)  # the devices of the slots no task holds now
+    # tasks: (the part it does or None for a run, its config, tries so far)
+    todo_parts = [(part, c, 0) for c, part in owned]
     waiting = {c.run_id: (c, set(parts[c.run_id])) for c in configs if parts[c.run_id]}
     ready: list = []  # runs whose parts are all done, and tasks to try again
-    plain = [(None, _task, (c, next(devices)), 0) for c in configs if not parts[c.run_id]]
+    plain = [(None, c, 0) for c in configs if not parts[c.run_id]]
     # each worker caps OpenMP / BLAS at the run's threads; perform() pins torch as well
     env = {k: str(execution.threads) for k in THREAD_VARIABLES}
     pool = get_reusable_executor(max_workers=plan.workers, env=env)
-    in_flight: dict = {}  # future -> its task
+    in_flight: dict = {}  # future -> (its task, the device it holds or None)
+
+    def submit(task):
+        part, config, _ = task
+        device = free.pop(0) if free else None
+        exe = replace(execution, device=device) if device else execution
+        future = pool.submit(perform_part, config, exe, part) if part is not None else \
+            pool.submit(_task, config, exe)
+        in_flight[future] = (task, device)
+
     try:
         while todo_parts or waiting or ready or plain or in_flight:
             while len(in_flight) < plan.workers and (todo_parts or ready or plain):
-                task = (todo_parts or ready or plain).pop(0)
-                in_flight[pool.submit(task[1], *task[2])] = task
+                submit((todo_parts or ready or plain).pop(0))
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                task = in_flight.pop(future)
-                part, fn, args, tries = task
+                task, device = in_flight.pop(future)
+                if device is not None:
+                    free.append(device)
+                part, config, tries = task
                 try:
                     out = future.result()  # a failed task raises here, as it would in the run
                 except BrokenProcessPool as e:  # its worker (or another one) was killed
-                    what = f"{args[0].label}" + (f" part {part}" if part else "")
+                    what = f"{config.label}" + (f" part {part}" if part else "")
                     if tries:
                         raise RuntimeError(f"a worker running {what} was killed twice ({e}); "
                                            f"out of memory? Use fewer --workers") from None
                     say(f"a worker was killed while running {what}: trying it once more "
                         f"(it resumes from its last checkpoint)")
-                    ready.insert(0, (part, fn, args, 1))
+                    ready.insert(0, (part, config, 1))
                     pool = get_reusable_executor(max_workers=plan.workers, env=env)
                     continue
                 if part is None:
@@ -188,7 +235,7 @@ def _joblib(configs, execution, plan, progress, say):
                 for run_id, (c, left) in list(waiting.items()):
                     left.discard(part)
                     if not left:
-                        ready.append((None, _task, (c, next(devices)), 0))
+                        ready.append((None, c, 0))
                         del waiting[run_id]
     finally:
         if in_flight:  # failed or interrupted: stop the tasks still running

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +156,16 @@ def pick_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"--device {name!r}: valid choices: auto, cpu, cuda, cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and os.environ.get(DETERMINISTIC) == "1":
+        # bitwise repeatable GPU runs, at a cost (docs/scaling.md, "Determinism on a GPU");
+        # cuBLAS needs CUBLAS_WORKSPACE_CONFIG=:4096:8 set before CUDA starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
     return device
+
+
+DETERMINISTIC = "FLBENCH_DETERMINISTIC"  # "1": deterministic algorithms on a GPU
 
 
 @functools.lru_cache(maxsize=4)
@@ -213,10 +223,12 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
     resumes what a killed process of the same code and numerics left there."""
     t0 = time.perf_counter()
     ctx, partition = run_context(config, device, data_root, cache_dir, clients_at_once, progress)
-    # a checkpoint holds to the same code, libraries and numerics as the record (provenance)
-    ctx.checkpoint = Checkpoint(checkpoint_path, {"run": config.run_id,
-                                                  **provenance(config.method, ctx.numerics)},
-                                checkpoint_every, device) \
+    # a checkpoint holds to the same code, libraries and numerics as the record (provenance),
+    # and to the settings that change the bits without changing the run: the vectorised client
+    # path equals the looped one to float tolerance only
+    identity = {"run": config.run_id, **provenance(config.method, ctx.numerics),
+                "clients_at_once": clients_at_once}
+    ctx.checkpoint = Checkpoint(checkpoint_path, identity, checkpoint_every, device) \
         if checkpoint_path is not None and checkpoint_every is not None else Checkpoint.off()
     dataset = cached_dataset(config.dataset, data_root)
     labels = dataset.y_train.numpy()

@@ -16,9 +16,19 @@ suite comes from a stream named by its purpose and step (methods/rng.py: `batche
 The loops that hold a generator across steps (a generator module's) save its state.
 
 A checkpoint carries the identity of what wrote it (the run id or content key, the code
-fingerprint, library versions and numerics, bench/provenance.py): one written by other code
-or numerics is discarded with one line, and an unreadable one is moved aside as
-`<name>.corrupt`, as records are; neither is ever used. Files are written with the suite's
+fingerprint, library versions and numerics, bench/provenance.py, and whatever else changes the
+bits: `--clients-at-once`): one written by other code, numerics or settings is discarded with
+one line, and an unreadable one is moved aside as `<name>.corrupt`, as records are; neither is
+ever used. The numerics name the device type, so a checkpoint written on a GPU is refused on
+a CPU and the other way round (their bits differ), with that line.
+
+Checkpoints are device-independent files: every tensor is read onto the CPU
+(`MAP_LOCATION`), then moved to the run's device, except random generators' states, which
+torch only takes as CPU byte tensors (`torch.set_rng_state`, `Generator.set_state`,
+`torch.cuda.set_rng_state`): a loop saves them wrapped as `RngState`, and they stay on the
+CPU. (Reading onto the run's device, as this module once did, moves those states to the GPU
+and every resume on CUDA fails with "RNG state must be a torch.ByteTensor";
+tests/test_resume.py plants that and sees it fail.) Files are written with the suite's
 one atomic writer (datasets/files.py) and removed when the record (or cache entry) is
 written. They are pickles (torch.save of tensors, dicts and the loops' dataclasses), read back
 only from the results folder the suite writes: like the code, trust that folder.
@@ -29,6 +39,7 @@ import datetime
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -41,6 +52,29 @@ if TYPE_CHECKING:
 
 SUFFIX = ".ckpt"
 DEFAULT_EVERY = 600.0  # seconds of wall time between saves (bench run --checkpoint-every)
+MAP_LOCATION = "cpu"  # where a checkpoint's tensors are read to, whatever the run's device
+
+
+@dataclass(frozen=True)
+class RngState:
+    """A random generator's state as a checkpoint keeps it: a CPU byte tensor, left on the CPU
+    when the rest of a resumed state moves to the run's device."""
+
+    tensor: "torch.Tensor"
+
+
+def to_device(tree: Any, device) -> Any:
+    """`tree` (dicts, lists and tuples of tensors and other values) with every tensor on
+    `device`; `RngState`s and other objects are left as they are."""
+    import torch
+
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, dict):
+        return {k: to_device(v, device) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_device(v, device) for v in tree)
+    return tree
 
 
 def _warn(message: str) -> None:
@@ -90,7 +124,7 @@ class Checkpoint:
 
         path = self.file(phase)
         try:
-            blob = torch.load(path, map_location=self.device, weights_only=False)
+            blob = torch.load(path, map_location=MAP_LOCATION, weights_only=False)
             if not (isinstance(blob, dict) and {"identity", "at", "state"} <= set(blob)):
                 raise ValueError("not a checkpoint of this suite")
         except Exception as e:  # noqa: BLE001 - any unreadable file is set aside, never used
@@ -107,7 +141,7 @@ class Checkpoint:
                       f"discarded, its phase starts afresh")
             return None
         self.resumed.append({"phase": phase, "at": blob["at"], "written": blob.get("written")})
-        return blob["state"]
+        return to_device(blob["state"], self.device)
 
     # --- writing -----------------------------------------------------------------------
     def due(self) -> bool:

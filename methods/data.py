@@ -88,6 +88,18 @@ def resize_uint8(x: torch.Tensor, resolution: int) -> torch.Tensor:
     return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
+# The device types whose training and sampling run under bf16 autocast: GPUs. Evaluation stays
+# float32 everywhere (methods/evaluation.py). tests/test_gpu_paths.py adds "cpu" to run that
+# path on a machine without a GPU (torch's CPU autocast supports bf16).
+MIXED_PRECISION = ("cuda",)
+
+
+def mixed_precision(device) -> torch.autocast:
+    """bf16 autocast on the device types of MIXED_PRECISION, a no-op elsewhere."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=kind in MIXED_PRECISION)
+
+
 class DeviceData:
     """Train / val / test tensors on one device, at one resolution."""
 

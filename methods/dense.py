@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import MethodBase, MethodResult, RunContext, timed
+from .checkpoints import RngState
 from .privacy import audit_classifiers
 from .results import MODEL, Communication, Metrics
 from .evaluation import Diverged, Selection
@@ -198,13 +199,13 @@ class Dense(MethodBase):
             student.load_state_dict(saved["student"])
             g_opt.load_state_dict(saved["g_opt"])
             s_opt.load_state_dict(saved["s_opt"])
-            noise.set_state(saved["noise"])
+            noise.set_state(saved["noise"].tensor)
             sel.restore(saved["selection"])
 
         def state() -> dict:
             return {"epoch": epoch + 1, "generator": gen_net.state_dict(),
                     "student": student.state_dict(), "g_opt": g_opt.state_dict(),
-                    "s_opt": s_opt.state_dict(), "noise": noise.get_state(),
+                    "s_opt": s_opt.state_dict(), "noise": RngState(noise.get_state()),
                     "selection": sel.state()}
 
         with ctx.progress(p.epochs, "generator / student epochs") as bar, \

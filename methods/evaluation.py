@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from torch import nn
 
 from .data import DeviceData
@@ -152,6 +151,8 @@ def _auroc(proba: np.ndarray, labels: np.ndarray, n_classes: int) -> float | Non
     if len(present) < 2:
         return None  # undefined with one class in the labels
     classes = np.array([1]) if n_classes == 2 else present
+    from scipy.stats import rankdata  # here: scipy.stats takes a second to import
+
     ranks = rankdata(proba[:, classes], axis=0)
     positive = labels[:, None] == classes[None, :]
     n_pos = positive.sum(axis=0)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 
 MAX_MEMBERS = 256  # per artefact: members (and as many non-members) attacked at most
 BOOTSTRAP = 200
@@ -67,6 +66,8 @@ def attack_metrics(members: list[np.ndarray], non_members: list[np.ndarray],
 
 def _auc(members: np.ndarray, non_members: np.ndarray) -> float:
     """P(member score > non-member score) + P(tie) / 2 (Mann-Whitney)."""
+    from scipy.stats import rankdata  # here: scipy.stats takes a second to import
+
     ranks = rankdata(np.concatenate([members, non_members]))
     m, n = len(members), len(non_members)
     return float((ranks[:m].sum() - m * (m + 1) / 2) / (m * n))

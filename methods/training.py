@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import TrainConfig
-from .data import DeviceData
+from .data import DeviceData, mixed_precision
 from .checkpoints import Checkpoint
 from .evaluation import Diverged, Selection
 
@@ -54,12 +54,11 @@ def train_local(
     detached = [p.detach() for p in params]
     opt = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model.train()
-    cuda = data.device.type == "cuda"
     steps = samples = 0
     loss_sum = torch.zeros((), device=data.device)
     for _ in range(epochs):
         for x, y in data.batches(indices, cfg.batch_size, gen):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            with mixed_precision(data.device):
                 loss = hooks.loss(model, x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from .base import TrainConfig
-from .data import DeviceData
+from .data import DeviceData, mixed_precision
 from .training import LocalStats, TrainHooks
 
 
@@ -64,7 +64,6 @@ def train_clients(
     custom = [type(h).adjust_gradients is not TrainHooks.adjust_gradients for h in hooks]
     steps, samples = [0] * k_clients, [0] * k_clients
     loss_sum = torch.zeros(k_clients, device=device)
-    cuda = device.type == "cuda"
     model.train()
     while True:
         batches = [next(s, None) for s in streams]
@@ -72,7 +71,7 @@ def train_clients(
         if not any(active):
             break
         x, y, w = _stack(batches, data)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with mixed_precision(device):
             grads, losses = step(params, x, y, w)
         for k in range(k_clients):
             if active[k]:

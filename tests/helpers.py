@@ -1,9 +1,12 @@
 """What several test modules share: paths, tiny run settings and the analytic scalar model.
 Test modules import from here, never from each other or from conftest (which holds fixtures)."""
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -37,6 +40,18 @@ def stored_records(folder) -> list[Record]:
     from bench.store import RecordStore
 
     return [RecordStore.read(p) for p in sorted(Path(folder).rglob("runs/*/*/*.json"))]
+
+
+def comparable(record) -> dict:
+    """Everything a record says that must not depend on a kill: all but timings, the
+    environment, the time it was written, the checkpoints' own account and whether a
+    generator module was trained by this process or found cached."""
+    d = record.to_dict()
+    for key in ("timings", "environment", "created", "checkpoints"):
+        d.pop(key, None)
+    for m in d["extra"].get("modules", []):
+        m.pop("cache", None)
+    return d
 
 
 def run_cli(*args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:
@@ -112,3 +127,59 @@ def readme_example_class():
     exec(compile(source, "README.md", "exec"), module.__dict__)
     sys.modules.pop("readme_fedavgm", None)
     return module.FedAvgM
+
+
+# --- real datasets' official formats, written by the tests (no network) -----------------
+def write_medmnist(path, n=(40, 10, 12), size=28, channels=1, classes=2, seed=0):
+    """An archive in the exact MedMNIST v2 layout: uint8 images (N, H, W[, 3]), labels (N, 1)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n):
+        shape = (count, size, size) + ((3,) if channels == 3 else ())
+        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(count) % classes).astype(np.uint8)[:, None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return arrays
+
+
+def write_cifar(root, per_batch=20):
+    """The official python archive layout: pickled dicts with b'data' (N, 3072) and b'labels'."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"batch_label": name.encode(), b"labels": [i % 10 for i in range(per_batch)],
+             b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+             b"filenames": [b"x.png"] * per_batch}
+        with open(folder / name, "wb") as f:
+            pickle.dump(d, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [b"airplane"] * 10}, f)
+
+
+def write_isic(root, per_center=6):
+    """The official ISIC 2019 training layout (JPEG folder, ground truth and metadata CSVs with
+    the official columns) and FLamby's train_test_split file."""
+    import pandas as pd
+    from PIL import Image
+
+    base = root / "isic2019"
+    (base / "ISIC_2019_Training_Input").mkdir(parents=True)
+    classes = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
+    rows, rng, i = [], np.random.default_rng(0), 0
+    for center in range(6):
+        for j in range(per_center):
+            name = f"ISIC_{i:07d}"
+            Image.fromarray(rng.integers(0, 256, (30 + center, 40, 3), dtype=np.uint8)).save(
+                base / "ISIC_2019_Training_Input" / f"{name}.jpg")
+            rows.append((name, (i + center) % 8, center, "test" if j == 0 else "train"))
+            i += 1
+    truth = pd.DataFrame([{"image": n, **{c: float(k == t) for k, c in enumerate(classes)},
+                           "UNK": 0.0} for n, t, _, _ in rows])
+    truth.to_csv(base / "ISIC_2019_Training_GroundTruth.csv", index=False)
+    pd.DataFrame([{"image": n, "age_approx": 50, "anatom_site_general": "torso",
+                   "lesion_id": f"L{k}", "sex": "male"} for k, (n, _, _, _) in enumerate(rows)]
+                 ).to_csv(base / "ISIC_2019_Training_Metadata.csv", index=False)
+    pd.DataFrame([{"image": n, "target": t, "center": c, "fold": f} for n, t, c, f in rows]
+                 ).to_csv(base / "train_test_split", index=False)

@@ -1,8 +1,11 @@
-"""Checkpoints inside a run (methods/checkpoints.py): real `bench run` processes killed with
-SIGKILL at several points of a run, started again, end with records equal to an uninterrupted
-run's (timings aside), for the round loop (FedAvg; SCAFFOLD's per-client states), a
-FederatedFactory generator module and a one-shot classifier phase; checkpoints of other code
-are discarded with one line, unreadable ones set aside.
+"""Checkpoints inside a run (methods/checkpoints.py) with real processes: a `bench run` process
+killed with SIGKILL in the middle of a run, started again, ends with the record of an
+uninterrupted run (timings aside), for the two kinds of loop a kill meets most: the round loop
+(FedAvg) and a FederatedFactory generator module (then its server classifier and local
+mode). Every other checkpointing loop is interrupted and resumed in-process, bit for bit, in
+tests/test_resume.py (seconds each, no process to start). Also here: a joblib worker killed
+like by the OOM killer is retried once and resumes; checkpoints of other code are discarded
+with one line, unreadable ones set aside.
 
 A pitfall of resumable loops this guards: resuming the weights but not what the loop
 accumulates besides them (the validation selection, the communication log, per-client
@@ -11,7 +14,6 @@ same one. The comparisons below are bitwise (weight fingerprints, every metric a
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,40 +25,20 @@ import torch
 
 from bench.methods.checkpoints import Checkpoint
 from bench.store import LOG_SUFFIX
-from helpers import ROOT, TINY_FF_CLI, stored_records
+from helpers import ROOT, TINY_FF_CLI, comparable, stored_records
 
 pytestmark = pytest.mark.slow
 
 FAST = ["--set", "local_epochs=1", "--set", "rounds=6"]
 # kind: (bench run arguments, the kills: (checkpoint file of a phase, how far it must be))
 KINDS = {
-    "fedavg": (["--methods", "fedavg", *FAST],
-               [("rounds.pt", 2), ("rounds.pt", 3), ("rounds.pt", 5)]),
-    "scaffold": (["--methods", "scaffold", *FAST],
-                 [("rounds.pt", 2), ("rounds.pt", 4), ("rounds.pt", 5)]),
-    "centralized": (["--methods", "centralized", "--set", "rounds=8", "--set",
-                     "local_epochs=1"],
-                    [("batches.pt", 2), ("batches.pt", 4), ("batches.pt", 7)]),
-    "local_only": (["--methods", "local_only", *FAST],  # at "client k, round r": k counts
-                   [("clients.pt", 2), ("clients.pt", 5), ("clients.pt", 8)]),
+    "fedavg": (["--methods", "fedavg", *FAST], [("rounds.pt", 3)]),
     # a generator module (6 steps each), then the server classifier and the local mode
     "federatedfactory": (["--methods", "federatedfactory", *TINY_FF_CLI,
                           "--set", "federatedfactory.gen_images_seen=384",
                           "--set", "federatedfactory.classifier_epochs=4",
                           "--set", "federatedfactory.modes=server,local"],
-                         [("module.pt", 2), ("module.pt", 4), ("module.pt", 5),
-                          ("ff__server.pt", 2), ("ff__local.pt", 3)]),
-    # the clients' decoders (at "client k, epoch e"), then the server classifier
-    "fedcvae": (["--methods", "fedcvae", "--set", "fedcvae.vae_epochs=3",
-                 "--set", "fedcvae.samples_per_class=32",
-                 "--set", "fedcvae.classifier_epochs=8"],
-                [("fedcvae__decoders.pt", 3), ("fedcvae__decoders.pt", 7),
-                 ("fedcvae__server.pt", 2), ("fedcvae__server.pt", 5)]),
-    # the clients' classifiers (at "client k"), then the generator / student epochs
-    "dense": (["--methods", "dense", *FAST, "--set", "dense.epochs=8", "--set",
-               "dense.g_steps=1", "--set", "dense.s_steps=2", "--set", "dense.batch_size=32"],
-              [("dense__teachers.pt", 4), ("dense__distillation.pt", 2),
-               ("dense__distillation.pt", 5)]),
+                         [("module.pt", 2)]),
 }
 
 
@@ -97,18 +79,6 @@ def kill_at(out: Path, args: list[str], phase_file: str, point: int) -> None:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-
-
-def comparable(record) -> dict:
-    """Everything a record says that must not depend on a kill: all but timings, the
-    environment, the time it was written, the checkpoints' own account and whether a
-    generator module was trained by this process or found cached."""
-    d = record.to_dict()
-    for key in ("timings", "environment", "created", "checkpoints"):
-        d.pop(key, None)
-    for m in d["extra"].get("modules", []):
-        m.pop("cache", None)
-    return d
 
 
 def complete(out: Path, args: list[str]) -> tuple[object, float]:
@@ -226,20 +196,32 @@ def test_checkpoints_of_other_code_are_discarded_and_unreadable_ones_set_aside(t
     assert off.resume("rounds") is None and not off.due()
 
 
-def test_a_stale_checkpoint_is_not_resumed_by_bench_run(tmp_path):
+def test_a_stale_checkpoint_is_not_resumed_by_bench_run(tmp_path, monkeypatch, capsys):
     """A checkpoint left by other code (here: its identity edited) is discarded with one
-    line, and the run computes from its beginning."""
+    line, and the run computes from its beginning (in-process: the first attempt is stopped by
+    an exception right after its second save)."""
+    from bench.cli import main
+
     args, ((phase_file, _), *_) = KINDS["fedavg"]
-    out = tmp_path / "out"
-    kill_at(out, args, phase_file, 2)
-    (f,) = out.rglob(f"*.ckpt/{phase_file}")
+    command = ["run", "--splits", "silos", "--out", str(tmp_path), "--executor", "sequential",
+               "--threads", "1", "--checkpoint-every", "0", *args]
+    save, saves = Checkpoint.save, []
+
+    def stopping(self, phase, at, state):
+        save(self, phase, at, state)
+        saves.append(at)
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # what a kill leaves: the checkpoint, no record
+    with monkeypatch.context() as m:
+        m.setattr(Checkpoint, "save", stopping)
+        assert main(command) == 130
+    (f,) = tmp_path.rglob(f"*.ckpt/{phase_file}")
     blob = torch.load(f, weights_only=False)
     blob["identity"]["code"] = "0" * 16
     torch.save(blob, f)
-    proc = bench_run(out, args)
-    assert proc.wait() == 0
-    err = proc.stderr.read()
+    capsys.readouterr()
+    assert main(command) == 0
+    err = capsys.readouterr().err
     assert re.search(r"checkpoint .*rounds\.pt was written by other code: discarded", err), err
-    (record,) = stored_records(out)
+    (record,) = stored_records(tmp_path)
     assert record.checkpoints["resumed"] == []
-    shutil.rmtree(out)

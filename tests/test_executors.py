@@ -7,7 +7,7 @@ import pytest
 
 from bench.cli import main
 from bench.config import ConfigError
-from bench.executors import Plan, gpu_round_robin, settle
+from bench.executors import Plan, settle
 from bench.runner import Execution
 from bench.store import RecordStore
 from helpers import ROOT, stored_records, tiny_overrides
@@ -97,14 +97,16 @@ def test_record_says_how_it_was_computed(tmp_path, capsys):
 
 def test_settle_never_oversubscribes(monkeypatch):
     monkeypatch.setattr("bench.executors.available_cores", lambda: 8)
-    plan, ex = settle(Plan("joblib"), Execution())
+    plan, ex = settle(Plan("joblib"), Execution(device="cpu"))
     assert (plan.workers, ex.threads) == (8, 1)
-    plan, ex = settle(Plan("joblib", workers=2), Execution())
+    plan, ex = settle(Plan("joblib", workers=2), Execution(device="cpu"))
     assert (plan.workers, ex.threads) == (2, 4)
     plan, ex = settle(Plan("ray"), Execution(threads=4))
     assert (plan.workers, ex.threads) == (2, 4)
-    plan, ex = settle(Plan("sequential"), Execution())
+    plan, ex = settle(Plan("sequential"), Execution(device="cpu"))
     assert ex.threads is None  # torch's own default
+    plan, ex = settle(Plan(), Execution(device="cpu"), "joblib", 1)  # the grid's defaults
+    assert (plan.executor, plan.workers, ex.threads) == ("joblib", 8, 1)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -124,16 +126,6 @@ def test_bad_executor_options_exit_2(tmp_path, capsys, args, message):
 def test_settle_rejects_unknown_executor():
     with pytest.raises(ConfigError, match="valid choices: sequential, joblib, ray"):
         settle(Plan("mpi"), Execution())
-
-
-def test_joblib_spreads_tasks_over_the_gpus_of_a_machine(monkeypatch):
-    monkeypatch.setattr("torch.cuda.device_count", lambda: 3)
-    devices = [e.device for e in gpu_round_robin(Execution(device="auto"), 5)]
-    assert devices == ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]
-    assert {e.device for e in gpu_round_robin(Execution(device="cuda:1"), 3)} == {"cuda:1"}
-    assert {e.device for e in gpu_round_robin(Execution(device="cpu"), 3)} == {"cpu"}
-    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
-    assert {e.device for e in gpu_round_robin(Execution(device="auto"), 3)} == {"auto"}
 
 
 def test_unreachable_ray_cluster_is_one_line(tmp_path):

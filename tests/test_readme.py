@@ -80,7 +80,7 @@ def readme_method(monkeypatch):
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(c)[:60] for c in COMMANDS])
 def test_recipe(argv, tmp_path, monkeypatch, capsys, readme_method):
-    build_parser().parse_args(argv)  # every option and value is valid
+    build_parser(argv[0]).parse_args(argv)  # every option and value is valid
     if argv[0] not in EXECUTED:
         return
     monkeypatch.chdir(tmp_path)

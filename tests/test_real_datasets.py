@@ -1,6 +1,5 @@
 """Real-dataset loaders on files the tests write in each official format, and on the real
 PneumoniaMNIST file in ../shared/data (skipped with a reason when absent). No network."""
-import pickle
 
 import numpy as np
 import pytest
@@ -11,35 +10,7 @@ from bench.cli import main
 from bench.datasets.base import DataError
 from bench.datasets.registry import get_entry, load_dataset
 from bench.methods.data import AUGMENTATIONS
-from helpers import stored_records, tiny_overrides
-
-
-def write_medmnist(path, n=(40, 10, 12), size=28, channels=1, classes=2, seed=0):
-    """An archive in the exact MedMNIST v2 layout: uint8 images (N, H, W[, 3]), labels (N, 1)."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, count in zip(("train", "val", "test"), n):
-        shape = (count, size, size) + ((3,) if channels == 3 else ())
-        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
-        arrays[f"{split}_labels"] = (np.arange(count) % classes).astype(np.uint8)[:, None]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
-    return arrays
-
-
-def write_cifar(root, per_batch=20):
-    """The official python archive layout: pickled dicts with b'data' (N, 3072) and b'labels'."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        d = {b"batch_label": name.encode(), b"labels": [i % 10 for i in range(per_batch)],
-             b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-             b"filenames": [b"x.png"] * per_batch}
-        with open(folder / name, "wb") as f:
-            pickle.dump(d, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [b"airplane"] * 10}, f)
+from helpers import stored_records, tiny_overrides, write_cifar, write_isic, write_medmnist
 
 
 def test_medmnist_official_layout(tmp_path):
@@ -232,32 +203,6 @@ def test_all_dry_run_lists_the_paper_grid(capsys):
     assert ff["method_params"]["preset"] == "paper" and ff["method_params"]["sampler"] == "heun"
     central = next(c for c in configs if c["method"] == "centralized")
     assert central["method_params"]["epochs"] == 300
-
-
-def write_isic(root, per_center=6):
-    """The official ISIC 2019 training layout (JPEG folder, ground truth and metadata CSVs with
-    the official columns) and FLamby's train_test_split file."""
-    import pandas as pd
-
-    base = root / "isic2019"
-    (base / "ISIC_2019_Training_Input").mkdir(parents=True)
-    classes = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
-    rows, rng, i = [], np.random.default_rng(0), 0
-    for center in range(6):
-        for j in range(per_center):
-            name = f"ISIC_{i:07d}"
-            Image.fromarray(rng.integers(0, 256, (30 + center, 40, 3), dtype=np.uint8)).save(
-                base / "ISIC_2019_Training_Input" / f"{name}.jpg")
-            rows.append((name, (i + center) % 8, center, "test" if j == 0 else "train"))
-            i += 1
-    truth = pd.DataFrame([{"image": n, **{c: float(k == t) for k, c in enumerate(classes)},
-                           "UNK": 0.0} for n, t, _, _ in rows])
-    truth.to_csv(base / "ISIC_2019_Training_GroundTruth.csv", index=False)
-    pd.DataFrame([{"image": n, "age_approx": 50, "anatom_site_general": "torso",
-                   "lesion_id": f"L{k}", "sex": "male"} for k, (n, _, _, _) in enumerate(rows)]
-                 ).to_csv(base / "ISIC_2019_Training_Metadata.csv", index=False)
-    pd.DataFrame([{"image": n, "target": t, "center": c, "fold": f} for n, t, c, f in rows]
-                 ).to_csv(base / "train_test_split", index=False)
 
 
 def test_isic2019_prepare_load_and_natural_split(tmp_path, capsys):

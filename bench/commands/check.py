@@ -1,6 +1,8 @@
 """`python -m bench check`: compare stored runs with a reference (docs/checks.md)."""
 from __future__ import annotations
 
+from . import HELP
+
 
 from ..config import ConfigError
 from ..store import RecordStore
@@ -8,7 +10,7 @@ from .common import csv, out_option, say
 
 
 def add_parser(sub) -> None:
-    chk = sub.add_parser("check", help="compare stored results with a reference, cell by cell")
+    chk = sub.add_parser("check", help=HELP["check"])
     chk.add_argument("--reference", default="smoke",
                      help="a name under bench/references/ (smoke, sensitivity, science, "
                           "pneumonia, paper) or a .json path")

@@ -15,12 +15,9 @@ from ..grid import grid_configs, parse_seeds
 from ..protocol import GRIDS
 from ..records import Record
 from ..store import RecordStore
+from . import UsageError  # noqa: F401  (the commands import it from here)
 
 RESULTS_ENV = "BENCH_RESULTS"
-
-
-class UsageError(Exception):
-    """A bad command line (the message says what to do)."""
 
 
 def csv(text: str) -> list[str]:

@@ -1,11 +1,13 @@
 """`python -m bench data`: the state of the data root, and downloads."""
 from __future__ import annotations
 
+from . import HELP
+
 from .common import UsageError, csv, say
 
 
 def add_parser(sub) -> None:
-    data = sub.add_parser("data", help="state of the data root: what is present, how to get the rest")
+    data = sub.add_parser("data", help=HELP["data"])
     data.add_argument("--data-root", default=None)
     data.add_argument("--download", type=csv, metavar="NAMES", help="download these datasets")
     data.add_argument("--all-sizes", action="store_true",

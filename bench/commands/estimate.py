@@ -1,11 +1,13 @@
 """`python -m bench estimate`: GPU-hours of a grid per dataset, method and phase, before running it."""
 from __future__ import annotations
 
+from . import HELP
+
 from .common import UsageError, grid_options, selected_configs
 
 
 def add_parser(sub) -> None:
-    est = sub.add_parser("estimate", help="GPU-hours of a grid per phase, before running it")
+    est = sub.add_parser("estimate", help=HELP["estimate"])
     grid_options(est)
     est.add_argument("--tflops", type=float, default=100.0,
                      help="assumed sustained TFLOP/s of one GPU on these networks (default "

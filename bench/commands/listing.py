@@ -2,6 +2,8 @@
 a method's `--set` keys with their defaults and what each does."""
 from __future__ import annotations
 
+from . import HELP
+
 import inspect
 import re
 import sys
@@ -11,7 +13,7 @@ from .common import UsageError
 
 
 def add_parser(sub) -> None:
-    lst = sub.add_parser("list", help="registered methods, datasets, splits and grids")
+    lst = sub.add_parser("list", help=HELP["list"])
     lst.add_argument("--params", metavar="METHOD",
                      help="METHOD's --set keys (METHOD.KEY=VALUE) with their defaults and a "
                           "line on each")

@@ -1,11 +1,13 @@
 """`python -m bench prepare isic2019`: one-time preprocessing of a dataset."""
 from __future__ import annotations
 
+from . import HELP
+
 from .common import UsageError, say
 
 
 def add_parser(sub) -> None:
-    prep = sub.add_parser("prepare", help="one-time preprocessing of a dataset (isic2019)")
+    prep = sub.add_parser("prepare", help=HELP["prepare"])
     prep.add_argument("dataset", choices=("isic2019",))
     prep.add_argument("--resolution", type=int, default=128, help="side in pixels (default 128)")
     prep.add_argument("--data-root", default=None)

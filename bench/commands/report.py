@@ -1,13 +1,15 @@
 """`python -m bench report`: tables as Markdown, CSV and LaTeX, and every figure."""
 from __future__ import annotations
 
+from . import HELP
+
 from pathlib import Path
 
 from .common import UsageError, csv, out_option, say, stored, warn_useless_samples
 
 
 def add_parser(sub) -> None:
-    report = sub.add_parser("report", help="tables (Markdown, CSV, LaTeX) and figures")
+    report = sub.add_parser("report", help=HELP["report"])
     report.add_argument("--metrics", type=csv,
                         default=["accuracy", "auroc", "worst_client_accuracy", "membership_auc"],
                         help="metrics of the tables (accuracy, balanced_accuracy, auroc, "

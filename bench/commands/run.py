@@ -2,6 +2,8 @@
 stale ones recomputed, so an interrupted grid resumes."""
 from __future__ import annotations
 
+from . import HELP
+
 import argparse
 import math
 import os
@@ -43,7 +45,7 @@ EXAMPLES = """examples:
 def add_parser(sub) -> None:
     import argparse
 
-    run = sub.add_parser("run", help="run a grid of experiments (default: the digits grid)",
+    run = sub.add_parser("run", help=HELP["run"],
                          description="Run a grid: every run is stored as a record; stored "
                                      "runs are skipped, so an interrupted grid resumes.",
                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +138,15 @@ def main(args) -> int:
         write(args.write_config, args, args.command_parser)
         say(f"experiment written to {args.write_config}; rerun it with `python -m bench run "
             f"--config {args.write_config}`")
+    grid = GRIDS["paper" if args.all else args.grid]
+    # the device decides first (one run per GPU); on the CPU the grid's executor and thread
+    # count (its references' bits depend on the threads: bench/protocol.py)
+    plan, execution = settle(
+        Plan(args.executor, args.workers, args.ray_address, args.gpus_per_run),
+        Execution(args.out, args.device, args.data_root, args.threads, args.clients_at_once,
+                  started=time.time(), tensorboard=args.tensorboard,
+                  checkpoint_every=args.checkpoint_every),
+        grid.executor, grid.threads)
     if args.dry_run:
         for c in configs:
             line = {"run_id": c.run_id, **c.to_dict()}
@@ -144,18 +155,11 @@ def main(args) -> int:
             if summary is not None:  # what the method resolves to at this data shape
                 line["summary"] = summary
             print(json.dumps(line, sort_keys=True))
-        print(f"{len(configs)} runs (dry run: nothing executed)", file=sys.stderr)
+        print(f"{len(configs)} runs (dry run: nothing executed); plan: "
+              f"{plan.describe(execution.threads)}", file=sys.stderr)
         return 0
     if args.tensorboard:
         tensorboard_writer()  # its package is there, or one line now rather than in a worker
-    grid = GRIDS["paper" if args.all else args.grid]
-    # the grid's thread count: its references' (bench/protocol.py)
-    threads = args.threads if args.threads is not None else grid.threads
-    plan, execution = settle(
-        Plan(args.executor or grid.executor, args.workers, args.ray_address, args.gpus_per_run),
-        Execution(args.out, args.device, args.data_root, threads, args.clients_at_once,
-                  started=time.time(), tensorboard=args.tensorboard,
-                  checkpoint_every=args.checkpoint_every))
     if execution.clients_at_once > 1 and any(
             c.train.norm == "batch" and METHODS[c.method].vectorises_clients
             for c in configs):
@@ -183,12 +187,12 @@ def main(args) -> int:
         say(f"{len(stale)} stored runs were computed by other code (e.g. {stale[0].label}); "
              f"recomputing them, their old records set aside as *.json.stale (--keep-stale "
              f"keeps them instead)")
-    if plan.executor == "sequential":
-        where = str(device)
-    elif plan.executor == "ray" and (plan.ray_address or os.environ.get("RAY_ADDRESS")):
+    if plan.executor == "ray" and (plan.ray_address or os.environ.get("RAY_ADDRESS")):
         where = f"ray cluster at {plan.ray_address or os.environ['RAY_ADDRESS']}"
+    elif plan.executor == "sequential" and not plan.devices:
+        where = str(device)
     else:
-        where = f"{plan.executor}, {plan.workers} workers x {execution.threads} threads"
+        where = plan.describe(execution.threads)
     say(f"{len(configs)} runs: {len(records)} already stored, {len(todo)} to run "
          f"({where}) -> {store.root}")
     for c in stale:  # set aside only now that the grid is certain to start
@@ -235,26 +239,48 @@ def main(args) -> int:
 
 def _guard(todo: list, args, plan, execution) -> None:
     """Stop before anything runs when the selection is estimated over --max-hours on this
-    machine's device (bench/estimate.py), unless --yes. A remote Ray cluster's size is not
-    known here: its selections are not guarded."""
+    machine's device (bench/estimate.py), unless --yes; on GPUs, say first when a run's
+    estimated peak memory exceeds its GPU's. A remote Ray cluster's size is not known here:
+    its selections are not guarded."""
     from ..estimate import forecast
     from ..runner import pick_device
 
     remote = plan.executor == "ray" and (plan.ray_address or os.environ.get("RAY_ADDRESS"))
-    if args.yes or not todo or remote:
+    if not todo or remote:
+        return
+    device = pick_device(execution.device)
+    if device.type == "cuda":
+        _guard_memory(todo, execution, plan)
+    if args.yes:
         return
     if args.max_hours <= 0:
         raise UsageError("--max-hours must be > 0 (--yes starts a selection of any length)")
-    device = pick_device(execution.device)
-    gpus = 1
-    if device.type == "cuda" and plan.executor != "sequential" and \
-            execution.device in ("auto", "cuda"):
-        import torch
-
-        gpus = max(torch.cuda.device_count(), 1)
+    gpus = max(len(set(plan.devices)), 1)
     f = forecast(todo, device.type, gpus, execution.data_root, args.max_hours)
     if f is not None and f.hours > args.max_hours:
         raise UsageError(f.line(args.max_hours))
+
+
+def _guard_memory(todo: list, execution, plan) -> None:
+    """Say, before anything runs, when the largest run's estimated peak memory exceeds the
+    smallest GPU the runs use (times the runs that share one: --workers beyond the GPUs). The
+    estimate is shapes arithmetic (bench/estimate.py `peak_memory`), not a measurement, so it
+    warns rather than stops."""
+    import torch
+
+    from ..estimate import peak_memory
+
+    devices = sorted(set(plan.devices)) or [execution.device]
+    have = min(torch.cuda.get_device_properties(torch.device(d)).total_memory
+               for d in devices)
+    sharing = max(1, -(-len(plan.devices) // max(len(devices), 1)))
+    need = max((peak_memory(c, execution.data_root) for c in todo), key=lambda m: m.bytes)
+    if need.bytes * sharing > have:
+        say(f"warning: {need.run} needs about {need.bytes / 2**30:.0f} GiB of GPU memory "
+            f"({need.what}){f' x {sharing} runs per GPU' if sharing > 1 else ''}, more than "
+            f"the {have / 2**30:.0f} GiB of {devices[0]}: it may run out of memory; lower the "
+            f"batch size (--set batch_size=..., federatedfactory.gen_batch_size=...) or use "
+            f"fewer --workers")
 
 
 def _say_other_numerics(records: list, device, threads: int | None) -> None:

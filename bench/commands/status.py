@@ -2,13 +2,15 @@
 (bench/monitor.py): phase, round or epoch, validation accuracy, time left in the phase."""
 from __future__ import annotations
 
+from . import HELP
+
 from ..monitor import latest
 from ..store import RecordStore, process_alive
 from .common import out_option, say
 
 
 def add_parser(sub) -> None:
-    status = sub.add_parser("status", help="the runs in progress, from their live logs")
+    status = sub.add_parser("status", help=HELP["status"])
     out_option(status)
 
 

@@ -1,6 +1,8 @@
 """`python -m bench table`: mean +- std tables of the stored runs (or the runs one by one)."""
 from __future__ import annotations
 
+from . import HELP
+
 from pathlib import Path
 
 from ..datasets.base import DataError
@@ -8,7 +10,7 @@ from .common import csv, out_option, print_tables, stored
 
 
 def add_parser(sub) -> None:
-    table = sub.add_parser("table", help="tables of the stored runs (Markdown and CSV)")
+    table = sub.add_parser("table", help=HELP["table"])
     table.add_argument("--datasets", type=csv)
     table.add_argument("--methods", type=csv)
     table.add_argument("--final", action="store_true",

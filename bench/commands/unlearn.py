@@ -2,6 +2,8 @@
 retrain, compare."""
 from __future__ import annotations
 
+from . import HELP
+
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from .common import UsageError, csv, fmt, out_option, progress_factory, say
 
 
 def add_parser(sub) -> None:
-    unlearn = sub.add_parser("unlearn", help="forget clients of a stored federatedfactory or fedcvae run")
+    unlearn = sub.add_parser("unlearn", help=HELP["unlearn"])
     unlearn.add_argument("--run", required=True, help="run id (or a unique prefix)")
     unlearn.add_argument("--clients", required=True, type=csv, help="client ids, e.g. 3 or 3,5")
     unlearn.add_argument("--device", default="auto")

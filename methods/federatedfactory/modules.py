@@ -10,7 +10,8 @@ import math
 
 import torch
 
-from ..checkpoints import Checkpoint
+from ..checkpoints import Checkpoint, RngState
+from ..data import mixed_precision
 from .loss import edm_loss, epsilon_loss
 from .network import build_unet
 from .params import FFParams
@@ -58,22 +59,23 @@ def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None,
             unet.load_state_dict(saved["unet"])
             opt.load_state_dict(saved["optimizer"])
             ema.load_state_dict(saved["ema"])
-            gen.set_state(saved["batches"])
-            torch.set_rng_state(saved["global"])
+            gen.set_state(saved["batches"].tensor)
+            torch.set_rng_state(saved["global"].tensor)
             if cuda:
-                torch.cuda.set_rng_state(saved["global_cuda"], device)
+                torch.cuda.set_rng_state(saved["global_cuda"].tensor, device)
             if progress is not None:
                 progress.update(start)
 
         def state() -> dict:
             return {"step": i + 1, "unet": unet.state_dict(), "optimizer": opt.state_dict(),
-                    "ema": ema.state_dict(), "batches": gen.get_state(),
-                    "global": torch.get_rng_state(),
-                    **({"global_cuda": torch.cuda.get_rng_state(device)} if cuda else {})}
+                    "ema": ema.state_dict(), "batches": RngState(gen.get_state()),
+                    "global": RngState(torch.get_rng_state()),
+                    **({"global_cuda": RngState(torch.cuda.get_rng_state(device))}
+                       if cuda else {})}
 
         for i in range(start, steps):
             idx = torch.randint(0, images.shape[0], (p.gen_batch_size,), generator=gen)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            with mixed_precision(device):
                 loss = loss_fn(unet, images[idx.to(device)], gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()

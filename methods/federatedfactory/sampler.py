@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from ..data import mixed_precision
 from .network import build_unet, denoise
 from .params import FFParams
 from .schedule import edm_schedule, sampler_schedule
@@ -52,14 +53,13 @@ def edm_heun(denoiser: Callable, sigmas: list[float], x: torch.Tensor) -> torch.
 def sample(unet, p: FFParams, seeds: list[int], channels: int, resolution: int,
            device) -> torch.Tensor:
     """uint8 images (len(seeds), C, R, R) on the CPU."""
-    cuda = torch.device(device).type == "cuda"
     out = []
     for start in range(0, len(seeds), p.sample_batch_size):
         batch = seeds[start:start + p.sample_batch_size]
         noise = torch.stack([torch.randn((channels, resolution, resolution),
                                          generator=torch.Generator().manual_seed(s))
                              for s in batch]).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with mixed_precision(device):
             x = (_edm if p.formulation == "edm" else _ddpm)(unet, p, noise)
         out.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
     return torch.cat(out) if out else torch.zeros((0, channels, resolution, resolution),
