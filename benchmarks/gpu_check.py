@@ -46,9 +46,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ["--datasets", "digits", "--methods", "federatedfactory", "--splits", "silos",
        "--set", "federatedfactory.preset=paper", "--set", "federatedfactory.samples_per_class=64",
        "--set", "federatedfactory.classifier_epochs=2", "--set", "federatedfactory.modes=server"]
-DRY = ["--set", "federatedfactory.gen_images_seen=64", "--set",
-       "federatedfactory.gen_batch_size=16", "--set", "federatedfactory.sampler_steps=3",
-       "--set", "federatedfactory.samples_per_class=8", "--set", "batch_size=16",
+DRY = ["--set", "federatedfactory.gen_images_seen=48", "--set",
+       "federatedfactory.gen_batch_size=16", "--set", "federatedfactory.sampler_steps=2",
+       "--set", "federatedfactory.samples_per_class=4", "--set", "batch_size=16",
+       "--set", "federatedfactory.classifier_epochs=1",
        "--set", "federatedfactory.preset=cpu", "--set", "federatedfactory.min_class_samples=1"]
 WET = ["--set", "federatedfactory.gen_images_seen=200000"]
 

@@ -92,7 +92,9 @@ class Checkpoint:
                  warn: Callable[[str], None] = _warn):
         self.path = Path(path) if path is not None else None
         self.identity, self.every, self.device, self.warn = identity, every, device, warn
-        self.resumed: list[dict] = []  # what this run continued from (the record keeps it)
+        # what this run continued from (the record keeps it); checkpoints `derive`d from this
+        # one (a generator module's) add to the same list
+        self.resumed: list[dict] = []
         self.saves, self.save_seconds, self.bytes = 0, 0.0, 0
         self._last = time.monotonic()
 
@@ -107,8 +109,10 @@ class Checkpoint:
     def derive(self, path: str | os.PathLike, identity: dict) -> "Checkpoint":
         """The checkpoint of a piece of work the run does (a generator module, keyed by its
         content), with this one's interval, device and messages."""
-        return Checkpoint(path if self.every is not None else None, identity, self.every,
-                          self.device, self.warn)
+        derived = Checkpoint(path if self.every is not None else None, identity, self.every,
+                             self.device, self.warn)
+        derived.resumed = self.resumed
+        return derived
 
     def file(self, phase: str) -> Path:
         return self.path / f"{phase.replace('/', '__')}.pt"

@@ -111,8 +111,9 @@ def test_a_run_killed_at_several_points_ends_with_the_uninterrupted_record(kind,
         for name in ref:
             assert all(torch.equal(ref[name][k], got[name][k]) for k in ref[name])
     assert not list(out.rglob("*.ckpt/*.pt")), "checkpoints outlive the record"
-    # resumed work is not recomputed: the last attempt evaluated fewer rounds / epochs
-    assert evaluated_steps(out)[-1] < evaluated_steps(tmp_path / "uninterrupted")[-1]
+    if phase != "module":  # (a generator's steps are not evaluated: its resume is above)
+        # resumed work is not recomputed: the last attempt evaluated fewer rounds / epochs
+        assert evaluated_steps(out)[-1] < evaluated_steps(tmp_path / "uninterrupted")[-1]
 
 
 def evaluated_steps(out: Path) -> list[int]:

@@ -1,5 +1,8 @@
 """FederatedFactory: its parts, its determinism, and exact unlearning, on tiny settings."""
+import contextlib
 import dataclasses
+import io
+import shutil
 
 import numpy as np
 import pytest
@@ -109,35 +112,48 @@ def _without_client_images(monkeypatch, client: int):
     monkeypatch.setattr(runner, "cached_dataset", lambda name, root=None: replaced)
 
 
-def _forget_then_compare_with_never_had(tmp_path, monkeypatch, capsys):
-    """Forget client 3 through the CLI; then run, from scratch (no cache), the same config on
-    data where client 3's images are noise. Returns both records and both sample grids."""
+def _forget_then_compare_with_never_had(tmp_path, monkeypatch, cache=None):
+    """Forget client 3 through the CLI; then run the same config on data where client 3's
+    images are noise, training its generators from scratch (or finding them in `cache`, a
+    cache of such a never-had run: its keys cover the noise images). Returns both records and
+    both sample grids, and the never-had run's cache."""
     out = tmp_path / "results"
     longer = ["federatedfactory.classifier_epochs=10"]  # so that class 3 is known before
+    if cache is not None:  # the generators of the clients kept, as an earlier run left them
+        (out / "cache").parent.mkdir(parents=True)
+        shutil.copytree(cache, out / "cache")
     assert main(["run", "--methods", "federatedfactory", "--splits", "silos", "--out", str(out),
                  *TINY_FF_CLI, "--set", longer[0]]) == 0
-    capsys.readouterr()
-    assert main(["unlearn", "--run", ff_config(extra=longer).run_id[:8], "--clients", "3",
-                 "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(["unlearn", "--run", ff_config(extra=longer).run_id[:8], "--clients", "3",
+                     "--out", str(out)]) == 0
     forgot = ff_config(extra=[*longer, "federatedfactory.exclude_clients=3"])
     path = out / "runs/digits/federatedfactory" / f"{forgot.run_id}.json"
     after = RecordStore.read(path)
     grid_after = np.array(Image.open(path.with_name(after.artifacts["samples"])))
+    fresh = tmp_path / "fresh"
+    if cache is not None:
+        shutil.copytree(cache, fresh)
     with monkeypatch.context() as m:
         _without_client_images(m, 3)
-        never, artifacts = execute(forgot, torch.device("cpu"), cache_dir=tmp_path / "fresh")
-    return printed, after, grid_after, never, artifacts["samples"]
+        never, artifacts = execute(forgot, torch.device("cpu"), cache_dir=fresh)
+    return printed.getvalue(), after, grid_after, never, artifacts["samples"], fresh
+
+
+@pytest.fixture(scope="module")
+def unlearned(tmp_path_factory):
+    """The unlearning proof's two sides, computed once for this module."""
+    with pytest.MonkeyPatch.context() as m:
+        return _forget_then_compare_with_never_had(tmp_path_factory.mktemp("unlearn"), m)
 
 
 @pytest.mark.slow
-def test_unlearning_is_exact_and_never_reads_the_forgotten_images(tmp_path, monkeypatch,
-                                                                   capsys):
+def test_unlearning_is_exact_and_never_reads_the_forgotten_images(unlearned):
     """The unlearned classifiers, metrics, diagnostics and sample grid are bitwise those of a
-    run that never had client 3's images at all; class 3 (no other client holds it) falls to
-    0 % in both modes (docs/methods.md, "Exact unlearning", for the default preset's numbers)."""
-    printed, after, grid_after, never, grid_never = _forget_then_compare_with_never_had(
-        tmp_path, monkeypatch, capsys)
+    run that never had client 3's images at all (its generators trained from scratch); class 3
+    (no other client holds it) falls to 0 % in both modes (docs/methods.md, "Exact
+    unlearning", for the default preset's numbers)."""
+    printed, after, grid_after, never, grid_never, _ = unlearned
     assert "3 (forgotten)" in printed
     assert {e["cache"] for e in after.extra["modules"]} == {"hit"}  # nothing retrained
     assert all(e["client"] != 3 for e in after.extra["modules"])
@@ -157,10 +173,11 @@ def test_unlearning_is_exact_and_never_reads_the_forgotten_images(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_the_unlearning_proof_fails_when_forgotten_images_are_read(tmp_path, monkeypatch,
-                                                                   capsys):
+def test_the_unlearning_proof_fails_when_forgotten_images_are_read(unlearned, tmp_path,
+                                                                   monkeypatch):
     """Plant the pitfall the proof is for (the diagnostics reading every client's training
-    images, as this suite's first version did): the two sides then differ."""
+    images, as this suite's first version did): the two sides then differ. (The generators
+    come from the proof's never-had cache: the plant is in the diagnostics, not in them.)"""
     import bench.methods.oneshot as oneshot
 
     def every_client(synth_x, synth_y, real_x, real_y, n_classes, per_class=8):
@@ -169,16 +186,26 @@ def test_the_unlearning_proof_fails_when_forgotten_images_are_read(tmp_path, mon
         data = runner.cached_dataset("digits", None)
         return sample_grid(synth_x, synth_y, data.x_train, data.y_train, n_classes, per_class)
     monkeypatch.setattr(oneshot, "sample_grid", every_client)
-    _, after, grid_after, never, grid_never = _forget_then_compare_with_never_had(
-        tmp_path, monkeypatch, capsys)
+    _, after, grid_after, never, grid_never, _ = _forget_then_compare_with_never_had(
+        tmp_path, monkeypatch, cache=unlearned[-1])
     assert never.extra["classifier_sha256"] == after.extra["classifier_sha256"]
     assert not np.array_equal(grid_never, grid_after)
 
 
+@pytest.fixture(scope="module")
+def three_clients_cache(tmp_path_factory):
+    """One generator cache for the runs of 3 clients under Dirichlet 1.0 (content-keyed: a run
+    finds what an earlier one trained)."""
+    return tmp_path_factory.mktemp("three_clients_cache")
+
+
 @pytest.mark.slow
-def test_forgetting_a_client_whose_classes_others_hold_forgets_no_class(tmp_path, capsys):
+def test_forgetting_a_client_whose_classes_others_hold_forgets_no_class(tmp_path, capsys,
+                                                                        three_clients_cache):
     out = tmp_path / "results"
     args = ["--splits", "dirichlet:1.0", "--set", "n_clients=3"]
+    (out / "cache").parent.mkdir(parents=True)
+    (out / "cache").symlink_to(three_clients_cache)  # generators shared with the test below
     assert main(["run", "--methods", "federatedfactory", *args, "--out", str(out),
                  *TINY_FF_CLI]) == 0
     run_id = ff_config("dirichlet:1.0", ["n_clients=3"]).run_id
@@ -212,10 +239,10 @@ def test_unlearn_refuses_a_run_computed_by_other_code(tmp_path, capsys, monkeypa
 
 
 @pytest.mark.slow
-def test_works_under_dirichlet_and_iid(tmp_path):
-    for split in ("dirichlet:0.5", "iid"):
+def test_works_under_dirichlet_and_iid(three_clients_cache):
+    for split in ("dirichlet:1.0", "iid"):
         record, _ = execute(ff_config(split, ["n_clients=3"]), torch.device("cpu"),
-                            cache_dir=tmp_path)
+                            cache_dir=three_clients_cache)
         assert sum(record.extra["synthetic_per_class"]) == 160
         assert record.metrics.variants["local"].selected["accuracy"] is not None
 

@@ -39,11 +39,12 @@ KINDS = {
                     [("batches", 2), ("batches", 2)]),
     "local_only": ("local_only", ["local_epochs=1", "rounds=2"],
                    [("clients", 3), ("clients", 4)]),
-    # a generator module, then the server classifier, then the local mode
+    # a generator module, then the local mode (its server classifier is `fit`, as
+    # centralized's epochs are)
     "federatedfactory": ("federatedfactory",
                          [*TINY_FF, "federatedfactory.gen_images_seen=256",
                           "federatedfactory.modes=server,local"],
-                         [("module", 2), ("ff/server", 1), ("ff/local", 2)]),
+                         [("module", 2), ("ff/local", 2)]),
     # the clients' decoders, then the server classifier
     "fedcvae": ("fedcvae", ["fedcvae.vae_epochs=2", "fedcvae.samples_per_class=16",
                             "fedcvae.classifier_epochs=3"],
