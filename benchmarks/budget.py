@@ -92,7 +92,7 @@ def main() -> int:
     if args.write:
         old = json.loads(BUDGET.read_text()) if BUDGET.exists() else {}
         BUDGET.write_text(json.dumps({
-            "tolerance": old.get("tolerance", 1.6), "floor_seconds": old.get("floor_seconds", 1.0),
+            "tolerance": old.get("tolerance", 2.0), "floor_seconds": old.get("floor_seconds", 1.0),
             "rate": rate, "work": {k: round(v, 1) for k, v in work.items()}}, indent=1) + "\n")
         print(f"{BUDGET} written ({len(work)} phases, calibration {rate:.2f} GFLOP/s)")
         return 0

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from bench.grid import grid_configs
-from bench.runner import execute
+from bench.runner import cached_dataset, execute
 from budget import BUDGET, calibrate, check, measure, phase_seconds
 
 RESULTS = os.environ.get("FLBENCH_GRID_RESULTS")
@@ -40,6 +40,7 @@ def test_the_default_grid_is_within_its_speed_budget(budget):
 
 def _fedavg_silos_work(rate: float) -> dict[str, float]:
     (config,) = [c for c in grid_configs("default", methods=["fedavg"], splits=["silos"])]
+    cached_dataset(config.dataset, None)  # loaded once per process, as a grid's worker has it
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the default grid computes
     try:
