@@ -28,9 +28,36 @@ def test_auc_and_tpr_on_analytic_cases():
     # one member in two beats the other non-member: (1 + 0.5 + 0 + 1) / 4 with a tie
     assert attack_metrics([np.array([1.0, 2.0])], [np.array([1.0, 0.0])], rng)["auc"] == \
         pytest.approx(0.875)
-    # the threshold lets through at most 1 % of the non-members: 1 of 100 here
+    # the threshold lets through at most 1 % of the non-members: 1 of 100 here (99 scores
+    # above 98), so 98.5 and 99.5 count: 2 of 3. The old quantile rule (threshold 99: none of
+    # 100 through, a TPR at 0 % FPR) gave 1/3.
     non = np.arange(100.0)
-    assert _tpr_at(np.array([98.5, 99.5, 50.0]), non, 0.01) == pytest.approx(1 / 3)
+    assert _tpr_at(np.array([98.5, 99.5, 50.0]), non, 0.01) == (pytest.approx(2 / 3), 0.01)
+    # 200 non-members: two through; ties at the threshold stay below it (the FPR reached
+    # is then under the target, and said)
+    assert _tpr_at(np.array([197.5]), np.arange(200.0), 0.01) == (1.0, 0.01)
+    tied = np.array([0.0] * 98 + [5.0, 5.0])
+    assert _tpr_at(np.array([5.0, 6.0]), tied, 0.01) == (0.5, 0.0)
+    assert _tpr_at(np.array([1.0]), np.array([0.0, 2.0]), 0.01) == (0.0, 0.0)  # 0 allowed
+
+
+def test_the_classifier_score_does_not_saturate():
+    """LiRA's logit-scaled confidence in float64: margins of 20 and 40 score differently where
+    float32 cross-entropy (the old score) is exactly 0 for both, so members and non-members
+    tie."""
+    import torch.nn.functional as F
+
+    from bench.methods.privacy import logit_scaled_confidence
+
+    logits = torch.tensor([[20.0, 0.0, 0.0], [40.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    y = torch.tensor([0, 0, 1])
+    old = -F.cross_entropy(logits, y, reduction="none")
+    assert old[0] == old[1] == 0.0  # saturated
+    score = logit_scaled_confidence(logits, y)
+    assert score.dtype == torch.float64 and score[1] > score[0] > 19
+    # log p - log(1 - p) for the third row, computed the long way
+    p = torch.softmax(logits[2].double(), 0)[1]
+    assert score[2].item() == pytest.approx((torch.log(p) - torch.log1p(-p)).item(), rel=1e-12)
 
 
 def test_scores_are_calibrated_per_artefact_before_pooling():
@@ -105,7 +132,7 @@ def test_records_carry_the_audit_and_the_table_a_membership_column(tmp_path, cap
                  "--out", str(tmp_path), *tiny_overrides(rounds=2)]) == 0
     records = {r.method: r.extra["privacy"] for r in stored_records(tmp_path)}
     fed = records["fedavg"]
-    assert fed["attack"].startswith("loss threshold") and 0 <= fed["auc"] <= 1
+    assert fed["attack"].startswith("threshold on the logit-scaled") and 0 <= fed["auc"] <= 1
     assert fed["auc_ci"][0] <= fed["auc"] <= fed["auc_ci"][1]
     assert fed["members"] == fed["non_members"] > 0
     assert records["local_only"]["not_audited"] == "it shares nothing"
