@@ -70,8 +70,8 @@ def _coerce(key: str, raw: str, like):
         if raw.lower() not in ("true", "false", "1", "0"):
             raise ConfigError(f"--set {key}: expected true or false, got {raw!r}")
         return raw.lower() in ("true", "1")
-    if isinstance(like, tuple):  # comma-separated: "32,64" -> (32, 64); "" -> ()
-        items = [x.strip() for x in raw.split(",") if x.strip()]
+    if isinstance(like, tuple):  # comma-separated: "32,64" or "[32, 64]" -> (32, 64); "" -> ()
+        items = [x.strip() for x in raw.strip().strip("[]()").split(",") if x.strip()]
         try:
             return tuple(int(x) if x.lstrip("-").isdigit() else x for x in items)
         except ValueError:
@@ -104,7 +104,14 @@ def parse_overrides(items: list[str]) -> Overrides:
                 raise ConfigError(f"--set {key}: {name} has no parameter {param!r}; valid: "
                                   f"{', '.join(defaults) or 'none'}")
             out.method.setdefault(name, {})[param] = _coerce(key, raw, defaults[param])
+        elif "." in key:
+            raise ConfigError(f"--set {key}: unknown method {key.split('.', 1)[0]!r}; valid "
+                              f"methods: {', '.join(METHODS)}")
         else:
+            owners = [f"{name}.{key}" for name in METHODS if key in method_params(name)]
+            if owners:
+                raise ConfigError(f"--set {key}: a method's parameter is set as METHOD.{key}: "
+                                  f"{' or '.join(owners)}")
             valid = [*train_fields, *run_fields, "METHOD.PARAM"]
             raise ConfigError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
     return out

@@ -51,6 +51,8 @@ def parse_seeds(text: str) -> list[int]:
             seeds.extend(range(int(a), int(b) + 1) if sep else [int(a)])
         except ValueError:
             raise ConfigError(f"--seeds {text!r}: expected integers like 0,1,2 or 0-4") from None
+        if sep and int(b) < int(a):
+            raise ConfigError(f"--seeds {text!r}: a range goes from low to high, e.g. {b}-{a}")
     if not seeds:
         raise ConfigError("--seeds: no seed given")
     return sorted(set(seeds))

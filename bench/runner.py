@@ -185,11 +185,11 @@ def client_indices(config: RunConfig, dataset: ImageDataset) -> list[np.ndarray]
 
 
 def check_splits(configs: list[RunConfig], data_root: str | None = None,
-                 download_missing: bool = False) -> None:
+                 download_missing: bool = False, skip_missing: bool = False) -> None:
     """Draw every partition of a grid before running any of it, so an impossible split
     (too few samples for a Dirichlet draw, silos with the wrong client count) or clients left
     out that the partition does not have stops the grid with a clear error before anything is
-    computed."""
+    computed. `skip_missing` (a dry run): datasets absent here are not checked."""
     missing = {}
     for name in dict.fromkeys(c.dataset for c in configs):
         try:
@@ -203,10 +203,12 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None,
                 cached_dataset(name, data_root)
             except DataError as e2:
                 missing[name] = str(e2)
-    if missing:  # every missing dataset in one message, not one per attempt
+    if missing and not skip_missing:  # every missing dataset in one message
         raise DataError(" | ".join(missing.values()))
     clients: dict[tuple, int] = {}
     for c in configs:
+        if c.dataset in missing:
+            continue
         key = (c.dataset, c.split, c.n_clients, c.seed)
         if key not in clients:
             clients[key] = len(client_indices(c, cached_dataset(c.dataset, data_root)))

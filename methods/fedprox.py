@@ -31,6 +31,10 @@ class FedProx(WeightAveraging):
     class Params:
         mu: float = 0.01  # weight of the proximal term
 
+        def __post_init__(self):
+            if not self.mu >= 0:  # a negative weight rewards drifting from the global model
+                raise ValueError(f"fedprox.mu must be >= 0, got {self.mu}")
+
     def client_hooks(self, model: nn.Module, global_state: State, server,
                      client) -> TrainHooks:
         anchor = [global_state[name] for name, _ in model.named_parameters()]

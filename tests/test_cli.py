@@ -35,6 +35,18 @@ from helpers import ROOT, run_cli, stored_records, tiny_overrides
     (["run", "--methods", "fedcvae", "--set", "fedcvae.exclude_clients=-1"],
      "clients [-1] do not exist"),
     (["frobnicate"], "invalid choice"),
+    # as users typed them (each gave a misleading line or a traceback before)
+    (["run", "--seeds", "2-0"], "a range goes from low to high, e.g. 0-2"),
+    (["run", "--methods", "fedprox", "--set", "fedprox.mu=-1"], "fedprox.mu must be >= 0"),
+    (["run", "--set", "mu=0.1"], "set as METHOD.mu: fedprox.mu or moon.mu"),
+    (["run", "--set", "fedavgm.beta=0.5"], "unknown method 'fedavgm'; valid methods:"),
+    (["run", "--methods", "federatedfactory", "--set", "federatedfactory.exclude_clients=[99]"],
+     "clients [99] do not exist"),
+    # a dry run and --write-config refuse what a real run refuses
+    (["run", "--methods", "fedavg", "--splits", "silos", "--set", "n_clients=5", "--dry-run"],
+     "silos needs one client per class: 10 clients, got 5"),
+    (["run", "--methods", "fedavg", "--splits", "classes:20", "--dry-run"],
+     "k must be between 1 and 10"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):
     rc = main([*args, "--out", str(tmp_path)] if args[0] == "run" else args)
@@ -258,3 +270,22 @@ def test_help_imports_no_torch_and_commands_import_no_optional_extras():
         out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
                              text=True, cwd=ROOT, check=True)
         assert out.stdout.strip().splitlines()[-1] == loaded, (argv, out.stdout[-300:])
+
+
+def test_the_fields_names_are_understood(capsys, tmp_path):
+    """`--methods all`, names in any case, `bench check --help` naming every reference, and
+    --write-config onto a folder saying so (each seen failing as a newcomer typed it)."""
+    def runs(*args):
+        capsys.readouterr()
+        assert main(["run", *args, "--dry-run"]) == 0
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    from bench.methods.registry import METHODS
+
+    assert {c["method"] for c in runs("--methods", "all", "--splits", "silos")} == set(METHODS)
+    assert [c["method"] for c in runs("--methods", "FedAvg", "--datasets", "Digits",
+                                      "--splits", "silos")] == ["fedavg"]
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    assert "peers" in capsys.readouterr().out
+    assert main(["run", "--write-config", str(tmp_path), "--dry-run"]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     chk = sub.add_parser("check", help=HELP["check"])
     chk.add_argument("--reference", default="smoke",
                      help="a name under bench/references/ (smoke, sensitivity, science, "
-                          "pneumonia, paper) or a .json path")
+                          "peers, pneumonia, paper) or a .json path")
     chk.add_argument("--datasets", type=csv, help="check only these datasets' cells and claims")
     chk.add_argument("--make-reference", metavar="PATH",
                      help="tripwire references: write a new one made from the stored runs of "

@@ -70,8 +70,26 @@ def grid_options(sp, what=None, much=None, where=None) -> None:
 def selected_configs(args) -> list:
     """The resolved configs of the grid selected on the command line."""
     return grid_configs("paper" if args.all else args.grid, args.overrides, args.scale,
-                        args.datasets, args.methods, args.splits,
+                        _names(args.datasets), _methods(args.methods), args.splits,
                         parse_seeds(args.seeds) if args.seeds else None)
+
+
+def _methods(names: list[str] | None) -> list[str] | None:
+    """--methods as the field writes them: any case (`FedAvg`), and `all` for every
+    registered method."""
+    if not names:
+        return names
+    from ..methods.registry import METHODS
+
+    lowered = [n.lower() for n in names]
+    return list(METHODS) if lowered == ["all"] else lowered
+
+
+def _names(datasets: list[str] | None) -> list[str] | None:
+    """Registered dataset names in any case (`CIFAR10`); the user's files keep theirs."""
+    from ..datasets import userdata
+
+    return datasets and [d if d.startswith(userdata.PREFIXES) else d.lower() for d in datasets]
 
 
 def progress_factory(tqdm):

@@ -112,6 +112,9 @@ def write(path: str, args: argparse.Namespace, parser: argparse.ArgumentParser) 
     from ..datasets.files import write_text
 
     target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--write-config {path}: is a folder; give a file name, e.g. "
+                         f"{target / 'study.toml'}")
     if target.exists():
         raise UsageError(f"--write-config {path}: the file exists; choose another name or "
                          f"delete it first")

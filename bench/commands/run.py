@@ -132,6 +132,8 @@ def main(args) -> int:
     from ..runner import Execution, check_splits, pick_device
 
     configs = selected_configs(args)
+    if args.dry_run or args.write_config:  # what a real run would refuse, refused here too
+        check_splits(configs, args.data_root, skip_missing=True)
     if args.write_config:  # once the selection is known to be valid
         from .experiment import write
 
