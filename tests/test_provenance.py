@@ -97,6 +97,12 @@ def test_run_recomputes_stale_records_and_tables_mark_kept_ones(tmp_path, edited
     assert provenance.STALE_MARK not in capsys.readouterr().out
 
 
+# a FederatedFactory run with two generator modules and its server mode only: the cache tests
+# need modules, not the whole pipeline
+TWO_MODULES = ["federatedfactory.modes=server",
+               "federatedfactory.exclude_clients=" + ",".join(map(str, range(2, 10)))]
+
+
 @pytest.mark.slow
 def test_a_change_to_the_generator_code_misses_the_generator_cache(tmp_path, monkeypatch):
     import torch
@@ -104,8 +110,8 @@ def test_a_change_to_the_generator_code_misses_the_generator_cache(tmp_path, mon
 
     from bench.runner import execute
 
-    execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
-    again, _ = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
+    execute(ff_config(extra=TWO_MODULES), torch.device("cpu"), cache_dir=tmp_path)
+    again, _ = execute(ff_config(extra=TWO_MODULES), torch.device("cpu"), cache_dir=tmp_path)
     assert {e["cache"] for e in again.extra["modules"]} == {"hit"}
     copy = tmp_path / "source" / "federatedfactory"
     shutil.copytree(METHODS_DIR / "federatedfactory", copy,
@@ -115,7 +121,7 @@ def test_a_change_to_the_generator_code_misses_the_generator_cache(tmp_path, mon
                                            "layers_per_block=p.gen_layers_per_block + 0"))
     monkeypatch.setattr(ff_method, "files_fingerprint",
                         lambda names, folder: files_fingerprint(names, copy))
-    edited, _ = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
+    edited, _ = execute(ff_config(extra=TWO_MODULES), torch.device("cpu"), cache_dir=tmp_path)
     assert {e["cache"] for e in edited.extra["modules"]} == {"miss"}
 
 
@@ -133,13 +139,14 @@ def test_generators_trained_with_other_cpu_threads_are_not_reused(tmp_path):
 
     cpu, before = torch.device("cpu"), torch.get_num_threads()
     try:
+        config = ff_config(extra=TWO_MODULES)
         torch.set_num_threads(1)
-        fresh, _ = execute(ff_config(), cpu, cache_dir=tmp_path / "empty")
+        fresh, _ = execute(config, cpu, cache_dir=tmp_path / "empty")
         torch.set_num_threads(2)
-        execute(ff_config(), cpu, cache_dir=tmp_path / "shared")
+        execute(config, cpu, cache_dir=tmp_path / "shared")
         torch.set_num_threads(1)
-        after, _ = execute(ff_config(), cpu, cache_dir=tmp_path / "shared")
-        again, _ = execute(ff_config(), cpu, cache_dir=tmp_path / "shared")
+        after, _ = execute(config, cpu, cache_dir=tmp_path / "shared")
+        again, _ = execute(config, cpu, cache_dir=tmp_path / "shared")
     finally:
         torch.set_num_threads(before)
     assert {e["cache"] for e in after.extra["modules"]} == {"miss"}

@@ -55,7 +55,7 @@ def user_data(folder):
     np.savez(folder / "mydata.npz", **arrays)
     from PIL import Image
 
-    for split, n in (("train", 12), ("test", 4)):
+    for split, n in (("train", 250), ("test", 4)):
         for c in ("cat", "dog"):
             d = folder / "myimages" / split / c
             d.mkdir(parents=True)
