@@ -276,12 +276,11 @@ class Memory:
     what: str
 
 
-@functools.cache
-def _training_bytes(build, call, shape: tuple, batch: int, state_copies: int) -> tuple[int, int]:
-    """(parameters, bytes) of training a network on `batch` images on a GPU: float32 weights
-    with their gradient and `state_copies` optimiser / EMA copies, plus every leaf module's
-    output at that batch in bf16 (the autocast GPUs train in), kept for the backward pass.
-    Counted on the meta device: shapes only."""
+def _training_bytes(build, call, shape: tuple, batch: int, state_copies: int) -> int:
+    """Bytes of training a network on `batch` images on a GPU: float32 weights with their
+    gradient and `state_copies` optimiser / EMA copies, plus every leaf module's output at
+    that batch in bf16 (the autocast GPUs train in), kept for the backward pass. Counted on
+    the meta device: shapes only."""
     with torch.device("meta"):
         model = build()
         x = torch.empty((1, *shape))
@@ -299,33 +298,48 @@ def _training_bytes(build, call, shape: tuple, batch: int, state_copies: int) ->
         for h in handles:
             h.remove()
     params = sum(q.numel() for q in model.parameters())
-    return params, 4 * params * (2 + state_copies) + 2 * batch * sum(outputs)
+    return 4 * params * (2 + state_copies) + 2 * batch * sum(outputs)
+
+
+@functools.cache
+def classifier_bytes(model: str, channels: int, n_classes: int, resolution: int, norm: str,
+                     batch: int) -> int:
+    """Training memory of the classifier with SGD momentum (one copy), once per shape."""
+    def build():
+        return build_model(model, channels, n_classes, resolution, norm)
+    return _training_bytes(build, lambda m, x: m(x), (channels, resolution, resolution), batch, 1)
+
+
+@functools.cache
+def unet_bytes(p: FFParams, channels: int, resolution: int) -> int:
+    """Training memory of a generator with AdamW and EMA (three copies), once per shape."""
+    def build():
+        return build_unet(p, channels, resolution)
+
+    def call(m, x):
+        return m(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+    return _training_bytes(build, call, (channels, resolution, resolution), p.gen_batch_size, 3)
 
 
 def peak_memory(config: RunConfig, data_root: str | None = None) -> Memory:
     """The most device memory one run needs: its data on the device (uint8 images at the run's
     resolution, as methods/data.py keeps them) plus the larger of its classifier's training
-    and, for FederatedFactory, a generator's (AdamW and EMA: 3 copies). An estimate for the
-    guard of `bench run` on GPUs, not a measurement (benchmarks/gpu_check.sh measures it)."""
+    and, for FederatedFactory, a generator's. An estimate for the guard of `bench run` on
+    GPUs, not a measurement (benchmarks/gpu_check.sh measures it)."""
     info = get_entry(config.dataset).info
     n, _ = sizes_and_labels(config.dataset, data_root)
     r, c, t = config.resolution, info.channels, config.train
     data = sum(n.values()) * c * r * r
-    label = _run_name(config)
-    _, classifier = _training_bytes(
-        functools.partial(build_model, t.model, c, info.n_classes, r, t.norm),
-        lambda m, x: m(x), (c, r, r), t.batch_size, 1)
-    largest = (classifier, f"{t.model} at {r} px, batch {t.batch_size}")
+    largest = (classifier_bytes(t.model, c, info.n_classes, r, t.norm, t.batch_size),
+               f"{t.model} at {r} px, batch {t.batch_size}")
     if config.method == "federatedfactory":
         p = FFParams(**config.method_params)
         res = generator_resolution(p, r)
-        _, unet = _training_bytes(
-            functools.partial(build_unet, p, c, res),
-            lambda m, x: m(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)),
-            (c, res, res), p.gen_batch_size, 3)
-        if unet > classifier:
+        unet = unet_bytes(p, c, res)
+        if unet > largest[0]:
             largest = (unet, f"a generator at {res} px, batch {p.gen_batch_size}")
-    return Memory(label, data + largest[0], f"{largest[1]}, data {data / 2**30:.1f} GiB")
+    return Memory(_run_name(config), data + largest[0],
+                  f"{largest[1]}, data {data / 2**30:.1f} GiB")
 
 
 ASSUMED_GPU_TFLOPS = 100.0  # `bench estimate --tflops`'s default: sustained, one GPU

@@ -1,11 +1,9 @@
 """`python -m bench check`: compare stored runs with a reference (docs/checks.md)."""
 from __future__ import annotations
 
-from . import HELP
-
-
 from ..config import ConfigError
 from ..store import RecordStore
+from . import HELP
 from .common import csv, out_option, say
 
 

@@ -2,13 +2,12 @@
 a method's `--set` keys with their defaults and what each does."""
 from __future__ import annotations
 
-from . import HELP
-
 import inspect
 import re
 import sys
 
 from ..protocol import GRIDS
+from . import HELP
 from .common import UsageError
 
 

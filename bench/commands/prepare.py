@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from . import HELP
-
 from .common import UsageError, say
 
 

@@ -1,10 +1,9 @@
 """`python -m bench report`: tables as Markdown, CSV and LaTeX, and every figure."""
 from __future__ import annotations
 
-from . import HELP
-
 from pathlib import Path
 
+from . import HELP
 from .common import UsageError, csv, out_option, say, stored, warn_useless_samples
 
 

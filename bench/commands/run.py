@@ -2,8 +2,6 @@
 stale ones recomputed, so an interrupted grid resumes."""
 from __future__ import annotations
 
-from . import HELP
-
 import argparse
 import math
 import os
@@ -18,6 +16,7 @@ from ..monitor import Reporter, tensorboard_writer
 from ..protocol import GRIDS
 from ..provenance import is_stale
 from ..store import LOG_SUFFIX, RecordStore
+from . import HELP
 from .common import (
     UsageError,
     fmt,

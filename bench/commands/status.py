@@ -2,10 +2,9 @@
 (bench/monitor.py): phase, round or epoch, validation accuracy, time left in the phase."""
 from __future__ import annotations
 
-from . import HELP
-
 from ..monitor import latest
 from ..store import RecordStore, process_alive
+from . import HELP
 from .common import out_option, say
 
 

@@ -1,11 +1,10 @@
 """`python -m bench table`: mean +- std tables of the stored runs (or the runs one by one)."""
 from __future__ import annotations
 
-from . import HELP
-
 from pathlib import Path
 
 from ..datasets.base import DataError
+from . import HELP
 from .common import csv, out_option, print_tables, stored
 
 

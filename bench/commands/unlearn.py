@@ -2,8 +2,6 @@
 retrain, compare."""
 from __future__ import annotations
 
-from . import HELP
-
 import time
 from pathlib import Path
 
@@ -11,6 +9,7 @@ from ..monitor import RunLog
 from ..provenance import is_stale
 from ..records import label
 from ..store import RecordStore
+from . import HELP
 from .common import UsageError, csv, fmt, out_option, progress_factory, say
 
 
