@@ -16,7 +16,7 @@ from .datasets.registry import canonical_name, get_entry
 from .datasets.splits import parse_split
 from .methods.base import TrainConfig
 from .methods.models import MODELS, NORMS
-from .methods.registry import METHODS, build_method, method_params
+from .methods.registry import build_method, method_class, method_params, registered
 
 SCHEMA = 1  # version of the config layout; part of every run id (records: bench/records.py)
 NO_SPLIT = "pooled"  # the split field of methods that do not depend on the split
@@ -97,7 +97,7 @@ def parse_overrides(items: list[str]) -> Overrides:
             out.train[key] = _coerce(key, raw, train_fields[key])
         elif key in run_fields:
             out.run[key] = _coerce(key, raw, run_fields[key])
-        elif "." in key and key.split(".", 1)[0] in METHODS:
+        elif "." in key and key.split(".", 1)[0] in registered():
             name, param = key.split(".", 1)
             defaults = method_params(name)
             if param not in defaults:
@@ -106,9 +106,9 @@ def parse_overrides(items: list[str]) -> Overrides:
             out.method.setdefault(name, {})[param] = _coerce(key, raw, defaults[param])
         elif "." in key:
             raise ConfigError(f"--set {key}: unknown method {key.split('.', 1)[0]!r}; valid "
-                              f"methods: {', '.join(METHODS)}")
+                              f"methods: {', '.join(registered())}")
         else:
-            owners = [f"{name}.{key}" for name in METHODS if key in method_params(name)]
+            owners = [f"{name}.{key}" for name in registered() if key in method_params(name)]
             if owners:
                 raise ConfigError(f"--set {key}: a method's parameter is set as METHOD.{key}: "
                                   f"{' or '.join(owners)}")
@@ -124,8 +124,10 @@ def resolve(dataset: str, method: str, split: str, seed: int,
     from .protocol import protocol_for
 
     overrides = overrides or Overrides()
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
+    try:
+        cls = method_class(method)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     dataset = canonical_name(dataset)
     info = get_entry(dataset).info
     try:
@@ -135,7 +137,7 @@ def resolve(dataset: str, method: str, split: str, seed: int,
     train = dataclasses.replace(proto["train"], **overrides.train)
     _validate_train(train)
     resolution = int(overrides.run.get("resolution", proto["resolution"]))
-    if METHODS[method].uses_split:
+    if cls.capabilities.uses_split:
         spec = parse_split(split)
         if spec.kind.needs_classes_clients:
             n_clients = int(overrides.run.get("n_clients", info.n_classes))

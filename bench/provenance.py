@@ -19,13 +19,14 @@ STALE_NOTE = (f"{STALE_MARK} computed by other code than this version's (or othe
               f"diffusers versions): `python -m bench run` with the same selection recomputes it")
 
 
-def provenance(method: str, run_numerics: numerics.Numerics) -> dict:
+def provenance(method: str, dataset: str, run_numerics: numerics.Numerics) -> dict:
     """The code fingerprint, library versions and device type, and the numerics the run
     computed with (methods/numerics.py: threads, pins, CPU capability, caches)."""
-    return {"code": code_fingerprint(method), **library_versions(),
+    return {"code": code_fingerprint(method, dataset), **library_versions(),
             "device_type": run_numerics.device_type, "numerics": run_numerics.to_dict()}
 
 
 def is_stale(record) -> bool:
     """True when `record` (bench/records.py) was not computed by the current code."""
-    return record.provenance.get("code") != code_fingerprint(record.method)
+    return record.provenance.get("code") != code_fingerprint(record.method,
+                                                             record.config.dataset)

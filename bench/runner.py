@@ -23,7 +23,7 @@ from .methods.checkpoints import DEFAULT_EVERY, Checkpoint
 from .methods.data import DeviceData
 from .methods.evaluation import with_per_client
 from .methods.models import build_model, count_parameters
-from .methods.registry import METHODS, build_method
+from .methods.registry import build_method, method_class
 from .methods.rng import Streams
 from .monitor import RunLog
 from .provenance import is_stale, provenance
@@ -82,10 +82,10 @@ def _part_context(config: RunConfig, execution: Execution, device: torch.device)
 
 
 def pending_parts(config: RunConfig, execution: Execution, device_type: str) -> list[Part]:
-    """Pieces of the run an executor may do ahead as tasks of their own (FederatedFactory's
-    modules not yet cached for `device_type`, where the parts will run); the run then finds
-    their results in the cache. Listed from data on the CPU, whatever that device."""
-    if not METHODS[config.method].has_parts:
+    """Pieces of the run an executor may do ahead as tasks of their own (`Method.parts`, e.g.
+    generators not yet cached for `device_type`, where the parts will run); the run then
+    finds their results in the cache. Listed from data on the CPU, whatever that device."""
+    if not method_class(config.method).capabilities.parts:
         return []
     ctx, method = _part_context(config, execution, torch.device("cpu"))
     return method.parts(ctx, device_type)
@@ -228,7 +228,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
     # a checkpoint holds to the same code, libraries and numerics as the record (provenance),
     # and to the settings that change the bits without changing the run: the vectorised client
     # path equals the looped one to float tolerance only
-    identity = {"run": config.run_id, **provenance(config.method, ctx.numerics),
+    identity = {"run": config.run_id, **provenance(config.method, config.dataset, ctx.numerics),
                 "clients_at_once": clients_at_once}
     ctx.checkpoint = Checkpoint(checkpoint_path, identity, checkpoint_every, device) \
         if checkpoint_path is not None and checkpoint_every is not None else Checkpoint.off()
@@ -244,7 +244,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
     n_classes = dataset.info.n_classes
     counts = [np.bincount(labels[p], minlength=n_classes).tolist() for p in partition]
     # each client served on its own label distribution; a pooled run has no clients
-    metrics = with_per_client(result.metrics, counts) if METHODS[config.method].uses_split \
+    metrics = with_per_client(result.metrics, counts) if method.capabilities.uses_split \
         else result.metrics
     record = Record(
         run_id=config.run_id,
@@ -262,7 +262,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
                  "waiting_for_cores": waited},
         extra=result.extra,
         environment={**environment(device), "clients_at_once": clients_at_once},
-        provenance=provenance(config.method, ctx.numerics),
+        provenance=provenance(config.method, config.dataset, ctx.numerics),
         checkpoints=ctx.checkpoint.summary() if ctx.checkpoint.on else None,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )

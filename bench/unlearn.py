@@ -34,10 +34,10 @@ def check_exclusions(config: RunConfig, n_clients: int, option: str | None = Non
 
 def forget_config(config: RunConfig, clients: list[int], n_clients: int) -> RunConfig:
     """`config` with `clients` left out too; `n_clients`: the clients of its partition."""
-    from .methods.registry import METHODS
+    from .methods.registry import method_class, registered
 
-    if not METHODS[config.method].unlearns:
-        able = ", ".join(n for n, c in METHODS.items() if c.unlearns)
+    if not method_class(config.method).capabilities.unlearns:
+        able = ", ".join(n for n, c in registered().items() if c.capabilities.unlearns)
         raise ConfigError(f"run is a {config.method} run; only runs of {able} can unlearn a "
                           f"client")
     excluded = sorted(set(config.method_params.get("exclude_clients", ())) | set(clients))

@@ -34,7 +34,9 @@ import bench  # noqa: F401  (first: it pins the CPU numerics before torch loads)
 import torch  # noqa: E402
 
 from bench.config import parse_overrides, resolve  # noqa: E402
-from bench.estimate import ASSUMED_GPU_TFLOPS, classifier_flops, peak_memory, unet_flops  # noqa: E402
+from bench.estimate import ASSUMED_GPU_TFLOPS, peak_memory  # noqa: E402
+from bench.methods.cost import classifier_flops  # noqa: E402
+from bench.methods.federatedfactory.cost import unet_flops  # noqa: E402
 from bench.methods.federatedfactory.modules import train_module  # noqa: E402
 from bench.methods.federatedfactory.network import generator_resolution  # noqa: E402
 from bench.methods.federatedfactory.params import FFParams  # noqa: E402

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -94,6 +95,16 @@ def folder_name(name: str) -> str:
     kind, _, path = canonical_name(name).partition(":")
     digest = hashlib.sha256(path.encode()).hexdigest()[:8]
     return f"{kind}-{Path(path).stem}-{digest}"
+
+
+def loader_file(name: str) -> Path:
+    """The source file of the module that loads dataset `name` (its records' fingerprint
+    covers that module and the shared ones, not the other datasets')."""
+    if name.startswith(userdata.PREFIXES):
+        return Path(userdata.__file__).resolve()
+    load = get_entry(name).load
+    module = sys.modules[getattr(load, "func", load).__module__]
+    return Path(module.__file__).resolve()
 
 
 def get_entry(name: str) -> DatasetEntry:

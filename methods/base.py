@@ -1,12 +1,13 @@
-"""What every method shares: the training settings, the run context and the Method protocol."""
+"""What every method shares: the training settings, the run context and the Method contract."""
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -16,8 +17,11 @@ from .checkpoints import Checkpoint
 from .communication import tensor_bytes
 from .data import DeviceData
 from .models import build_model
-from .results import Communication, Metrics
+from .results import MODEL, Communication, Metrics
 from .rng import Streams
+
+if TYPE_CHECKING:
+    from .cost import Cost, Workload
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,17 @@ class _NullBar:
 @dataclass(frozen=True)
 class Part:
     """A piece of a run that an executor may do ahead, as a task of its own (FederatedFactory:
-    one generator; `MethodBase.has_parts`). `name` says what it computes (for logs), `key` is
-    the content address of its result: runs that share a piece name it with an equal value,
-    so an executor does it once."""
+    one generator; `Capabilities.parts`). Made once, by the command's `Method.parts`, it
+    carries everything its work needs (`work`: the method's own value, e.g. a client, a class,
+    a seed and the indices of its images), so the worker that does it neither re-lists the
+    run's parts nor matches keys. `name` says what it computes (for logs); `key` identifies
+    the work by content without the numerics of the process that listed it: runs that share a
+    piece name it with an equal value, so an executor does it once. Where its result is
+    cached is keyed by the numerics of the process that computes it."""
 
     name: str
     key: str
+    work: Any = field(default=None, compare=False, hash=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.name}/{self.key}"
@@ -138,41 +147,64 @@ class MethodResult:
                              f"{sorted(self.metrics.variants)} must name the same variants")
 
 
-class MethodBase:
-    """Holds a method's hyperparameters: an instance of its frozen `Params` dataclass (its
-    defaults when none are given). A method keeps nothing else between calls.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method can do, declared once in its class body (`capabilities = Capabilities(...)`)
+    and read by the harness from there alone; each is checked by the conformance suite
+    (bench/conformance.py): a method that declares one does it."""
 
-    The capabilities the harness asks about are class attributes, off by default; a method
-    that has one says so in its class body."""
+    # False: the result does not depend on the client split (training on the pooled data, the
+    # reference figures draw)
+    uses_split: bool = True
+    # `bench unlearn` can leave clients out of a stored run (Params.exclude_clients)
+    unlearns: bool = False
+    # honours RunContext.clients_at_once (methods/vectorized.py)
+    vectorises_clients: bool = False
+    # splits into independent pieces the parallel executors run as tasks of their own
+    # (`Method.parts` and `Method.do_part`)
+    parts: bool = False
+    # the models it may serve, its record's `metrics.variants` (MODEL: one model; a run may
+    # serve fewer, e.g. FederatedFactory with modes=server)
+    variants: tuple[str, ...] = (MODEL,)
 
+
+class Method(abc.ABC):
+    """The contract of a method: a class with a `name`, its frozen `Params` dataclass (an
+    instance of it is the method's only state: one object serves any number of runs), its
+    `capabilities`, and the hooks below. `run` and `cost` are abstract: a method that does not
+    say what it costs cannot be built (the guard of `bench run` prices every method).
+    docs/extending.md shows a new method end to end; `bench.conformance.check_method(cls)` tests
+    one."""
+
+    name: ClassVar[str]
     Params: ClassVar[type]
     # named sets of Params values (`--set METHOD.preset=NAME`); None: the method has none
     PRESETS: ClassVar[dict | None] = None
-    # `bench unlearn` can leave clients out of a stored run (Params.exclude_clients)
-    unlearns: ClassVar[bool] = False
-    # honours RunContext.clients_at_once (methods/vectorized.py)
-    vectorises_clients: ClassVar[bool] = False
-    # splits into independent pieces the parallel executors run as tasks of their own:
-    # `parts` and `do_part` (Method protocol below)
-    has_parts: ClassVar[bool] = False
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, params=None):
         self.params = params if params is not None else self.Params()
+
+    @abc.abstractmethod
+    def run(self, ctx: RunContext) -> MethodResult:
+        """One run: train, select on validation, evaluate on test."""
+
+    @abc.abstractmethod
+    def cost(self, work: Workload) -> Cost:
+        """The run's work for `work`'s facts (methods/cost.py): its phases' images and FLOPs,
+        the networks it trains besides the classifier, and unit costs its authors logged."""
 
     def summary(self, channels: int, resolution: int) -> str | None:
         """What the method resolves to for data of that shape (`bench run --dry-run`)."""
         return None
 
+    def parts(self, ctx: RunContext, device_type: str | None = None) -> list[Part]:
+        """With `capabilities.parts`: the run's independent pieces not yet in ctx.cache_dir
+        when done on `device_type` (runs that share a piece give equal parts); the parallel
+        executors run them as tasks of their own (`do_part`) and start the run once they are
+        done, which then finds them cached (bench/executors.py)."""
+        return []
 
-class Method(Protocol):
-    name: ClassVar[str]
-    uses_split: ClassVar[bool]  # False: the result does not depend on the client split
-    Params: ClassVar[type]  # a frozen dataclass of the method's own hyperparameters
-
-    def run(self, ctx: RunContext) -> MethodResult: ...
-
-    # For methods whose runs split into independent pieces (FederatedFactory's generators;
-    # `has_parts = True`): `parts(ctx) -> list[Part]` gives the pieces not yet in
-    # ctx.cache_dir (runs that share a piece give equal parts), and `do_part(ctx, part)`
-    # computes one into it; the parallel executors run them as tasks of their own and start
-    # the run once they are done, which then finds them cached (bench/executors.py).
+    def do_part(self, ctx: RunContext, part: Part) -> None:
+        """Compute `part` (from `parts`, listed in any process) into ctx.cache_dir."""
+        raise NotImplementedError(f"{self.name} has no parts")

@@ -11,24 +11,31 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import MethodBase, MethodResult, RunContext, timed
+from .base import Capabilities, Method, MethodResult, RunContext, timed
+from .cost import Cost, Workload, classifier_training
 from .privacy import not_audited
 from .results import MODEL, Communication, Metrics
 from .evaluation import Selection
 from .training import fit
 
 
-class Centralized(MethodBase):
+class Centralized(Method):
     name = "centralized"
-    uses_split = False
+    capabilities = Capabilities(uses_split=False)
 
     @dataclass(frozen=True)
     class Params:
         epochs: int = 0  # 0: rounds x local_epochs, the passes each federated client makes
 
+    def epochs(self, train) -> int:
+        return self.params.epochs or train.rounds * train.local_epochs
+
+    def cost(self, work: Workload) -> Cost:
+        return Cost(tuple(classifier_training(work, self.epochs(work.train), phase="training")))
+
     def run(self, ctx: RunContext) -> MethodResult:
         cfg = ctx.train
-        epochs = self.params.epochs or cfg.rounds * cfg.local_epochs
+        epochs = self.epochs(cfg)
         pooled = torch.arange(len(ctx.data.y_train), device=ctx.device)
         model = ctx.new_model()
         selection = Selection(ctx.data)

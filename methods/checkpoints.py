@@ -41,7 +41,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..datasets.files import atomic_write
 
@@ -189,3 +189,30 @@ class Checkpoint:
         seconds, the largest file's bytes)."""
         return {"resumed": self.resumed, "saves": self.saves,
                 "save_seconds": self.save_seconds, "largest_bytes": self.bytes}
+
+
+def resumable(checkpoint: Checkpoint, phase: str, total: int, save: Callable[[], Any],
+              load: Callable[[Any], None], at: Callable[[int], str] | None = None
+              ) -> Iterator[int]:
+    """The steps 0 .. total-1 of a loop that resumes: the one way every long loop of the suite
+    checkpoints. Its state is declared once, as a pair: `save()` returns everything the loop
+    changes besides what each step recomputes (weights, optimiser moments, the selection, a
+    generator's state as `RngState`, ...), `load(state)` puts such a value back.
+
+    If `phase` has a checkpoint (of this code and numerics), `load` is called with its state
+    and the steps continue after the saved one. After each step the loop's body finishes, the
+    state is saved when due (`Checkpoint.every`); a body that leaves the loop early (`break`,
+    an exception) saves nothing for that step. With the checkpoint off, it is `range(total)`.
+
+        for epoch in resumable(ctx.checkpoint, "epochs", epochs, save, load):
+            ...  # one epoch
+    """
+    at = at or (lambda done: f"{done} of {total}")
+    start = 0
+    saved = checkpoint.resume(phase)
+    if saved is not None:
+        start = saved["step"]
+        load(saved["state"])
+    for step in range(start, total):
+        yield step
+        checkpoint.save_if_due(phase, at(step + 1), lambda: {"step": step + 1, "state": save()})

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import MethodBase, MethodResult, RunContext, timed
+from .base import Method, MethodResult, RunContext, timed
+from .cost import Cost, Phase, Workload, classifier_training
 from .checkpoints import RngState
 from .privacy import audit_classifiers
 from .results import MODEL, Communication, Metrics
@@ -117,9 +118,8 @@ def generator_loss(teacher: torch.Tensor, student: torch.Tensor, target: torch.T
     return F.cross_entropy(teacher, target) + bn_weight * bn + adv_weight * adv
 
 
-class Dense(MethodBase):
+class Dense(Method):
     name = "dense"
-    uses_split = True
 
     @dataclass(frozen=True)
     class Params:
@@ -143,6 +143,22 @@ class Dense(MethodBase):
             if self.classifier_norm not in ("table", "batch"):
                 raise ValueError(f"classifier_norm {self.classifier_norm!r}: valid choices: "
                                  f"table, batch")
+
+    def cost(self, work: Workload) -> Cost:
+        """The clients' local training, then per epoch: generator steps (G, the clients'
+        ensemble and the student forward and backward), student steps (the ensemble forward,
+        the student trained; the small generator not counted) and one evaluation."""
+        p, t = self.params, work.train
+        if p.classifier_norm == "batch":
+            work = dataclasses.replace(work, train=dataclasses.replace(t, norm="batch"))
+        fwd, step, m = work.classifier_flops(False), work.classifier_flops(True), work.n_clients
+        clients, evaluation = classifier_training(work, t.rounds * t.local_epochs,
+                                                  evaluations=p.epochs)
+        return Cost((clients,
+                     Phase("generator steps", p.epochs * p.g_steps * p.batch_size * (m + 1),
+                           step),
+                     Phase("student steps", p.epochs * p.s_steps * p.batch_size, step + m * fwd),
+                     evaluation))
 
     def run(self, ctx: RunContext) -> MethodResult:
         p = self.params

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import Capabilities
 from .models import output_layer, replace_output_layer
 from .training import TrainHooks
 from .weight_averaging import State, WeightAveraging, WeightedMean
@@ -128,7 +129,7 @@ def spreadout_step(weight: torch.Tensor, lr: float, margin: float) -> torch.Tens
 
 class FedAwS(WeightAveraging):
     name = "fedaws"
-    vectorises_clients = False  # its loss is not cross-entropy
+    capabilities = Capabilities()  # its loss is not cross-entropy: no vectorised clients
 
     @dataclass(frozen=True)
     class Params:

@@ -29,6 +29,7 @@ from torch import nn
 
 from .base import RunContext
 from .communication import tensor_bytes
+from .cost import Cost, Workload, classifier_training
 from .oneshot import Generators, OneShotGenerative
 from .privacy import not_audited
 from .results import Communication
@@ -83,6 +84,12 @@ class FedCVAE(OneShotGenerative):
         samples_per_class: int = 300  # as FederatedFactory's cpu preset
         classifier_epochs: int = 30  # as FederatedFactory's cpu preset
         exclude_clients: tuple = ()  # clients whose decoders are left out (unlearning)
+
+    def cost(self, work: Workload) -> Cost:
+        """The server classifier on the synthetic set (the MLP VAEs are negligible beside it)."""
+        synth = self.params.samples_per_class * work.n_classes
+        return Cost(tuple(classifier_training(work, self.params.classifier_epochs, images=synth,
+                                              phase="server classifier")))
 
     def train_generators(self, ctx: RunContext, members: list[int]) -> Generators:
         """Step 1: a conditional VAE per member client, on its own images."""

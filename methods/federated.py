@@ -114,7 +114,7 @@ def client_phase(method: Any, model, ctx: RunContext, chosen: list[int], r: int,
     down = method.download(global_state, server)
     acc = method.start_round(global_state)
     losses = []
-    at_once = ctx.clients_at_once if method.vectorises_clients else 1
+    at_once = ctx.clients_at_once if method.capabilities.vectorises_clients else 1
     for group in _groups(chosen, at_once):
         for k, hooks, stats in _train_group(method, model, ctx, group, r, lr, global_state,
                                             server, client_states):

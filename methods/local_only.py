@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import MethodBase, MethodResult, RunContext, timed
+from .base import Method, MethodResult, RunContext, timed
+from .cost import Cost, Workload, classifier_training
 from .privacy import not_audited
 from .results import MODEL, Communication, Evaluation, Metrics
 from .evaluation import Diverged, Selection
@@ -22,13 +23,19 @@ from .training import train_local
 SCALARS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "loss")
 
 
-class LocalOnly(MethodBase):
+class LocalOnly(Method):
     name = "local_only"
-    uses_split = True
 
     @dataclass(frozen=True)
     class Params:
         pass
+
+    def cost(self, work: Workload) -> Cost:
+        """Every client trains on its own images for rounds x local_epochs epochs and is
+        evaluated after each of its rounds."""
+        t = work.train
+        return Cost(tuple(classifier_training(work, t.rounds * t.local_epochs,
+                                              evaluations=work.n_clients * t.rounds)))
 
     def run(self, ctx: RunContext) -> MethodResult:
         cfg = ctx.train

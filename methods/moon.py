@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import Capabilities
+from .cost import Cost, Phase, Workload
 from .models import embed, output_layer
 from .training import LocalStats, TrainHooks
 from .weight_averaging import State, WeightAveraging
@@ -82,13 +84,21 @@ def frozen_copy(model: nn.Module, state: State) -> nn.Module:
 
 class Moon(WeightAveraging):
     name = "moon"
-    vectorises_clients = False  # its loss needs two more models' representations
+    # its loss needs two more models' representations: clients train one at a time
+    capabilities = Capabilities()
 
     @dataclass(frozen=True)
     class Params:
         mu: float = 5.0  # weight of the contrastive term
         tau: float = 0.5  # temperature
         projection_dim: int = 256
+
+    def cost(self, work: Workload) -> Cost:
+        """FedAvg's, plus the global and previous models' forward passes of every local step."""
+        base, t = super().cost(work), work.train
+        images = 2 * t.rounds * t.local_epochs * work.sizes["train"] * t.client_fraction
+        return Cost(base.phases + (Phase("contrastive passes", images,
+                                         work.classifier_flops(False)),))
 
     def build_model(self, ctx) -> WithProjection:
         net = ctx.new_model()

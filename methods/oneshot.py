@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from .base import MethodBase, MethodResult, RunContext, timed
+from .base import Capabilities, Method, MethodResult, RunContext, timed
 from .evaluation import Selection
 from .memorisation import memorisation
 from .models import weights_sha256
@@ -46,9 +46,9 @@ class Generators:
     extra: dict = field(default_factory=dict)
 
 
-class OneShotGenerative(MethodBase):
-    uses_split = True
-    unlearns = True  # `bench unlearn` can forget a client (exclude_clients)
+class OneShotGenerative(Method):
+    # `bench unlearn` can forget a client (exclude_clients)
+    capabilities = Capabilities(unlearns=True)
     PURPOSE: ClassVar[str]  # the prefix of the run's random streams ("ff", "fedcvae")
     GENERATOR_PHASE: ClassVar[str]  # the timings entry of step 1
     SERVER_VARIANT: ClassVar[str] = MODEL  # the name of the server-mode classifier's results

@@ -9,16 +9,20 @@ formatting do not count and any change to what the code does does, together with
 of torch and diffusers (their kernels and schedulers determine the floats). The device type
 (CPU or CUDA rounding) is part of the cache keys and is kept in every record.
 
-A method's code is its own modules (the modules of its class and of its base classes; a method
-that is a sub-package, all of that sub-package) plus everything it may share: every other
-module of `methods/` that holds no registered algorithm, and all of `datasets/` (loading,
-resizing and splitting determine the numbers too). `registry.py` and this file are left out.
+A run's code is its method's own modules (the modules of its class and of its base classes; a
+method that is a sub-package, all of that sub-package; a method of the user's own, its module
+wherever it lies) plus everything it may share: every other module of `methods/` that holds no
+registered algorithm, and of `datasets/` the module that loads the run's dataset with every
+module of `datasets/` it imports, and the splits (loading, resizing and splitting determine
+the numbers too), not the other datasets' loaders: adding a dataset leaves every stored run
+current. The registries and this file are left out.
 """
 from __future__ import annotations
 
 import ast
 import functools
 import hashlib
+import sys
 from pathlib import Path
 
 from ..datasets import base as _datasets_base
@@ -26,6 +30,8 @@ from ..datasets import base as _datasets_base
 METHODS_DIR = Path(__file__).resolve().parent
 DATASETS_DIR = Path(_datasets_base.__file__).resolve().parent
 NOT_CODE = ("registry.py", "provenance.py", "__init__.py")
+# the dataset modules every run uses whatever its dataset (the client split)
+EVERY_RUN = ("splits.py",)
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -67,8 +73,7 @@ def own_files(cls: type) -> set[Path]:
     as paths relative to `methods/`."""
     files = set()
     for klass in cls.__mro__:
-        module = __import__(klass.__module__, fromlist=["_"])
-        path = Path(getattr(module, "__file__", "") or "").resolve()
+        path = Path(getattr(sys.modules.get(klass.__module__), "__file__", "") or "").resolve()
         if METHODS_DIR not in path.parents:
             continue
         if path.parent != METHODS_DIR:  # a method that is a sub-package
@@ -79,17 +84,53 @@ def own_files(cls: type) -> set[Path]:
     return files
 
 
+def outside_files(cls: type) -> set[Path]:
+    """The modules of `cls` and its base classes that lie outside `methods/`: a method of the
+    user's own (methods/registry.py), and any base class of theirs."""
+    from .base import Method
+
+    files = set()
+    for klass in cls.__mro__:
+        if not (isinstance(klass, type) and issubclass(klass, Method)):
+            continue
+        path = Path(getattr(sys.modules.get(klass.__module__), "__file__", "") or "").resolve()
+        if path.suffix == ".py" and METHODS_DIR not in path.parents:
+            files.add(path)
+    return files
+
+
 def method_fingerprint(cls: type, algorithm_classes, methods_dir: Path = METHODS_DIR,
-                       datasets_dir: Path = DATASETS_DIR) -> str:
-    """The fingerprint of the code that determines `cls`'s numbers, with the library versions.
-    `algorithm_classes`: every registered method (their modules are not shared code). The
-    folders can be other copies of the source (tests/test_provenance.py edits one)."""
+                       datasets_dir: Path = DATASETS_DIR, loader: str | None = None) -> str:
+    """The fingerprint of the code that determines `cls`'s numbers on the dataset that
+    `loader` (a file name of `datasets/`) loads, with the library versions; every loader when
+    None. `algorithm_classes`: every registered method (their modules are not shared code).
+    The folders can be other copies of the source (tests/test_provenance.py edits one)."""
     algorithms = set().union(*(own_files(c) for c in algorithm_classes))
     shared = {p.relative_to(methods_dir) for p in methods_dir.glob("*.py")
               if p.name not in NOT_CODE} - algorithms
-    files = [methods_dir / r for r in own_files(cls) | shared]
-    files += [p for p in datasets_dir.rglob("*.py") if p.name != "__init__.py"]
+    files = [methods_dir / r for r in own_files(cls) | shared] + sorted(outside_files(cls))
+    if loader is None:
+        files += [p for p in datasets_dir.glob("*.py") if p.name not in NOT_CODE]
+    else:
+        files += sorted(set().union(*(_imported(datasets_dir / name, datasets_dir)
+                                      for name in (loader, *EVERY_RUN))))
     return _combine(source_fingerprint(files), library_versions())
+
+
+def _imported(path: Path, folder: Path) -> set[Path]:
+    """`path` and every module of `folder` it imports, transitively (relative imports:
+    `from .base import X`, `from . import files`)."""
+    found, todo = set(), [path]
+    while todo:
+        p = todo.pop()
+        if p in found or not p.exists() or p.name in NOT_CODE:
+            continue
+        found.add(p)
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [a.name for a in node.names]
+                todo += [folder / f"{n.split('.')[0]}.py" for n in names]
+    return found
 
 
 def files_fingerprint(names, folder: Path = METHODS_DIR) -> str:

@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import MethodBase, MethodResult, RunContext
+from .base import Capabilities, Method, MethodResult, RunContext
+from .cost import Cost, Workload, classifier_training
 from .federated import run_rounds
 from .training import LocalStats, TrainHooks
 
@@ -69,14 +70,21 @@ class WeightedMean:
                 for k, v in like.items()}
 
 
-class WeightAveraging(MethodBase):
-    uses_split = True
-    # honours RunContext.clients_at_once (methods/vectorized.py); False for methods whose
+class WeightAveraging(Method):
+    # honours RunContext.clients_at_once (methods/vectorized.py); not for methods whose
     # hooks change the loss itself (TrainHooks.loss), whose clients then train one at a time
-    vectorises_clients = True
+    capabilities = Capabilities(vectorises_clients=True)
 
     def run(self, ctx: RunContext) -> MethodResult:
         return run_rounds(self, ctx)
+
+    def cost(self, work: Workload) -> Cost:
+        """Every round, the sampled clients' local epochs over their images (all clients'
+        images at client_fraction 1) and one evaluation of the global model."""
+        t = work.train
+        return Cost(tuple(classifier_training(
+            work, t.rounds * t.local_epochs, images=work.sizes["train"] * t.client_fraction,
+            evaluations=t.rounds)))
 
     def build_model(self, ctx: RunContext) -> nn.Module:
         """The federated network: the table's classifier (MOON adds a projection head, FedAwS

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from bench.config import parse_overrides, resolve
+from bench.conformance import comparable  # noqa: F401  (the tests' record comparison)
 from bench.methods.results import Communication, Evaluation, Metrics
 from bench.methods.training import LocalStats
 from bench.records import Record
@@ -40,18 +41,6 @@ def stored_records(folder) -> list[Record]:
     from bench.store import RecordStore
 
     return [RecordStore.read(p) for p in sorted(Path(folder).rglob("runs/*/*/*.json"))]
-
-
-def comparable(record) -> dict:
-    """Everything a record says that must not depend on a kill: all but timings, the
-    environment, the time it was written, the checkpoints' own account and whether a
-    generator module was trained by this process or found cached."""
-    d = record.to_dict()
-    for key in ("timings", "environment", "created", "checkpoints"):
-        d.pop(key, None)
-    for m in d["extra"].get("modules", []):
-        m.pop("cache", None)
-    return d
 
 
 def run_cli(*args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:

@@ -4,7 +4,8 @@ import pytest
 
 from bench.cli import main
 from bench.config import resolve
-from bench.estimate import classifier_flops, run_costs, sizes_and_labels
+from bench.estimate import run_costs, sizes_and_labels
+from bench.methods.cost import classifier_flops
 from bench.runner import cached_dataset, client_indices
 
 
@@ -65,7 +66,8 @@ def test_isic_unit_costs_sit_near_the_authors_logged_ones():
     synthesises 10,000 images in 0.3-3x the authors' logged 16.7 min at the default 100
     TFLOP/s. The generator this suite had before (128 wide, attention at 64 and 32 px) costs
     6.4x more per image and lands outside: this is the check that would have caught it."""
-    from bench.estimate import LOGGED, unit_costs
+    from bench.estimate import unit_costs
+    from bench.methods.federatedfactory.cost import LOGGED
     from bench.config import parse_overrides
 
     config = resolve("isic2019", "federatedfactory", "silos", 0, scale="paper")

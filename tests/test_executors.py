@@ -202,3 +202,34 @@ def test_joblib_starts_a_run_when_its_parts_are_done_ahead_of_runs_not_yet_start
     assert sorted(c.run_id for c, _, _ in done) == ["a", "b", "c", "ff1", "ff2"]
     # ff2 needs the shared part only: ready first
     assert started == ["module/k0/c0", "module/k1/c1", "ff2", "ff1", "a", "b", "c"]
+
+
+@pytest.mark.slow
+def test_a_grid_started_from_a_process_that_imported_torch_first_finishes(tmp_path):
+    """A notebook or script imports torch before the suite, so its process cannot pin the CPU
+    numerics (methods/numerics.py) while the joblib workers it starts can. A part is keyed by
+    the numerics of the worker that computes it, not of the process that listed it: before,
+    the worker re-listed the run's parts, matched keys, and failed with "is not a part of this
+    run here"."""
+    import json
+    import os
+
+    from bench.methods.numerics import PINS
+    from helpers import TINY_FF
+
+    sets = [x for item in [*TINY_FF, "federatedfactory.gen_images_seen=64",
+                           "federatedfactory.modes=server", "rounds=2", "local_epochs=1"]
+            for x in ("--set", item)]
+    argv = ["run", "--methods", "fedavg,federatedfactory", "--splits", "silos", "--seeds", "0",
+            "--executor", "joblib", "--workers", "2", "--threads", "1",
+            "--out", str(tmp_path / "out"), *sets]
+    script = f"import torch, sys\nfrom bench.cli import main\nsys.exit(main({argv!r}))\n"
+    # a fresh shell's environment: not the pins this test process set
+    env = {k: v for k, v in os.environ.items() if k not in PINS}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stored = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").rglob("*.json")]
+    assert sorted(r["config"]["method"] for r in stored) == ["fedavg", "federatedfactory"]
+    # computed in the workers, which pinned the numerics before their torch loaded
+    assert {r["provenance"]["numerics"]["pins"] for r in stored} == {"avx2+mkl-cnr"}

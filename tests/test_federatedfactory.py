@@ -232,7 +232,7 @@ def test_unlearn_refuses_a_run_computed_by_other_code(tmp_path, capsys, monkeypa
                      "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
-    monkeypatch.setattr("bench.provenance.code_fingerprint", lambda method: "changed code")
+    monkeypatch.setattr("bench.provenance.code_fingerprint", lambda method, dataset: "changed code")
     assert main(["unlearn", "--run", ff_config().run_id, "--clients", "3", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "computed by other code" in err[0]

@@ -68,3 +68,53 @@ def test_an_upward_import_is_caught_however_it_is_written(tmp_path):
     (tmp_path / "ok" / "methods").mkdir(parents=True)
     (tmp_path / "ok" / "methods" / "fine.py").write_text("from ..datasets import base\n")
     assert not _upward("methods", tmp_path / "ok")
+
+
+def _method_names_in(path: Path, names: set[str], modules: set[str],
+                     package: list[str] | None = None) -> list[str]:
+    """Where a module of bench/ names a registered method: a string (not a docstring) that is
+    a method's name or spells one of its keys or models (`name.param`, `name[variant]`), or an
+    import of a method's own module."""
+    import re
+
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    spelled = re.compile(r"\b(%s)[.\[]\w" % "|".join(map(re.escape, sorted(names))))
+    package = package or ["bench", *path.parent.relative_to(ROOT / "bench").parts]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and id(node) not in docstrings:
+            if node.value in names or spelled.search(node.value):
+                found.append(f"{path.name}:{node.lineno} {node.value[:60]!r}")
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            imported = {module} | {f"{module}.{a.name}" for a in node.names}
+            if any(m == own or m.startswith(own + ".") for m in imported for own in modules):
+                found.append(f"{path.name}:{node.lineno} imports {module}")
+    return found
+
+
+def test_outside_the_named_grids_no_module_of_bench_names_a_method(tmp_path):
+    """The harness knows methods through their contract (methods/base.py) only: the estimate,
+    records, figures and commands ask a method's class, never its name. The named grids
+    (bench/protocol.py) are data and name the methods they run."""
+    from bench.methods.registry import METHODS
+
+    names = set(METHODS)
+    # a method's own module; for a method that is a sub-package, the sub-package
+    modules = {c.__module__.rsplit(".", 1)[0] if c.__module__.count(".") > 2 else c.__module__
+               for c in METHODS.values()}
+    found = [hit for path in sorted((ROOT / "bench").rglob("*.py"))
+             if path.name != "protocol.py" for hit in _method_names_in(path, names, modules)]
+    assert found == []
+    # the check itself: a planted name, key and import are found
+    planted = tmp_path / "planted.py"  # as if in bench/report/
+    planted.write_text('from ..methods.federatedfactory.params import FFParams\n'
+                       'if method == "fedavg":\n    key = "moon.mu"\n')
+    hits = _method_names_in(planted, names, modules, ["bench", "report"])
+    assert len(hits) == 3, hits

@@ -10,6 +10,7 @@ import bench.provenance as provenance
 from bench.cli import main
 from bench.methods.provenance import (DATASETS_DIR, METHODS_DIR, files_fingerprint,
                                       method_fingerprint, source_fingerprint)
+from bench.datasets.registry import loader_file
 from bench.methods.registry import METHODS
 from helpers import tiny_overrides
 
@@ -64,8 +65,29 @@ def test_a_shared_module_change_stales_every_method(edited_source):
     methods, datasets = edited_source
     splits = datasets / "splits.py"
     splits.write_text(splits.read_text() + "\nEXTRA = 1\n")
-    assert all(method_fingerprint(c, METHODS.values(), METHODS_DIR, datasets)
-               != method_fingerprint(c, METHODS.values()) for c in METHODS.values())
+    assert all(method_fingerprint(c, METHODS.values(), METHODS_DIR, datasets, "digits.py")
+               != method_fingerprint(c, METHODS.values(), loader="digits.py")
+               for c in METHODS.values())
+
+
+def test_a_dataset_module_stales_its_own_runs_only(tmp_path):
+    """Fingerprints per run: a change to one dataset's loader (or a new dataset beside it)
+    leaves the runs on other datasets current."""
+    from bench.methods.registry import code_fingerprint
+
+    assert loader_file("digits").name == "digits.py"
+    assert loader_file("bloodmnist_64").name == "medmnist.py"
+    assert loader_file("npz:x.npz").name == "userdata.py"
+    methods, datasets = _copy_source(tmp_path)
+    _edit(datasets / "cifar10.py", "def ", "def _added():\n    return 1\n\n\ndef ")
+    (datasets / "mynewdata.py").write_text("def load(root):\n    return None\n")
+    fedavg = METHODS["fedavg"]
+    for loader in ("digits.py", "medmnist.py"):
+        assert method_fingerprint(fedavg, METHODS.values(), METHODS_DIR, datasets, loader) \
+            == method_fingerprint(fedavg, METHODS.values(), loader=loader)
+    assert method_fingerprint(fedavg, METHODS.values(), METHODS_DIR, datasets, "cifar10.py") \
+        != method_fingerprint(fedavg, METHODS.values(), loader="cifar10.py")
+    assert code_fingerprint("fedavg", "digits") != code_fingerprint("fedavg", "cifar10")
 
 
 def test_run_recomputes_stale_records_and_tables_mark_kept_ones(tmp_path, edited_source,
@@ -79,8 +101,9 @@ def test_run_recomputes_stale_records_and_tables_mark_kept_ones(tmp_path, edited
     capsys.readouterr()
     # the code changes: FedAvg's numbers now come from the edited module
     monkeypatch.setattr(provenance, "code_fingerprint",
-                        lambda name: method_fingerprint(METHODS[name], METHODS.values(),
-                                                        methods, datasets))
+                        lambda name, dataset: method_fingerprint(
+                            METHODS[name], METHODS.values(), methods, datasets,
+                            loader_file(dataset).name))
     assert main(["table", "--out", str(out)]) == 0
     table = capsys.readouterr().out
     fedavg_row = next(line for line in table.splitlines() if line.startswith("| fedavg |"))

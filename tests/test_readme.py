@@ -26,6 +26,7 @@ def commands() -> list[list[str]]:
         text = block.replace("\\\n", " ")
         for line in text.splitlines():
             line = line.split(" && ")[-1].strip()  # the set-up line installs, then runs
+            line = re.sub(r"^([A-Z_]+=\S+ )+", "", line)  # PYTHONPATH=. python -m bench ...
             if line.startswith("python -m bench "):
                 out.append(shlex.split(line)[3:])
     return out
@@ -75,6 +76,10 @@ def readme_method(monkeypatch):
     cls = readme_example_class()
     module = types.ModuleType(cls.__module__, cls.aggregate.__globals__["__doc__"])
     monkeypatch.setitem(sys.modules, cls.__module__, module)  # `bench list` reads its docstring
+    mine = types.ModuleType("mymethods")  # the recipe's `mymethods:FedAvgM`
+    mine.FedAvgM = cls
+    monkeypatch.setitem(sys.modules, "mymethods", mine)
+    monkeypatch.setenv(registry.REFERENCES, "")  # the recipe adds to it; restored after
     monkeypatch.setitem(registry.METHODS, "fedavgm", cls)
 
 

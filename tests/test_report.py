@@ -48,7 +48,7 @@ def _record(method, split, seed, acc, variants=None):
 
     return c, make_record(c, metrics, curves=curves, communication=comm,
                           split={"client_class_counts": counts},
-                          provenance=provenance(method, numerics.current("cpu")))
+                          provenance=provenance(method, c.dataset, numerics.current("cpu")))
 
 
 def _acc(method, split, seed):
@@ -242,7 +242,7 @@ def test_runs_with_other_settings_never_share_a_cell(store, capsys):
 def test_generator_sweep_figure_plots_each_swept_setting(tmp_path):
     """`bench report`'s generator figure: one panel per setting with >= 3 values among the
     stored FederatedFactory runs, the other setting held at its common value."""
-    from bench.report.figures import generator_sweep
+    from bench.report.figures import sweep as generator_sweep
 
     records = []
     for seed in (0, 1):

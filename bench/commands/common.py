@@ -59,8 +59,8 @@ def grid_options(sp, what=None, much=None, where=None) -> None:
     much.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="KEY=VALUE",
                       help="override a setting, repeatable: rounds=30, lr=0.1, n_clients=20, "
-                           "client_fraction=0.5, fedprox.mu=0.1 (a method's keys: `python -m "
-                           "bench list --params METHOD`)")
+                           "client_fraction=0.5, and METHOD.PARAM=VALUE for a method's own "
+                           "(`python -m bench list --params METHOD` lists them)")
     where.add_argument("--data-root", default=None,
                        help="where datasets live (default: $BENCH_DATA or "
                             "~/.cache/flbench/data)")
@@ -79,10 +79,18 @@ def _methods(names: list[str] | None) -> list[str] | None:
     registered method."""
     if not names:
         return names
-    from ..methods.registry import METHODS
+    from ..methods.registry import MethodError, register_references, registered
 
-    lowered = [n.lower() for n in names]
-    return list(METHODS) if lowered == ["all"] else lowered
+    # module:Class, a method of the user's own: registered for this process and its workers
+    refs = [n for n in names if ":" in n]
+    try:
+        own = register_references(refs) if refs else []
+    except MethodError as e:
+        raise UsageError(str(e)) from None
+    lowered = [n.lower() for n in names if ":" not in n]
+    if lowered == ["all"]:
+        return list(registered())
+    return lowered + own
 
 
 def _names(datasets: list[str] | None) -> list[str] | None:

@@ -37,21 +37,24 @@ def main(args) -> int:
 
 
 def _print_unit_costs(configs, args) -> None:
-    """FederatedFactory's unit costs per dataset, beside the authors' logged ones where known."""
-    from ..estimate import LOGGED, unit_costs
+    """The unit costs a method states (`Cost.units`) per dataset, beside its authors' logged
+    times where known."""
+    from ..estimate import unit_costs
 
     seen = set()
     for config in configs:
-        if config.method != "federatedfactory" or config.dataset in seen:
+        if (config.method, config.dataset) in seen:
             continue
-        seen.add(config.dataset)
-        print(f"\nunit costs, {config.dataset} (federatedfactory, {args.tflops:g} TFLOP/s):")
-        for u in unit_costs(config, args.data_root):
+        seen.add((config.method, config.dataset))
+        units = unit_costs(config, args.data_root)
+        if units:
+            print(f"\nunit costs, {config.dataset} ({config.method}, {args.tflops:g} TFLOP/s):")
+        for u in units:
             minutes = u.flops / (args.tflops * 1e12) / 60
             line = f"  {u.unit}: {u.what}: {minutes:,.1f} min"
-            log = LOGGED.get(config.dataset, {}).get(u.unit)
-            if log is not None:
-                line += (f"; logged by the authors on one H100: {log / 60:,.1f} min (estimate / "
-                         f"logged = {minutes * 60 / log:.2f}; the log implies "
+            if u.logged_seconds is not None:
+                log = u.logged_seconds
+                line += (f"; logged by the authors on {u.logged_on}: {log / 60:,.1f} min "
+                         f"(estimate / logged = {minutes * 60 / log:.2f}; the log implies "
                          f"{u.flops / log / 1e12:,.1f} TFLOP/s sustained)")
             print(line)

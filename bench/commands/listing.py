@@ -23,10 +23,10 @@ def main(args) -> int:
         return _params(args.params)
     from ..datasets.registry import all_entries
     from ..datasets.splits import SPLITS, _usage
-    from ..methods.registry import METHODS
+    from ..methods.registry import registered
 
     print("methods (`python -m bench list --params METHOD` for a method's --set keys):")
-    for name, cls in METHODS.items():
+    for name, cls in registered().items():
         print(f"  {name:16s} {_summary(sys.modules[cls.__module__].__doc__)}")
     print("datasets (MedMNIST also as NAME_64, NAME_128, NAME_224; your own as npz:PATH or "
           "folder:PATH; `python -m bench data` shows what is present):")
@@ -51,11 +51,11 @@ def _summary(doc: str | None) -> str:
 
 
 def _params(method: str) -> int:
-    from ..methods.registry import METHODS, method_params
+    from ..methods.registry import method_class, method_params, registered
 
-    if method not in METHODS:
-        raise UsageError(f"--params {method!r}: valid choices: {', '.join(METHODS)}")
-    cls = METHODS[method]
+    if method not in registered():
+        raise UsageError(f"--params {method!r}: valid choices: {', '.join(registered())}")
+    cls = method_class(method)
     values, notes = method_params(method), field_notes(cls.Params)
     if cls.PRESETS:
         notes["preset"] = f"named settings: {', '.join(cls.PRESETS)}"

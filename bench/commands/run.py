@@ -127,7 +127,7 @@ def main(args) -> int:
 
     from ..datasets.registry import get_entry
     from ..executors import Plan, run_all, settle
-    from ..methods.registry import METHODS, build_method
+    from ..methods.registry import build_method, method_class
     from ..runner import Execution, check_splits, pick_device
 
     configs = selected_configs(args)
@@ -162,7 +162,7 @@ def main(args) -> int:
     if args.tensorboard:
         tensorboard_writer()  # its package is there, or one line now rather than in a worker
     if execution.clients_at_once > 1 and any(
-            c.train.norm == "batch" and METHODS[c.method].vectorises_clients
+            c.train.norm == "batch" and method_class(c.method).capabilities.vectorises_clients
             for c in configs):
         raise ConfigError("--clients-at-once > 1 cannot vectorise batch norm; use "
                           "--set norm=group (or none), or --clients-at-once 1")
@@ -280,8 +280,8 @@ def _guard_memory(todo: list, execution, plan) -> None:
         say(f"warning: {need.run} needs about {need.bytes / 2**30:.0f} GiB of GPU memory "
             f"({need.what}){f' x {sharing} runs per GPU' if sharing > 1 else ''}, more than "
             f"the {have / 2**30:.0f} GiB of {devices[0]}: it may run out of memory; lower the "
-            f"batch size (--set batch_size=..., federatedfactory.gen_batch_size=...) or use "
-            f"fewer --workers")
+            f"batch size of that network (`python -m bench list --params METHOD` names the "
+            f"method's) or use fewer --workers")
 
 
 def _say_other_numerics(records: list, device, threads: int | None) -> None:

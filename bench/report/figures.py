@@ -24,21 +24,34 @@ PALETTE = sns.color_palette("colorblind", 10)
 PEERS = sns.color_palette("dark", 10)  # the peers (issue 13), darker tones of the same hues
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
          "figure.dpi": 100, "savefig.dpi": 200, "savefig.bbox": "tight"}
-REFERENCE = "centralized"
 
 
-# fixed colours (indices into the colour-blind palette), the same in every figure
-COLOURS = {"centralized": 5, "local_only": 7, "fedavg": 0, "fedprox": 2, "scaffold": 4,
-           "federatedfactory[server]": 3, "federatedfactory[local]": 9}
-PEER_COLOURS = {"feddyn": 1, "fednova": 6, "moon": 8, "fedaws": 4, "fedcvae": 3, "dense": 5}
+def _known_labels() -> list[str]:
+    """Every registered method's models in registry order (`Capabilities.variants`): the
+    order of bars and of colours, the same in every figure."""
+    from ..methods.registry import registered
+
+    return [label(name, v) for name, cls in registered().items()
+            for v in cls.capabilities.variants]
+
+
+def _reference() -> str | None:
+    """The method drawn as the reference line: the first whose result does not depend on the
+    split (`Capabilities.uses_split` False: the pooled data)."""
+    from ..methods.registry import registered
+
+    return next((n for n, c in registered().items() if not c.capabilities.uses_split), None)
 
 
 def method_color(method: str):
-    """A method's colour; variants of other settings ("fedavg (lr=0.1)") share it."""
-    base = method.split(" (")[0]
-    if base in COLOURS:
-        return PALETTE[COLOURS[base]]
-    return PEERS[PEER_COLOURS[base]] if base in PEER_COLOURS else PALETTE[8]
+    """A model's colour, fixed by its place among the registered methods' models (the
+    colour-blind palette, then its darker tones); variants of other settings ("fedavg
+    (lr=0.1)") share it."""
+    base, known = method.split(" (")[0], _known_labels()
+    if base not in known:
+        return PALETTE[8]
+    i = known.index(base) % (len(PALETTE) + len(PEERS))
+    return PALETTE[i] if i < len(PALETTE) else PEERS[i - len(PALETTE)]
 
 
 def _save(fig, path: Path) -> list[Path]:
@@ -65,8 +78,9 @@ def heterogeneity(frame: pd.DataFrame, dataset: str, metric: str, path: Path) ->
     lo, hi = alphas[0] / 10, alphas[-1] * 10
     position = {"silos": lo, "iid": hi}
     part = part.assign(x=[position.get(s, _alpha(s)) for s in part["split"]])
-    ref = part[part["method"] == REFERENCE]
-    part = part[(part["method"] != REFERENCE) & part["x"].notna() & (part["split"] != NO_SPLIT)]
+    reference = _reference()
+    ref = part[part["method"] == reference]
+    part = part[(part["method"] != reference) & part["x"].notna() & (part["split"] != NO_SPLIT)]
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for method, rows in part.groupby("method", sort=False):
@@ -79,7 +93,7 @@ def heterogeneity(frame: pd.DataFrame, dataset: str, metric: str, path: Path) ->
         if len(ref):
             m, s = ref[metric].mean() * 100, (ref[metric].std() if len(ref) > 1 else 0) * 100
             ax.axhline(m, color="black", linestyle="--", linewidth=1.2,
-                       label=f"{REFERENCE} (pooled data)")
+                       label=f"{reference} (pooled data)")
             ax.axhspan(m - s, m + s, color="black", alpha=0.08, linewidth=0)
         ax.set_xscale("log")
         ticks = [lo, *alphas, hi]
@@ -97,11 +111,12 @@ def heterogeneity(frame: pd.DataFrame, dataset: str, metric: str, path: Path) ->
 def silos_bars(frame: pd.DataFrame, dataset: str, metric: str, path: Path) -> list[Path]:
     part = frame[(frame["dataset"] == dataset) & (frame["split"] == "silos")].dropna(
         subset=[metric])
-    ref = frame[(frame["dataset"] == dataset) & (frame["method"] == REFERENCE)]
+    reference = _reference()
+    ref = frame[(frame["dataset"] == dataset) & (frame["method"] == reference)]
     if part.empty:
         return []
     g = part.groupby("method")[metric].agg(["mean", "std", "count"]).reset_index()
-    rank = list(COLOURS)
+    rank = _known_labels()
     g = g.assign(_rank=[(rank.index(m.split(" (")[0]) if m.split(" (")[0] in rank else 99, m)
                         for m in g["method"]]).sort_values("_rank").drop(columns="_rank")
     with plt.rc_context(STYLE):
@@ -113,7 +128,7 @@ def silos_bars(frame: pd.DataFrame, dataset: str, metric: str, path: Path) -> li
                     fontsize=8)
         if len(ref):
             ax.axhline(ref[metric].mean() * 100, color="black", linestyle="--", linewidth=1.2,
-                       label=f"{REFERENCE} (pooled data)")
+                       label=f"{reference} (pooled data)")
             ax.legend(loc="upper left")
         ax.set_xticks(range(len(g)))
         ax.set_xticklabels(g["method"], rotation=25, ha="right")
@@ -328,58 +343,60 @@ def unlearning(record: Record, path: Path) -> list[Path]:
         return _save(fig, path)
 
 
-# FederatedFactory's swept generator settings (the `generator` grid): parameter -> axis label
-SWEPT = {"gen_images_seen": "images seen per generator",
-         "sampler_steps": "sampler steps (Heun: 2 x steps - 1 network evaluations)"}
-
-
-def generator_sweep(records: list[Record], dataset: str, split: str,
-                    path: Path) -> list[Path]:
-    """FederatedFactory's test accuracy (server and local modes, mean +- std over seeds)
-    against each swept generator setting, the others held at their most common values; a
-    panel per setting with at least three values among the stored runs."""
-    runs = [r for r in records if r.method == "federatedfactory"
-            and r.config.dataset == dataset and r.config.split == split
+def sweep(records: list[Record], dataset: str, split: str, path: Path) -> list[Path]:
+    """Each method's test accuracy (each of its models, mean +- std over seeds) against each
+    numeric setting of its own that the stored runs sweep, the others held at their most
+    common values; a panel per (method, setting) with at least three values (the `generator`
+    grid's sweep of FederatedFactory's generators, say)."""
+    runs = [r for r in records if r.config.dataset == dataset and r.config.split == split
             and not r.config.method_params.get("exclude_clients")]
     panels = []
-    for param in SWEPT:
-        groups: dict[str, list[Record]] = {}
-        for r in runs:
-            rest = {k: v for k, v in r.config.method_params.items() if k != param}
-            groups.setdefault(repr(sorted(rest.items())), []).append(r)
-        best = max(groups.values(), key=lambda g: len({r.config.method_params[param]
-                                                       for r in g}), default=[])
-        if len({r.config.method_params[param] for r in best}) >= 3:
-            panels.append((param, best))
+    for method in sorted({r.method for r in runs}):
+        mine = [r for r in runs if r.method == method]
+        params = sorted({k for r in mine for k, v in r.config.method_params.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        for param in params:
+            groups: dict[str, list[Record]] = {}
+            for r in mine:
+                if param not in r.config.method_params:
+                    continue
+                rest = {k: v for k, v in r.config.method_params.items() if k != param}
+                groups.setdefault(repr(sorted(rest.items())), []).append(r)
+            best = max(groups.values(), key=lambda g: len({r.config.method_params[param]
+                                                           for r in g}), default=[])
+            if len({r.config.method_params[param] for r in best}) >= 3:
+                panels.append((method, param, best))
     if not panels:
         return []
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
-        for ax, (param, group) in zip(axes[0], panels):
-            for mode in ("server", "local"):
+        for ax, (method, param, group) in zip(axes[0], panels):
+            variants = sorted({v for r in group for v in r.metrics.variants})
+            for variant in variants:
                 # a classifier that diverged before any finite epoch has no selected entry
                 rows = [(r.config.method_params[param],
-                         r.metrics.variants[mode].selected["accuracy"] * 100)
-                        for r in group if mode in r.metrics.variants
-                        and r.metrics.variants[mode].selected is not None]
+                         r.metrics.variants[variant].selected["accuracy"] * 100)
+                        for r in group if variant in r.metrics.variants
+                        and r.metrics.variants[variant].selected is not None]
                 if not rows:
                     continue
                 g = pd.DataFrame(rows, columns=["x", "acc"]).groupby("x")["acc"].agg(
                     ["mean", "std", "count"]).reset_index()
                 lo, hi = int(g["count"].min()), int(g["count"].max())
                 seeds = lo if lo == hi else f"{lo}-{hi}"
+                name = label(method, variant)
                 ax.errorbar(g["x"], g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3,
-                            color=method_color(f"federatedfactory[{mode}]"),
-                            label=f"federatedfactory[{mode}] (seeds: {seeds})")
+                            color=method_color(name), label=f"{name} (seeds: {seeds})")
             xs = sorted({r.config.method_params[param] for r in group})
-            ax.set_xscale("log", base=2)
+            if min(xs) > 0:
+                ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [f"{x:,}" for x in xs], rotation=30 if len(xs) > 4 else 0)
             ax.minorticks_off()
-            ax.set_xlabel(SWEPT[param])
+            ax.set_xlabel(f"{method}.{param}")
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
             ax.legend(loc="lower right")
-        fig.suptitle(f"{dataset}, {split}: what FederatedFactory's generators need")
+        fig.suptitle(f"{dataset}, {split}: accuracy against the swept settings")
         return _save(fig, path)
 
 
@@ -417,7 +434,7 @@ def all_figures(records: list[Record], store, out: Path,
                          None)
             if first is not None:
                 written += label_distribution(first, out / f"{name}_{tag}_labels")
-            written += generator_sweep(records, dataset, split, out / f"{name}_{tag}_generator")
+            written += sweep(records, dataset, split, out / f"{name}_{tag}_sweep")
     for r in records:
         c = r.config
         tag = f"{folder_name(c.dataset)}_{_tag(c.split)}_s{c.seed}"

@@ -11,7 +11,7 @@ import dataclasses
 import pandas as pd
 
 from ..config import NO_SPLIT, RunConfig
-from ..methods.registry import METHODS
+from ..methods.registry import registered
 from ..provenance import STALE_MARK, STALE_NOTE, is_stale
 from ..records import Record, parse_label
 
@@ -128,7 +128,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _grids(summary: pd.DataFrame, metrics):
     """(dataset, metric, its rows, methods in registry order, splits from IID to silos)."""
-    method_rank = {m: i for i, m in enumerate(METHODS)}
+    method_rank = {m: i for i, m in enumerate(registered())}
     for dataset in sorted(summary["dataset"].unique()):
         for metric in metrics:
             part = summary[(summary["dataset"] == dataset) & (summary["metric"] == metric)]

@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..base import Part, RunContext
+from ..base import Capabilities, Part, RunContext
 from ..oneshot import Generators, OneShotGenerative
 from ..results import Communication
 from ..communication import tensor_bytes
+from ..cost import Cost, Workload
 from ..data import resize_uint8
 from ..evaluation import Diverged, Selection, classification_metrics, predict_log_proba
 from ..rng import Streams
@@ -45,6 +46,7 @@ from ..provenance import files_fingerprint
 from ..privacy import attack_metrics, balanced, not_audited
 from .audit import NOISE_LEVELS, module_scores
 from .cache import ContentCache, content_key
+from .cost import ff_cost
 from .experts import ProductOfExperts, label_prior
 from .modules import train_module, training_steps
 from .network import describe, generator_resolution
@@ -68,25 +70,40 @@ SAMPLER_CODE = ("network", "schedule", "sampler")
 
 
 @dataclass(frozen=True)
-class ModuleJob:
-    """One generative module to train: client `client`'s images of class `cls`."""
+class ModuleWork:
+    """What training one module needs, as a part carries it to the worker that trains it:
+    client `client`'s images of class `cls` (their indices into the training set) and the
+    module's seed."""
 
     client: int
     cls: int
-    images: torch.Tensor  # uint8 at the generator's resolution, on the CPU (what the key hashes)
+    indices: tuple[int, ...]
     seed: int
-    key: str  # content address in the cache
+
+
+@dataclass(frozen=True)
+class ModuleJob:
+    """One generative module to train, in the process that trains it."""
+
+    work: ModuleWork
+    images: torch.Tensor  # uint8 at the generator's resolution, on the CPU (what the keys hash)
+    identity: str  # the work by content: settings, seed, images (no process numerics)
+    key: str  # its cache entry: the identity's content and this process's numerics
+
+    @property
+    def client(self) -> int:
+        return self.work.client
+
+    @property
+    def cls(self) -> int:
+        return self.work.cls
 
     @property
     def part(self) -> Part:
-        """Named `module/k{client}/c{class}` and keyed by its content, so that runs which
-        share a module (a sampler sweep, say) give equal parts and an executor trains it
-        once."""
-        return Part(self.part_name(self.client, self.cls), self.key)
-
-    @staticmethod
-    def part_name(client: int, cls: int) -> str:
-        return f"module/k{client}/c{cls}"
+        """Named `module/k{client}/c{class}` and identified by its content, so that runs
+        which share a module (a sampler sweep, say) give equal parts and an executor trains
+        it once."""
+        return Part(f"module/k{self.client}/c{self.cls}", self.identity, self.work)
 
 
 class FederatedFactory(OneShotGenerative):
@@ -97,9 +114,15 @@ class FederatedFactory(OneShotGenerative):
     PURPOSE = "ff"
     GENERATOR_PHASE = "modules"
     SERVER_VARIANT = "server"
-    has_parts = True  # its generators: parts(), do_part()
+    # its generators: parts(), do_part()
+    capabilities = Capabilities(unlearns=True, parts=True,
+                                variants=("server", "local", "local_plain"))
     Params = FFParams
     PRESETS = PRESETS
+
+    def cost(self, work: Workload) -> Cost:
+        """Its generators (one task each), sampling, both downstream modes (cost.py)."""
+        return ff_cost(self.params, work)
 
     def summary(self, channels: int, resolution: int) -> str:
         """The generator and synthesis a run gets at this data shape, in one line."""
@@ -125,56 +148,63 @@ class FederatedFactory(OneShotGenerative):
                 if not cache.has("modules", j.key)]
 
     def do_part(self, ctx: RunContext, part: Part) -> None:
-        """Train the module `part` (from `parts`) into the cache: only its images are resized
-        and hashed."""
-        jobs = [j for j in self._module_jobs(ctx, only=part.name) if j.part == part]
-        if not jobs:  # listed by a process with other numerics than this one's
-            raise ValueError(f"{part!r} is not a part of this run here: the process that "
-                             f"listed it keys generators otherwise (did a script import torch "
-                             f"before bench? bench must come first, docs/numerics.md)")
+        """Train the module `part` carries (from `parts`, listed in any process) into the
+        cache, keyed by this process's numerics: only its images are resized and hashed."""
+        job = self._job(ctx, part.work, ctx.device.type)
+        if job.identity != part.key:
+            raise ValueError(f"part {part.name}: its images differ here from where the run was "
+                             f"listed (another data root or dataset version?); run it again "
+                             f"from this machine's data")
         with ctx.progress(training_steps(self.params), "generator steps") as bar:
-            self._module(jobs[0], ContentCache(ctx.cache_dir), ctx, bar)
+            self._module(job, ContentCache(ctx.cache_dir), ctx, bar)
 
     def _gen_resolution(self, ctx: RunContext) -> int:
         return generator_resolution(self.params, ctx.data.resolution)
 
-    def _settings(self, kind: str, ctx: RunContext, device_type: str, code: tuple) -> dict:
-        """What determines a cached `kind` ("generator" or "sampler") besides its inputs."""
+    def _settings(self, kind: str, ctx: RunContext, code: tuple) -> dict:
+        """What determines a cached `kind` ("generator" or "sampler") besides its inputs and
+        the numerics it is computed with."""
         p = self.params
         fields = (GENERATOR_FIELDS if kind == "generator" else SAMPLER_FIELDS) \
             + FORMULATION_FIELDS[p.formulation][kind]
         return {**{f: getattr(p, f) for f in fields},
-                "code": {"code": files_fingerprint(code, Path(__file__).parent),
-                         **ctx.numerics.for_device(device_type).cache_key()}}
+                "code": {"code": files_fingerprint(code, Path(__file__).parent)}}
+
+    def _keyed(self, settings: dict, ctx: RunContext, device_type: str) -> dict:
+        """`settings` with the numerics of this process on `device_type` (cache entries)."""
+        return {**settings, "code": {**settings["code"],
+                                     **ctx.numerics.for_device(device_type).cache_key()}}
 
     def _gen_streams(self, ctx: RunContext) -> Streams:
         p = self.params
         return Streams(p.generator_seed if p.generator_seed >= 0 else ctx.streams.seed)
 
-    def _module_jobs(self, ctx: RunContext, only: str | None = None,
-                     device_type: str | None = None) -> list[ModuleJob]:
-        """One job per (member client, class it holds at least min_class_samples of); with
-        `only`, just that part's job (its images alone are resized and hashed)."""
-        p, data = self.params, ctx.data
-        res, streams = self._gen_resolution(ctx), self._gen_streams(ctx)
-        gen_cfg = self._settings("generator", ctx, device_type or ctx.device.type,
-                                 GENERATOR_CODE)
+    def _job(self, ctx: RunContext, work: ModuleWork, device_type: str) -> ModuleJob:
+        """The module `work` names, its images resized on the CPU whatever the data's device
+        (a part listed from CPU data and the run on a GPU hash the same bytes)."""
+        index = torch.tensor(work.indices, dtype=torch.long)
+        images = resize_uint8(ctx.data.x_train[index.to(ctx.data.x_train.device)].cpu(),
+                              self._gen_resolution(ctx))
+        settings = self._settings("generator", ctx, GENERATOR_CODE)
+        identity = content_key({"module": settings, "seed": work.seed}, images)
+        key = content_key({"module": self._keyed(settings, ctx, device_type),
+                           "seed": work.seed}, images)
+        return ModuleJob(work, images, identity, key)
+
+    def _module_jobs(self, ctx: RunContext, device_type: str | None = None) -> list[ModuleJob]:
+        """One job per (member client, class it holds at least min_class_samples of)."""
+        p, data, streams = self.params, ctx.data, self._gen_streams(ctx)
         jobs = []
         for k in range(len(ctx.clients)):
             if k in set(p.exclude_clients):
                 continue
             labels = data.y_train[ctx.clients[k]]
             for c in range(ctx.n_classes):
-                if only is not None and only != ModuleJob.part_name(k, c):
-                    continue
                 idx = ctx.clients[k][labels == c]
                 if len(idx) >= p.min_class_samples:
-                    # resized on the CPU whatever the data's device, so that a part task
-                    # (listed from CPU data) and the run (on a GPU) hash the same bytes
-                    images = resize_uint8(data.x_train[idx].cpu(), res)
-                    seed = streams.int_seed(f"ff/module/k{k}/c{c}")
-                    key = content_key({"module": gen_cfg, "seed": seed}, images)
-                    jobs.append(ModuleJob(k, c, images, seed, key))
+                    work = ModuleWork(k, c, tuple(idx.cpu().tolist()),
+                                      streams.int_seed(f"ff/module/k{k}/c{c}"))
+                    jobs.append(self._job(ctx, work, device_type or ctx.device.type))
         return jobs
 
     def _module(self, job: ModuleJob, cache: ContentCache, ctx: RunContext,
@@ -190,7 +220,7 @@ class FederatedFactory(OneShotGenerative):
         checkpoint = ctx.checkpoint.derive(cache.checkpoint_path("modules", job.key),
                                            {"module": job.key})
         x = job.images.to(ctx.device).float().mul(2 / 255).sub(1)
-        state = train_module(self.params, x, job.seed, bar, checkpoint)
+        state = train_module(self.params, x, job.work.seed, bar, checkpoint)
         cache.put("modules", job.key, state)
         checkpoint.clear()
         return state, False
@@ -261,7 +291,8 @@ class FederatedFactory(OneShotGenerative):
         cache, holders = ContentCache(ctx.cache_dir), gens.holders
         channels, res = data.info.channels, self._gen_resolution(ctx)
         base_seed = self._gen_streams(ctx).int_seed("ff/images")
-        samp_key = self._settings("sampler", ctx, ctx.device.type, SAMPLER_CODE)
+        samp_key = self._keyed(self._settings("sampler", ctx, SAMPLER_CODE), ctx,
+                               ctx.device.type)
         sx, sy = [], []
         share_plan = {c: shares(holders[c], p.samples_per_class) for c in range(n_classes)}
         total = sum(sum(s.values()) for s in share_plan.values())

@@ -1,0 +1,281 @@
+"""The method contract, tested: `check_method(cls)` runs a common battery on any method, the
+suite's own (tests/test_conformance.py runs it over every registered method) or a user's.
+
+As scikit-learn's `check_estimator` does for estimators: one tiny run on the embedded digits
+(a few seconds with small settings, `sets`) and what every method must do, each a `Check`:
+
+- contract: a subclass of `Method` with a `name`, a frozen `Params` dataclass, `run` and `cost`;
+- cost: `cost()` gives phases of positive, finite FLOPs, the guard of `bench run` prices the
+  run, and the memory estimate sizes it;
+- record: the run gives a typed record whose variants are among those declared
+  (`Capabilities.variants`), with communication for each;
+- deterministic: a second run gives the same record, bit for bit;
+- resume: a run interrupted right after its first checkpoint is saved (as a kill there would
+  leave it) resumes from that checkpoint to the same record, bit for bit;
+- capabilities: what the method declares holds (`unlearns`: a run without client 0 differs
+  and never reads client 0's images; `parts`: parts done ahead as tasks give the same record;
+  `vectorises_clients`: clients trained at once agree with looped ones to float tolerance);
+- audit: the record says what the membership audit found on what the clients shared, or why
+  it was not audited;
+- fingerprint: the record's code fingerprint covers the method's own source file.
+
+`check_method` returns the checks and raises `ConformanceError` naming every one that failed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import parse_overrides, resolve
+from .methods.checkpoints import Checkpoint
+from .methods.registry import MethodError, _checked, adding
+
+TOLERANCE = 1e-4  # vectorised clients against looped ones (float rounding of batched kernels)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{'ok' if self.passed else 'FAILED'} {self.name}" + \
+            (f": {self.detail}" if self.detail else "")
+
+
+class ConformanceError(AssertionError):
+    def __init__(self, method: str, checks: list[Check]):
+        self.checks = checks
+        failed = [c for c in checks if not c.passed]
+        super().__init__(f"{method} breaks the method contract: " +
+                         "; ".join(f"{c.name}: {c.detail}" for c in failed))
+
+
+class _Interrupted(Exception):
+    """Raised where a kill would have stopped the run."""
+
+
+@contextlib.contextmanager
+def _interrupt_after_first_save():
+    """Checkpoint.save raises right after the first save (written), in this process."""
+    save = Checkpoint.save
+
+    def saving(self, phase, at, state):
+        save(self, phase, at, state)
+        raise _Interrupted(f"{phase} at {at}")
+    Checkpoint.save = saving
+    try:
+        yield
+    finally:
+        Checkpoint.save = save
+
+
+def comparable(record) -> dict:
+    """What a record says that must not depend on timing, a kill or the cache: all but the
+    timings, the environment, the time it was written, the checkpoints' own account, and
+    whether a piece of work was found cached."""
+    d = record.to_dict()
+    for key in ("timings", "environment", "created", "checkpoints"):
+        d.pop(key, None)
+    for m in d["extra"].get("modules", []):
+        m.pop("cache", None)
+    return d
+
+
+def _differs(a: dict, b: dict, path: str = "") -> str:
+    """The first key path at which two records' dicts differ ('' when equal)."""
+    if type(a) is not type(b):
+        return path or "(root)"
+    if isinstance(a, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                return f"{path}.{k}"
+            inner = _differs(a[k], b[k], f"{path}.{k}")
+            if inner:
+                return inner
+        return ""
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path} (length)"
+        return next((d for d in (_differs(x, y, f"{path}[{i}]")
+                                 for i, (x, y) in enumerate(zip(a, b))) if d), "")
+    same = a == b or (isinstance(a, float) and isinstance(b, float) and
+                      math.isnan(a) and math.isnan(b))
+    return "" if same else path or "(root)"
+
+
+def _close(a, b, tol: float) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set(a) == set(b) and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tol or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+def check_method(cls: type, sets: tuple[str, ...] = ("rounds=2", "local_epochs=1"),
+                 dataset: str = "digits", split: str = "silos",
+                 workdir: str | Path | None = None) -> list[Check]:
+    """Run the battery on method class `cls` with `--set` values `sets` (keep them small: the
+    battery runs the method about five times). Returns the checks; raises ConformanceError
+    when any fails."""
+    name = getattr(cls, "name", cls.__name__)
+    try:
+        _checked(cls, name)
+        if not (dataclasses.is_dataclass(cls.Params)
+                and cls.Params.__dataclass_params__.frozen):
+            raise MethodError(f"{name}.Params must be a frozen dataclass")
+    except (MethodError, AttributeError) as e:
+        raise ConformanceError(name, [Check("contract", False, str(e))]) from None
+    checks = [Check("contract", True)]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(adding(cls))
+        root = Path(workdir) if workdir is not None else \
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flbench-check-")))
+        config = resolve(dataset, name, split, 0, parse_overrides(list(sets)))
+        checks += _battery(cls, config, root)
+    if not all(c.passed for c in checks):
+        raise ConformanceError(name, checks)
+    return checks
+
+
+def _battery(cls, config, root: Path) -> list[Check]:
+    from .estimate import forecast, peak_memory, run_cost
+    from .methods.provenance import outside_files, own_files, METHODS_DIR
+    from .runner import execute
+
+    checks = []
+    cpu = torch.device("cpu")
+
+    def run(folder: str, **kwargs):
+        out = root / folder
+        return execute(config, cpu, cache_dir=out / "cache", checkpoint_path=out / "run.ckpt",
+                       checkpoint_every=0, **kwargs)[0]
+
+    # cost: every method says what it costs, and the guard can price it
+    cost = run_cost(config)
+    flops = [p.flops for p in cost.phases]
+    ok = bool(flops) and all(math.isfinite(f) and f > 0 for f in flops)
+    detail = "" if ok else f"cost() gives phases {[(p.name, p.flops) for p in cost.phases]}"
+    if ok:
+        f = forecast([config], "cuda", gpus=1)
+        memory = peak_memory(config)
+        if f is None or not f.hours > 0 or not memory.bytes > 0:
+            ok, detail = False, "the guard of `bench run` cannot price it"
+    checks.append(Check("cost", ok, detail))
+
+    # record, deterministic, resume
+    first = run("first")
+    declared = set(cls.capabilities.variants)
+    variants = set(first.metrics.variants)
+    ok = variants <= declared and set(first.communication) == variants
+    checks.append(Check("record", ok, "" if ok else
+                        f"variants {sorted(variants)} (declared {sorted(declared)}), "
+                        f"communication for {sorted(first.communication)}"))
+    where = _differs(comparable(first), comparable(run("second")))
+    checks.append(Check("deterministic", not where,
+                        f"two runs of the same config differ at {where}" if where else ""))
+    interrupted = False
+    with _interrupt_after_first_save():
+        try:
+            run("resumed")
+        except _Interrupted:
+            interrupted = True
+    if not interrupted:
+        checks.append(Check("resume", False, "the run saved no checkpoint: a long loop must "
+                                             "save through methods/checkpoints.py"))
+    else:
+        resumed = run("resumed")
+        where = _differs(comparable(first), comparable(resumed))
+        if where:
+            checks.append(Check("resume", False, f"the resumed run differs at {where}"))
+        elif not resumed.checkpoints["resumed"]:
+            checks.append(Check("resume", False, "the run did not resume its checkpoint"))
+        else:
+            checks.append(Check("resume", True))
+
+    # capabilities
+    caps = cls.capabilities
+    if caps.unlearns:
+        checks.append(_unlearns(cls, config, root, first))
+    if caps.parts:
+        checks.append(_parts(config, root, first))
+    if caps.vectorises_clients:
+        at_once = run("at_once", clients_at_once=2)
+        ok = _close(first.metrics.to_dict(), at_once.metrics.to_dict(), TOLERANCE)
+        checks.append(Check("vectorises_clients", ok, "" if ok else
+                            f"clients trained two at a time differ from looped ones by more "
+                            f"than {TOLERANCE}"))
+
+    # audit
+    privacy = first.extra.get("privacy")
+    ok = isinstance(privacy, dict) and (privacy.get("attack") is not None
+                                        or bool(privacy.get("not_audited")))
+    checks.append(Check("audit", ok, "" if ok else
+                        "extra['privacy'] must hold the membership audit of what the clients "
+                        "shared, or not_audited(reason) (methods/privacy.py)"))
+
+    # fingerprint
+    source = Path(inspect.getfile(cls)).resolve()
+    covered = {METHODS_DIR / p for p in own_files(cls)} | outside_files(cls)
+    ok = source in covered and bool(first.provenance.get("code"))
+    checks.append(Check("fingerprint", ok, "" if ok else
+                        f"the record's code fingerprint does not cover {source}"))
+    return checks
+
+
+def _unlearns(cls, config, root: Path, full) -> Check:
+    """A run without client 0 differs from the full run, and never reads client 0's images
+    (they are replaced by noise here and the result must not change)."""
+    from .runner import execute
+    from . import runner
+
+    if "exclude_clients" not in {f.name for f in dataclasses.fields(cls.Params)}:
+        return Check("unlearns", False, "Params has no exclude_clients")
+    params = {**config.method_params, "exclude_clients": (0,)}
+    without = dataclasses.replace(config, method_params=params)
+    forgot = execute(without, torch.device("cpu"), cache_dir=root / "unlearn" / "cache")[0]
+    if forgot.metrics.to_dict() == full.metrics.to_dict():
+        return Check("unlearns", False, "leaving client 0 out changed nothing")
+    dataset = runner.cached_dataset(config.dataset, None)
+    partition = runner.client_indices(config, dataset)
+    noisy = dataclasses.replace(dataset, x_train=dataset.x_train.clone())
+    own = torch.from_numpy(partition[0])
+    noisy.x_train[own] = torch.randint_like(noisy.x_train[own], 0, 256,
+                                            generator=torch.Generator().manual_seed(1))
+    cached = runner.cached_dataset
+    runner.cached_dataset = lambda *a, **k: noisy
+    try:
+        blind = execute(without, torch.device("cpu"), cache_dir=root / "unlearn" / "blind")[0]
+    finally:
+        runner.cached_dataset = cached
+    where = _differs(comparable(forgot), comparable(blind))
+    return Check("unlearns", not where, f"client 0's images changed the run without it "
+                                        f"(at {where})" if where else "")
+
+
+def _parts(config, root: Path, first) -> Check:
+    """Parts listed here and done as tasks of their own (as the parallel executors do), then
+    the run: the same record as the run that did everything itself."""
+    from .runner import Execution, execute, pending_parts, perform_part
+
+    out = root / "parts"
+    execution = Execution(out=str(out), device="cpu")
+    parts = pending_parts(config, execution, "cpu")
+    if not parts:
+        return Check("parts", False, "capabilities.parts is declared but parts() gave none")
+    for part in parts:
+        perform_part(config, execution, part)
+    record = execute(config, torch.device("cpu"), cache_dir=execution.cache_dir)[0]
+    where = _differs(comparable(first), comparable(record))
+    return Check("parts", not where, f"the run after its parts differs at {where}"
+                 if where else "")
