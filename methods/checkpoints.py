@@ -192,8 +192,8 @@ class Checkpoint:
 
 
 def resumable(checkpoint: Checkpoint, phase: str, total: int, save: Callable[[], Any],
-              load: Callable[[Any], None], at: Callable[[int], str] | None = None
-              ) -> Iterator[int]:
+              load: Callable[[Any], None], at: Callable[[int], str] | None = None,
+              bar=None) -> Iterator[int]:
     """The steps 0 .. total-1 of a loop that resumes: the one way every long loop of the suite
     checkpoints. Its state is declared once, as a pair: `save()` returns everything the loop
     changes besides what each step recomputes (weights, optimiser moments, the selection, a
@@ -203,6 +203,7 @@ def resumable(checkpoint: Checkpoint, phase: str, total: int, save: Callable[[],
     and the steps continue after the saved one. After each step the loop's body finishes, the
     state is saved when due (`Checkpoint.every`); a body that leaves the loop early (`break`,
     an exception) saves nothing for that step. With the checkpoint off, it is `range(total)`.
+    `at(done)` says where the loop stands in words; a progress `bar` moves past resumed steps.
 
         for epoch in resumable(ctx.checkpoint, "epochs", epochs, save, load):
             ...  # one epoch
@@ -213,6 +214,8 @@ def resumable(checkpoint: Checkpoint, phase: str, total: int, save: Callable[[],
     if saved is not None:
         start = saved["step"]
         load(saved["state"])
+    if bar is not None:
+        bar.update(start)
     for step in range(start, total):
         yield step
         checkpoint.save_if_due(phase, at(step + 1), lambda: {"step": step + 1, "state": save()})

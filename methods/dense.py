@@ -45,7 +45,7 @@ from torch import nn
 
 from .base import Method, MethodResult, RunContext, timed
 from .cost import Cost, Phase, Workload, classifier_training
-from .checkpoints import RngState
+from .checkpoints import RngState, resumable
 from .privacy import audit_classifiers
 from .results import MODEL, Communication, Metrics
 from .evaluation import Diverged, Selection
@@ -168,28 +168,28 @@ class Dense(Method):
         timings = {}
 
         # 1. local models, uploaded once
-        local_epochs = cfg.rounds * cfg.local_epochs
-        teachers = []
-        saved = ctx.checkpoint.resume("dense/teachers")  # the clients' finished classifiers
-        finished: list[dict] = [] if saved is None else saved["teachers"]
-        with ctx.progress(len(ctx.clients) * local_epochs, "client epochs") as bar, \
-                timed(timings, "clients"):
-            for k, idx in enumerate(ctx.clients):
+        local_epochs, n = cfg.rounds * cfg.local_epochs, len(ctx.clients)
+        finished: list[dict] = []  # the clients' trained classifiers, client after client
+        with ctx.progress(n * local_epochs, "client epochs") as bar, timed(timings, "clients"):
+            def load(saved: dict) -> None:
+                finished.extend(saved["teachers"])
+                bar.update(len(finished) * local_epochs)
+
+            for k in resumable(ctx.checkpoint, "dense/teachers", n,
+                               lambda: {"teachers": finished}, load,
+                               lambda done: f"client {done} of {n} trained"):
                 model = ctx.new_model()  # the same initialisation for all, as in FL
-                if k < len(finished):
-                    model.load_state_dict(finished[k])
-                    bar.update(local_epochs)
-                else:
-                    fit(model, data, idx, cfg, local_epochs, ctx.streams, f"batches/c{k}",
-                        lambda epoch, stats: bar.update(1))
-                    finished.append(model.state_dict())
-                    ctx.checkpoint.save_if_due(
-                        "dense/teachers", f"client {k + 1} of {len(ctx.clients)} trained",
-                        lambda: {"teachers": finished})
-                model.eval()
-                for q in model.parameters():
-                    q.requires_grad_(False)
-                teachers.append(model)
+                fit(model, data, ctx.clients[k], cfg, local_epochs, ctx.streams,
+                    f"batches/c{k}", lambda epoch, stats: bar.update(1))
+                finished.append(model.state_dict())
+        teachers = []
+        for weights in finished:
+            model = ctx.new_model()
+            model.load_state_dict(weights)
+            model.eval()
+            for q in model.parameters():
+                q.requires_grad_(False)
+            teachers.append(model)
 
         # 2-3. generator and student, alternating
         with ctx.streams.global_torch("dense/generator"):
@@ -208,9 +208,12 @@ class Dense(Method):
             y = torch.randint(ctx.n_classes, (p.batch_size,), generator=noise).to(ctx.device)
             return z, y
 
-        start, saved = 0, ctx.checkpoint.resume("dense/distillation")
-        if saved is not None:  # after epoch `start`: both networks, both optimisers, the noise
-            start = saved["epoch"]
+        def save() -> dict:  # after an epoch: both networks, both optimisers, the noise
+            return {"generator": gen_net.state_dict(), "student": student.state_dict(),
+                    "g_opt": g_opt.state_dict(), "s_opt": s_opt.state_dict(),
+                    "noise": RngState(noise.get_state()), "selection": sel.state()}
+
+        def load(saved: dict) -> None:
             gen_net.load_state_dict(saved["generator"])
             student.load_state_dict(saved["student"])
             g_opt.load_state_dict(saved["g_opt"])
@@ -218,16 +221,10 @@ class Dense(Method):
             noise.set_state(saved["noise"].tensor)
             sel.restore(saved["selection"])
 
-        def state() -> dict:
-            return {"epoch": epoch + 1, "generator": gen_net.state_dict(),
-                    "student": student.state_dict(), "g_opt": g_opt.state_dict(),
-                    "s_opt": s_opt.state_dict(), "noise": RngState(noise.get_state()),
-                    "selection": sel.state()}
-
         with ctx.progress(p.epochs, "generator / student epochs") as bar, \
                 timed(timings, "distillation"):
-            bar.update(start)
-            for epoch in range(start, p.epochs):
+            for epoch in resumable(ctx.checkpoint, "dense/distillation", p.epochs, save, load,
+                                   lambda done: f"epoch {done} of {p.epochs}", bar):
                 lr = cfg.lr_at(epoch, p.epochs)
                 for group in s_opt.param_groups:
                     group["lr"] = lr
@@ -260,8 +257,6 @@ class Dense(Method):
                     sel.observe(student, epoch + 1, bar, train_loss=sum(losses) / len(losses))
                 except Diverged:
                     break
-                ctx.checkpoint.save_if_due("dense/distillation",
-                                           f"epoch {epoch + 1} of {p.epochs}", state)
 
         with torch.no_grad():  # what distillation can at best reach: the ensemble itself
             pred = torch.cat([ensemble_logits(teachers, data.to_float(x)).argmax(1)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import RunContext
+from .checkpoints import resumable
 from .communication import tensor_bytes
 from .cost import Cost, Workload, classifier_training
 from .oneshot import Generators, OneShotGenerative
@@ -96,48 +97,61 @@ class FedCVAE(OneShotGenerative):
         p, data, n_classes, cfg = self.params, ctx.data, ctx.n_classes, ctx.train
         epochs = p.vae_epochs or cfg.rounds * cfg.local_epochs
         pixels = data.info.channels * data.resolution * data.resolution
-        vaes, holders, log = {}, {c: {} for c in range(n_classes)}, []
-        # checkpoints: the finished clients' weights, and the client in training's weights,
-        # Adam moments and epochs done (its batches and noise come from a stream per epoch)
-        saved = ctx.checkpoint.resume("fedcvae/decoders")
-        done: dict[int, dict] = {} if saved is None else saved["done"]
+        done: dict[int, dict] = {}  # the finished clients' weights
+        vae = opt = None  # the client in training's
+
+        def new(k: int):
+            with ctx.streams.global_torch(f"fedcvae/init/k{k}"):
+                made = ConditionalVAE(pixels, n_classes, p.hidden, p.latent_dim)
+            made = made.to(ctx.device)
+            return made, torch.optim.Adam(made.parameters(), lr=p.vae_lr)
+
+        # checkpoints: the finished clients' weights, and the client in training's weights
+        # and Adam moments (its batches and noise come from a stream per epoch)
+        def save() -> dict:
+            return {"done": done, "client": k, "vae": vae.state_dict(),
+                    "optimizer": opt.state_dict()}
+
+        def load(saved: dict) -> None:
+            nonlocal vae, opt
+            done.update(saved["done"])
+            vae, opt = new(saved["client"])
+            vae.load_state_dict(saved["vae"])
+            opt.load_state_dict(saved["optimizer"])
+
+        def at(steps: int) -> str:
+            return f"client {members[(steps - 1) // epochs]}, epoch {(steps - 1) % epochs + 1} " \
+                   f"of {epochs}"
+
+        # one step per (member client, epoch), client after client
         with ctx.progress(len(members) * epochs, "client CVAE epochs") as bar:
-            for k in members:
+            for step in resumable(ctx.checkpoint, "fedcvae/decoders", len(members) * epochs,
+                                  save, load, at, bar):
+                k, e = members[step // epochs], step % epochs
+                if e == 0:
+                    vae, opt = new(k)
                 idx = ctx.clients[k]
-                counts = torch.bincount(data.y_train[idx], minlength=n_classes).cpu()
-                with ctx.streams.global_torch(f"fedcvae/init/k{k}"):
-                    vae = ConditionalVAE(pixels, n_classes, p.hidden, p.latent_dim)
-                vae = vae.to(ctx.device)
-                opt = torch.optim.Adam(vae.parameters(), lr=p.vae_lr)
-                start = 0
-                if k in done:
-                    vae.load_state_dict(done[k])
-                    start = epochs
-                elif saved is not None and saved["client"] == k:
-                    vae.load_state_dict(saved["vae"])
-                    opt.load_state_dict(saved["optimizer"])
-                    start = saved["epoch"]
-                bar.update(start)
-                for e in range(start, epochs):
-                    gen = ctx.streams.torch(f"fedcvae/batches/k{k}/e{e}")
-                    for x, y in data.batches(idx, cfg.batch_size, gen, train=False):
-                        x01 = x.reshape(len(x), -1).add(1).div(2)
-                        eps = torch.randn(len(x), p.latent_dim, generator=gen).to(ctx.device)
-                        loss = vae.loss(x01, y, eps)
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-                    bar.update(1)
-                    ctx.checkpoint.save_if_due(
-                        "fedcvae/decoders", f"client {k}, epoch {e + 1} of {epochs}",
-                        lambda: {"client": k, "epoch": e + 1, "vae": vae.state_dict(),
-                                 "optimizer": opt.state_dict(), "done": done})
-                done[k] = vae.state_dict()
-                vaes[k] = (vae, counts)
-                for c in range(n_classes):
-                    if counts[c] > 0:
-                        holders[c][k] = int(counts[c])
-                        log.append({"client": k, "class": c, "images": int(counts[c])})
+                gen = ctx.streams.torch(f"fedcvae/batches/k{k}/e{e}")
+                for x, y in data.batches(idx, cfg.batch_size, gen, train=False):
+                    x01 = x.reshape(len(x), -1).add(1).div(2)
+                    eps = torch.randn(len(x), p.latent_dim, generator=gen).to(ctx.device)
+                    loss = vae.loss(x01, y, eps)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                bar.update(1)
+                if e == epochs - 1:
+                    done[k] = vae.state_dict()
+        vaes, holders, log = {}, {c: {} for c in range(n_classes)}, []
+        for k in members:
+            counts = torch.bincount(data.y_train[ctx.clients[k]], minlength=n_classes).cpu()
+            trained, _ = new(k)
+            trained.load_state_dict(done[k])
+            vaes[k] = (trained, counts)
+            for c in range(n_classes):
+                if counts[c] > 0:
+                    holders[c][k] = int(counts[c])
+                    log.append({"client": k, "class": c, "images": int(counts[c])})
         return Generators(vaes, holders, log)
 
     def synthesise(self, ctx: RunContext, members: list[int],

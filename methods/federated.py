@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .base import MethodResult, RunContext, timed
+from .checkpoints import resumable
 from .privacy import ClassifierAudit, audit_classifiers, not_audited
 from .results import MODEL, Metrics
 from .communication import CommLog, tensor_bytes
@@ -44,22 +45,23 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
 
     selection, comm = Selection(ctx.data), CommLog()
     timings = {"train": 0.0, "aggregate": 0.0, "eval": 0.0}
-    start, saved = 0, ctx.checkpoint.resume("rounds")
-    if saved is not None:  # after round `start`: everything the rounds after it read
-        start, global_state, server = saved["round"], saved["global"], saved["server"]
+
+    def save() -> dict:  # after a round: everything the rounds after it read
+        return {"global": global_state, "server": server, "clients": client_states,
+                "comm": comm, "timings": timings, "selection": selection.state(),
+                "returned": returned.scores}
+
+    def load(saved: dict) -> None:
+        nonlocal global_state, server, client_states, comm, timings
+        global_state, server = saved["global"], saved["server"]
         client_states, comm, timings = saved["clients"], saved["comm"], saved["timings"]
         selection.restore(saved["selection"])
         returned.scores = saved["returned"]
         model.load_state_dict(global_state)
 
-    def state() -> dict:
-        return {"round": r + 1, "global": global_state, "server": server,
-                "clients": client_states, "comm": comm, "timings": timings,
-                "selection": selection.state(), "returned": returned.scores}
-
     with ctx.progress(cfg.rounds, f"{method.name} rounds") as bar:
-        bar.update(start)
-        for r in range(start, cfg.rounds):
+        for r in resumable(ctx.checkpoint, "rounds", cfg.rounds, save, load,
+                           lambda done: f"round {done} of {cfg.rounds}", bar):
             chosen = schedule[r]
             lr = cfg.lr_at(r, cfg.rounds)
             with timed(timings, "train"):
@@ -75,7 +77,6 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
                                       lr=lr, bytes_cumulative=comm.per_round[-1])
             except Diverged:
                 break  # the record keeps the best finite round and says where it diverged
-            ctx.checkpoint.save_if_due("rounds", f"round {r + 1} of {cfg.rounds}", state)
     evaluation = selection.evaluation()
     with timed(timings, "privacy"):
         if evaluation.diverged_at is not None:

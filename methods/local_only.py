@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Method, MethodResult, RunContext, timed
+from .checkpoints import resumable
 from .cost import Cost, Workload, classifier_training
 from .privacy import not_audited
 from .results import MODEL, Communication, Evaluation, Metrics
@@ -38,41 +39,46 @@ class LocalOnly(Method):
                                               evaluations=work.n_clients * t.rounds)))
 
     def run(self, ctx: RunContext) -> MethodResult:
-        cfg = ctx.train
-        selections = []
+        cfg, rounds = ctx.train, ctx.train.rounds
+        selections: list[Selection] = []  # the finished clients'
         timings = {"train": 0.0, "eval": 0.0}
-        first, start, model, sel = 0, 0, None, None
-        saved = ctx.checkpoint.resume("clients")
-        if saved is not None:  # inside client `first`, after its round `start`
-            first, start, timings = saved["client"], saved["round"], saved["timings"]
+        model, sel = None, None  # the client in training's
+
+        def save() -> dict:
+            return {"timings": timings, "done": [s.state() for s in selections],
+                    "model": model.state_dict(), "selection": sel.state()}
+
+        def load(saved: dict) -> None:
+            nonlocal timings, selections, model, sel
+            timings = saved["timings"]
             selections = [Selection(ctx.data).restore(s) for s in saved["done"]]
             model = ctx.new_model()
             model.load_state_dict(saved["model"])
             sel = Selection(ctx.data).restore(saved["selection"])
-        with ctx.progress(len(ctx.clients) * cfg.rounds, f"{self.name} client rounds") as bar:
-            bar.update(first * cfg.rounds + start)
-            for k in range(first, len(ctx.clients)):
-                idx = ctx.clients[k]
-                if k > first or saved is None:
-                    # every client starts from the same initialisation
-                    model, sel, start = ctx.new_model(), Selection(ctx.data), 0
-                for r in range(start, cfg.rounds):
+
+        def at(done: int) -> str:
+            return f"client {(done - 1) // rounds}, round {(done - 1) % rounds + 1} of {rounds}"
+
+        # one step per (client, round), client after client
+        with ctx.progress(len(ctx.clients) * rounds, f"{self.name} client rounds") as bar:
+            for step in resumable(ctx.checkpoint, "clients", len(ctx.clients) * rounds, save,
+                                  load, at, bar):
+                k, r = divmod(step, rounds)
+                if r == 0:  # every client starts from the same initialisation
+                    model, sel = ctx.new_model(), Selection(ctx.data)
+                if sel.diverged_at is None:  # a diverged client trains no further
                     with timed(timings, "train"):
-                        stats = train_local(model, ctx.data, idx, cfg, cfg.lr_at(r, cfg.rounds),
-                                            cfg.local_epochs,
+                        stats = train_local(model, ctx.data, ctx.clients[k], cfg,
+                                            cfg.lr_at(r, rounds), cfg.local_epochs,
                                             ctx.streams.torch(f"batches/r{r}/c{k}"))
                     try:
                         with timed(timings, "eval"):
                             sel.observe(model, r + 1, bar, context={"client": k},
                                         train_loss=stats.mean_loss)
                     except Diverged:
-                        break
-                    ctx.checkpoint.save_if_due(
-                        "clients", f"client {k}, round {r + 1} of {cfg.rounds}",
-                        lambda: {"client": k, "round": r + 1, "timings": timings,
-                                 "done": [s.state() for s in selections],
-                                 "model": model.state_dict(), "selection": sel.state()})
-                selections.append(sel)
+                        pass
+                if r == rounds - 1:
+                    selections.append(sel)
         metrics = {part: _summarise([getattr(s, part) for s in selections])
                    for part in ("best", "last")}
         longest = max(selections, key=lambda s: len(s.curves["round"]))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 MAX_MEMBERS = 256  # per artefact: members (and as many non-members) attacked at most
 BOOTSTRAP = 200

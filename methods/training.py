@@ -9,7 +9,7 @@ from torch import nn
 
 from .base import TrainConfig
 from .data import DeviceData, mixed_precision
-from .checkpoints import Checkpoint
+from .checkpoints import Checkpoint, resumable
 from .evaluation import Diverged, Selection
 
 
@@ -81,20 +81,21 @@ def fit(model: nn.Module, data: DeviceData, indices: torch.Tensor, cfg: TrainCon
     besides the model), the loop saves (model, selection, epoch) as phase `purpose` when due
     and resumes from it: a fresh optimiser per epoch and a stream per epoch leave nothing
     else to save."""
-    start = 0
-    resumable = checkpoint is not None and selection is not None
-    saved = checkpoint.resume(purpose) if resumable else None
-    if saved is not None:
-        start = saved["epoch"]
+    if checkpoint is None or selection is None:
+        checkpoint = Checkpoint.off()
+
+    def save() -> dict:
+        return {"model": model.state_dict(), "selection": selection.state()}
+
+    def load(saved: dict) -> None:
         model.load_state_dict(saved["model"])
         selection.restore(saved["selection"])
-    for e in range(start, epochs):
+
+    for e in resumable(checkpoint, purpose, epochs, save, load,
+                       lambda done: f"epoch {done} of {epochs}"):
         stats = train_local(model, data, indices, cfg, cfg.lr_at(e, epochs), 1,
                             streams.torch(f"{purpose}/e{e}"))
         try:
             on_epoch(e + 1, stats)
         except Diverged:
             return  # the caller's Selection remembers where; its best finite epoch stands
-        if resumable:
-            checkpoint.save_if_due(purpose, f"epoch {e + 1} of {epochs}", lambda: {
-                "epoch": e + 1, "model": model.state_dict(), "selection": selection.state()})

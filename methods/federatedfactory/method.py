@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..base import Capabilities, Part, RunContext
+from ..checkpoints import resumable
 from ..oneshot import Generators, OneShotGenerative
 from ..results import Communication
 from ..communication import tensor_bytes
@@ -327,18 +328,24 @@ class FederatedFactory(OneShotGenerative):
         test = [ProductOfExperts(len(d.y_test), n_classes) for _ in range(epochs)]
         models = []
         finite_epochs = epochs  # the ensemble exists up to the first epoch any client diverged
+
         # checkpoints after each client: the ensemble's sums so far and the finished models
-        saved = ctx.checkpoint.resume("ff/local")
-        if saved is not None:
+        def save() -> dict:
+            return {"val": val, "test": test, "finite_epochs": finite_epochs,
+                    "models": [m.state_dict() for m in models]}
+
+        def load(saved: dict) -> None:
+            nonlocal val, test, finite_epochs
             val, test, finite_epochs = saved["val"], saved["test"], saved["finite_epochs"]
             for state in saved["models"]:
                 models.append(ctx.new_model())
                 models[-1].load_state_dict(state)
-        with ctx.progress(len(members) * epochs, "local classifier epochs") as bar:
             bar.update(len(models) * epochs)
-            for i, k in enumerate(members):
-                if i < len(models):
-                    continue
+
+        with ctx.progress(len(members) * epochs, "local classifier epochs") as bar:
+            for i in resumable(ctx.checkpoint, "ff/local", len(members), save, load,
+                               lambda done: f"client {done} of {len(members)} trained"):
+                k = members[i]
                 own = {c for c in range(n_classes) if k in holders[c]}
                 keep = torch.tensor([int(c) not in own for c in synth_y.tolist()], dtype=torch.bool)
                 idx = ctx.clients[k]  # the real images stay on the device
@@ -361,10 +368,6 @@ class FederatedFactory(OneShotGenerative):
                 fit(model, data, torch.arange(len(y), device=ctx.device), ctx.train, epochs,
                     ctx.streams, f"ff/local/c{k}", on_epoch)
                 models.append(model)
-                ctx.checkpoint.save_if_due(
-                    "ff/local", f"client {i + 1} of {len(members)} trained",
-                    lambda: {"val": val, "test": test, "finite_epochs": finite_epochs,
-                             "models": [m.state_dict() for m in models]})
         # the target prior is over the classes the member clients hold (an unlearned class
         # that nobody holds any more gets 0, not the boost its smoothed expert priors imply)
         pooled = torch.bincount(d.y_train[torch.cat([ctx.clients[k] for k in members])].cpu(),

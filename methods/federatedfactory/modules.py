@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..checkpoints import Checkpoint, RngState
+from ..checkpoints import Checkpoint, RngState, resumable
 from ..data import mixed_precision
 from .loss import edm_loss, epsilon_loss
 from .network import build_unet
@@ -53,9 +53,14 @@ def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None,
         opt = torch.optim.AdamW(unet.parameters(), lr=p.gen_lr)
         ema = EMAModel(unet.parameters(), decay=p.gen_ema_decay, use_ema_warmup=True,
                        power=3 / 4)
-        start, saved = 0, checkpoint.resume("module")
-        if saved is not None:
-            start = saved["step"]
+        def save() -> dict:  # the weights, both optimiser states, every generator's state
+            return {"unet": unet.state_dict(), "optimizer": opt.state_dict(),
+                    "ema": ema.state_dict(), "batches": RngState(gen.get_state()),
+                    "global": RngState(torch.get_rng_state()),
+                    **({"global_cuda": RngState(torch.cuda.get_rng_state(device))}
+                       if cuda else {})}
+
+        def load(saved: dict) -> None:
             unet.load_state_dict(saved["unet"])
             opt.load_state_dict(saved["optimizer"])
             ema.load_state_dict(saved["ema"])
@@ -63,17 +68,9 @@ def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None,
             torch.set_rng_state(saved["global"].tensor)
             if cuda:
                 torch.cuda.set_rng_state(saved["global_cuda"].tensor, device)
-            if progress is not None:
-                progress.update(start)
 
-        def state() -> dict:
-            return {"step": i + 1, "unet": unet.state_dict(), "optimizer": opt.state_dict(),
-                    "ema": ema.state_dict(), "batches": RngState(gen.get_state()),
-                    "global": RngState(torch.get_rng_state()),
-                    **({"global_cuda": RngState(torch.cuda.get_rng_state(device))}
-                       if cuda else {})}
-
-        for i in range(start, steps):
+        for _ in resumable(checkpoint, "module", steps, save, load,
+                           lambda done: f"step {done} of {steps}", progress):
             idx = torch.randint(0, images.shape[0], (p.gen_batch_size,), generator=gen)
             with mixed_precision(device):
                 loss = loss_fn(unet, images[idx.to(device)], gen)
@@ -83,7 +80,6 @@ def train_module(p: FFParams, images: torch.Tensor, seed: int, progress=None,
             ema.step(unet.parameters())
             if progress is not None:
                 progress.update(1)
-            checkpoint.save_if_due("module", f"step {i + 1} of {steps}", state)
     ema.copy_to(unet.parameters())
     return {k: v.detach().float().cpu() for k, v in unet.state_dict().items()}
 
