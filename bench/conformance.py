@@ -227,7 +227,7 @@ def _battery(cls, config, root: Path) -> list[Check]:
     # fingerprint
     source = Path(inspect.getfile(cls)).resolve()
     covered = {METHODS_DIR / p for p in own_files(cls)} | outside_files(cls)
-    ok = source in covered and bool(first.provenance.get("code"))
+    ok = source in covered and bool(first.provenance.code)
     checks.append(Check("fingerprint", ok, "" if ok else
                         f"the record's code fingerprint does not cover {source}"))
     return checks

@@ -1,5 +1,6 @@
 """Where a run computed: the machine and library versions it records in `environment`
-(information for the reader; what its numbers depend on is `provenance`, bench/provenance.py)."""
+(information for the reader; what its numbers depend on, torch's version and threads among
+them, is `provenance`, bench/provenance.py)."""
 from __future__ import annotations
 
 import functools
@@ -38,10 +39,8 @@ def environment(device: torch.device) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
-        "torch_threads": torch.get_num_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
         "numpy": np.__version__,
         "sklearn": sklearn.__version__,
         "platform": platform.platform(),

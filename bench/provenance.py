@@ -13,20 +13,20 @@ from __future__ import annotations
 from .methods import numerics
 from .methods.provenance import library_versions
 from .methods.registry import code_fingerprint
+from .records import Provenance
 
 STALE_MARK = "†"
 STALE_NOTE = (f"{STALE_MARK} computed by other code than this version's (or other torch / "
               f"diffusers versions): `python -m bench run` with the same selection recomputes it")
 
 
-def provenance(method: str, dataset: str, run_numerics: numerics.Numerics) -> dict:
-    """The code fingerprint, library versions and device type, and the numerics the run
-    computed with (methods/numerics.py: threads, pins, CPU capability, caches)."""
-    return {"code": code_fingerprint(method, dataset), **library_versions(),
-            "device_type": run_numerics.device_type, "numerics": run_numerics.to_dict()}
+def provenance(method: str, dataset: str, run_numerics: numerics.Numerics) -> Provenance:
+    """The code fingerprint, the versions of the libraries besides torch, and the numerics the
+    run computed with (methods/numerics.py: torch, device type, threads, pins, CPU)."""
+    libraries = {k: v for k, v in library_versions().items() if k != "torch"}
+    return Provenance(code_fingerprint(method, dataset), libraries, run_numerics)
 
 
 def is_stale(record) -> bool:
     """True when `record` (bench/records.py) was not computed by the current code."""
-    return record.provenance.get("code") != code_fingerprint(record.method,
-                                                             record.config.dataset)
+    return record.provenance.code != code_fingerprint(record.method, record.config.dataset)

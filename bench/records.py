@@ -7,8 +7,12 @@ Schema 1 (until 2026-11-30) kept the headline model's metrics at the top of `met
 FederatedFactory's downstream modes under `metrics.variants`, and a communication dict whose
 keys differed per method (`total_up_bytes`, `module_bytes_per_client`, `local_mode`, ...).
 Schema 2 has `metrics.variants` in every record (a method that serves one model names it
-`model`) and one `Communication` per variant. The migration moves values and never computes
-one: tests/test_records.py reads schema-1 records of every method and compares every number.
+`model`) and one `Communication` per variant. Schema 3 (2026-12-04) types `provenance` as
+`Provenance` (code, libraries, numerics) and stores each value once: the torch version, the
+device type and the thread count only in `provenance.numerics` (schema 2 also kept them at the
+top of `provenance` and in `environment`). The migrations move values and never compute one:
+tests/test_records.py reads schema-1 and schema-2 records of every method and compares every
+number.
 
 Table labels name a variant as `method[variant]`, the one model of a method as `method`;
 `label` and `parse_label` are the one place that spells and reads them.
@@ -19,9 +23,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .config import RunConfig
+from .methods.numerics import Numerics
 from .methods.results import MODEL, Communication, Evaluation, Metrics
 
-RECORD_SCHEMA = 2  # the layout of a record (the config's own SCHEMA is part of its run id)
+RECORD_SCHEMA = 3  # the layout of a record (the config's own SCHEMA is part of its run id)
 
 
 def label(method: str, variant: str = MODEL) -> str:
@@ -38,6 +43,32 @@ def parse_label(text: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What a run's numbers depend on beyond its config (bench/provenance.py): the fingerprint
+    of its code, the versions of the libraries whose kernels and schedulers determine its
+    floats besides torch, and the numerics it computed with (torch, device type, threads,
+    pins, CPU; methods/numerics.py). None: a record written before numerics were recorded."""
+
+    code: str
+    libraries: dict  # name -> version (diffusers)
+    numerics: Numerics | None
+
+    @property
+    def device_type(self) -> str | None:
+        return None if self.numerics is None else self.numerics.device_type
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "libraries": dict(self.libraries),
+                "numerics": None if self.numerics is None else self.numerics.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Provenance":
+        numerics = d.get("numerics")
+        return cls(d["code"], dict(d.get("libraries", {})),
+                   None if numerics is None else Numerics.from_dict(numerics))
+
+
+@dataclass(frozen=True)
 class Record:
     """Everything stored of one run (docs/records.md)."""
 
@@ -51,8 +82,8 @@ class Record:
     communication: dict[str, Communication]  # per variant
     timings: dict
     extra: dict
-    environment: dict
-    provenance: dict
+    environment: dict  # where it ran, for the reader (bench/environment.py)
+    provenance: Provenance
     created: str
     artifacts: dict = field(default_factory=dict)  # name -> PNG file name beside the record
     unlearning: dict | None = None  # bench unlearn's comparison (bench/unlearn.py)
@@ -87,6 +118,7 @@ class Record:
         d["config"] = self.config.to_dict()
         d["metrics"] = self.metrics.to_dict()
         d["communication"] = {k: c.to_dict() for k, c in self.communication.items()}
+        d["provenance"] = self.provenance.to_dict()
         for optional in ("unlearning", "checkpoints"):
             if d[optional] is None:
                 del d[optional]
@@ -102,7 +134,8 @@ class Record:
                       "config": RunConfig.from_dict(d["config"]),
                       "metrics": Metrics.from_dict(d["metrics"]),
                       "communication": {k: Communication.from_dict(c)
-                                        for k, c in d["communication"].items()}})
+                                        for k, c in d["communication"].items()},
+                      "provenance": Provenance.from_dict(d["provenance"])})
 
 
 # --- reading older layouts ------------------------------------------------------------------
@@ -112,8 +145,10 @@ def migrate(d: dict) -> dict:
     schema = d.get("schema")
     if schema == RECORD_SCHEMA:
         return d
+    if schema == 2:
+        return _from_schema_2(d)
     if schema == 1:
-        return _from_schema_1(d)
+        return _from_schema_2(_from_schema_1(d))
     raise ValueError(f"schema {schema} (this version reads 1 to {RECORD_SCHEMA})")
 
 
@@ -127,8 +162,26 @@ def _from_schema_1(d: dict) -> dict:
         headline = MODEL
     old = d["communication"]
     comm = {v: _communication_1(old, v) for v in variants}
-    return {**d, "schema": RECORD_SCHEMA,
+    return {**d, "schema": 2,
             "metrics": {"headline": headline, "variants": variants}, "communication": comm}
+
+
+def _from_schema_2(d: dict) -> dict:
+    """Schema 2's provenance {code, torch, diffusers, device_type, numerics?} and environment
+    {torch, torch_threads, ...} -> one Provenance, each value once. A record without numerics
+    keeps None there and nothing is inferred: its torch version, threads and device type stay
+    in `environment`."""
+    old, env = d["provenance"], dict(d["environment"])
+    numerics = old.get("numerics")
+    if numerics is not None:
+        for key in ("torch", "torch_threads"):
+            env.pop(key, None)
+    elif "device_type" in old:
+        env["device_type"] = old["device_type"]
+    libraries = {k: v for k, v in old.items()
+                 if k not in ("code", "torch", "device_type", "numerics")}
+    return {**d, "schema": RECORD_SCHEMA, "environment": env,
+            "provenance": {"code": old["code"], "libraries": libraries, "numerics": numerics}}
 
 
 def _communication_1(old: dict, variant: str) -> dict:

@@ -59,25 +59,29 @@ class Execution:
 
 def run_context(config: RunConfig, device: torch.device, data_root: str | None = None,
                 cache_dir: Path | None = None, clients_at_once: int = 1,
-                progress=None, cpu_threads: int | None = None
-                ) -> tuple[RunContext, list[np.ndarray]]:
-    """What a method's `run` (or `do_part`) sees: the data on `device`, the run's client
-    partition and its random streams. Also returns the partition as index arrays."""
+                progress=None, run_numerics: numerics.Numerics | None = None,
+                checkpoint: Checkpoint | None = None) -> tuple[RunContext, list[np.ndarray]]:
+    """What a method's `run` (or `do_part`) sees, complete: the data on `device`, the run's
+    client partition, its random streams, numerics (default: this process's) and checkpoint
+    (default: off). Also returns the partition as index arrays."""
     dataset = cached_dataset(config.dataset, data_root)
     data = DeviceData(dataset, config.resolution, device)
     partition = client_indices(config, dataset)
     ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in partition], config.train,
                      Streams(config.seed), cache_dir=cache_dir, clients_at_once=clients_at_once,
-                     numerics=numerics.current(device.type, cpu_threads),
+                     numerics=run_numerics or numerics.current(device.type),
+                     checkpoint=checkpoint or Checkpoint.off(),
                      **({"progress": progress} if progress else {}))
     return ctx, partition
 
 
-def _part_context(config: RunConfig, execution: Execution, device: torch.device):
+def _part_context(config: RunConfig, execution: Execution, device: torch.device,
+                  progress=None, checkpoint: Checkpoint | None = None):
     """Listed in the command's process or done in a worker, a part is keyed by the threads
     its run computes with (`execution.threads`), not by those of the process that lists it."""
     ctx, _ = run_context(config, device, execution.data_root, execution.cache_dir,
-                         cpu_threads=execution.threads)
+                         progress=progress, checkpoint=checkpoint,
+                         run_numerics=numerics.current(device.type, execution.threads))
     return ctx, build_method(config.method, config.method_params)
 
 
@@ -99,10 +103,9 @@ def perform_part(config: RunConfig, execution: Execution, part: Part) -> Part:
     with RunLog(RecordStore(execution.out).log_path(config, part),
                 f"{config.label} part {part}", config.run_id, execution.tensorboard) as log, \
             _cpu_turns(device):
-        ctx, method = _part_context(config, execution, device)
-        ctx.progress = log.progress
         # no folder of its own: the part's work (a module) checkpoints under its cache key
-        ctx.checkpoint = Checkpoint(None, {}, execution.checkpoint_every, device)
+        ctx, method = _part_context(config, execution, device, log.progress,
+                                    Checkpoint(None, {}, execution.checkpoint_every, device))
         method.do_part(ctx, part)
     return part
 
@@ -224,14 +227,16 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
     With a `checkpoint_path`, the run checkpoints there every `checkpoint_every` seconds and
     resumes what a killed process of the same code and numerics left there."""
     t0 = time.perf_counter()
-    ctx, partition = run_context(config, device, data_root, cache_dir, clients_at_once, progress)
+    run_numerics = numerics.current(device.type)
+    prov = provenance(config.method, config.dataset, run_numerics)
     # a checkpoint holds to the same code, libraries and numerics as the record (provenance),
     # and to the settings that change the bits without changing the run: the vectorised client
     # path equals the looped one to float tolerance only
-    identity = {"run": config.run_id, **provenance(config.method, config.dataset, ctx.numerics),
-                "clients_at_once": clients_at_once}
-    ctx.checkpoint = Checkpoint(checkpoint_path, identity, checkpoint_every, device) \
-        if checkpoint_path is not None and checkpoint_every is not None else Checkpoint.off()
+    identity = {"run": config.run_id, **prov.to_dict(), "clients_at_once": clients_at_once}
+    checkpoint = Checkpoint(checkpoint_path, identity, checkpoint_every, device) \
+        if checkpoint_path is not None and checkpoint_every is not None else None
+    ctx, partition = run_context(config, device, data_root, cache_dir, clients_at_once, progress,
+                                 run_numerics, checkpoint)
     dataset = cached_dataset(config.dataset, data_root)
     labels = dataset.y_train.numpy()
     t1 = time.perf_counter()
@@ -262,7 +267,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
                  "waiting_for_cores": waited},
         extra=result.extra,
         environment={**environment(device), "clients_at_once": clients_at_once},
-        provenance=provenance(config.method, config.dataset, ctx.numerics),
+        provenance=prov,
         checkpoints=ctx.checkpoint.summary() if ctx.checkpoint.on else None,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )

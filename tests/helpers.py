@@ -15,7 +15,7 @@ from bench.config import parse_overrides, resolve
 from bench.conformance import comparable  # noqa: F401  (the tests' record comparison)
 from bench.methods.results import Communication, Evaluation, Metrics
 from bench.methods.training import LocalStats
-from bench.records import Record
+from bench.records import Provenance, Record
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -30,7 +30,8 @@ def make_record(config, metrics: Metrics | None = None, **fields) -> Record:
                     split={"client_class_counts": []}, model_parameters=0, metrics=metrics,
                     curves={}, communication={v: Communication(1, 0, 0)
                                               for v in metrics.variants},
-                    timings={}, extra={}, environment={}, provenance={},
+                    timings={}, extra={}, environment={},
+                    provenance=Provenance("placeholder", {}, None),
                     created="2026-11-30T00:00:00+00:00")
     return Record(**{**defaults, **fields})
 

@@ -56,7 +56,7 @@ def _grid(out, **env) -> dict[str, str]:
     for path in sorted(out.glob("runs/*/*/*.json")):
         record = RecordStore.read(path)
         digests[record.method] = record_digest(record)
-        assert record.provenance["numerics"]["pins"] == (
+        assert record.provenance.numerics.pins == (
             numerics.NATIVE if env.get(numerics.SWITCH) else numerics.PINNED)
     assert len(digests) == 3
     return digests

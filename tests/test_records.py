@@ -14,6 +14,7 @@ from bench.store import CorruptRecord, RecordStore
 from helpers import ROOT, make_record
 
 SCHEMA_1 = ROOT / "tests" / "data" / "schema1"  # records as the code of 2026-11-29 wrote them
+SCHEMA_2 = ROOT / "tests" / "data" / "schema2"  # records as the code of 2026-12-04 wrote them
 
 
 def _old_records() -> list[tuple[dict, Record]]:
@@ -66,13 +67,50 @@ def test_schema_1_metrics_and_bytes_move_unchanged():
             if "total_up_bytes" in comm:
                 assert (c.up_bytes, c.down_bytes) == (comm["total_up_bytes"],
                                                       comm["total_down_bytes"])
-        # nothing else is touched
-        for k in ("curves", "timings", "extra", "environment", "provenance", "split"):
+        # nothing else is touched (provenance and environment: schema 3's, next test)
+        for k in ("curves", "timings", "extra", "split"):
             assert getattr(record, k) == raw[k]
+        _provenance_moved(raw, record)
+
+
+def _provenance_moved(raw: dict, record: Record) -> None:
+    """Schema 3 keeps each value of schema 2's provenance and environment once."""
+    old, env = raw["provenance"], raw["environment"]
+    prov = record.provenance
+    assert prov.code == old["code"] and prov.libraries == {"diffusers": old["diffusers"]}
+    assert prov.numerics.to_dict() == old["numerics"]
+    assert prov.numerics.torch == old["torch"] == env["torch"]
+    assert prov.device_type == old["device_type"]
+    assert prov.numerics.threads == env["torch_threads"]
+    assert record.environment == {k: v for k, v in env.items()
+                                  if k not in ("torch", "torch_threads")}
+
+
+def test_schema_2_records_give_the_smoke_references_cells_unchanged():
+    """Records of the default grid as the schema-2 code wrote them (2026-12-04), one per
+    method, read through the store and migrated: every tripwire cell equals the smoke
+    reference's, and provenance's values move, none computed."""
+    paths = sorted(SCHEMA_2.glob("runs/*/*/*.json"))
+    pairs = [(json.loads(p.read_text()), RecordStore.read(p)) for p in paths]
+    assert {raw["schema"] for raw, _ in pairs} == {2} and len(pairs) == 7
+    for raw, record in pairs:
+        _provenance_moved(raw, record)
+        for k in ("metrics", "curves", "timings", "extra", "split", "communication"):
+            assert record.to_dict()[k] == raw[k], k
+    records = [r for _, r in pairs]
+    labels = {"digits": cached_dataset("digits", None).y_test.numpy()}
+    smoke = json.loads((ROOT / "bench" / "references" / "smoke.json").read_text())["cells"]
+    ids = {r.run_id for r in records}
+
+    def key(c):
+        return (c["run_id"], c["method"], c["metric"])
+    expected = {key(c): c["expected"] for c in smoke if c["run_id"] in ids}
+    mine = {key(c): c["expected"] for c in tripwire_cells(records, labels)}
+    assert mine == expected and len(mine) >= 7 * 3
 
 
 def test_schema_1_tables_equal_the_current_layouts(tmp_path):
-    """A schema-1 record written back in schema 2 and read again: the same value, the same
+    """A schema-1 record written back in the current schema and read again: the same value, the same
     table rows."""
     store = RecordStore(tmp_path)
     records = [r for _, r in _old_records()]

@@ -1,4 +1,5 @@
 """Tables, figures and checks on small synthetic records (no training)."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def test_tripwire_cells_name_their_runs_missing_and_stale(store):
     assert passed(table)
     table = check_tripwire(ref, lambda d, m, run_id: None)
     assert set(table["verdict"]) == {"MISSING"}
-    old = records[0].replace(provenance={"code": "0" * 16})
+    old = records[0].replace(provenance=dataclasses.replace(records[0].provenance, code="0" * 16))
     table = check_tripwire(ref, lambda d, m, run_id: old)
     assert set(table["verdict"]) == {"STALE"} and not passed(table)
 
@@ -266,12 +267,13 @@ def test_generator_sweep_figure_plots_each_swept_setting(tmp_path):
 
 def _with_numerics(record, **changes):
     prov = record.provenance
-    return record.replace(provenance={**prov, "numerics": {**prov["numerics"], **changes}})
+    return record.replace(provenance=dataclasses.replace(
+        prov, numerics=dataclasses.replace(prov.numerics, **changes)))
 
 
 def _reference(records: list, cross: dict | None = None) -> dict:
     ref = {"name": "t", "layer": "tripwire", "cells": tripwire_cells(records, TEST_LABELS),
-           "made_with": {"numerics": records[0].provenance["numerics"]}}
+           "made_with": {"numerics": records[0].provenance.numerics.to_dict()}}
     return {**ref, "cross_environment": {"tolerance": {"digits": cross}}} if cross else ref
 
 

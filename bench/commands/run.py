@@ -290,11 +290,11 @@ def _say_other_numerics(records: list, device, threads: int | None) -> None:
     CPU or torch; methods/numerics.py): the same config, numbers that differ by float
     rounding. `Numerics.differences` is the one comparison (here, in `bench check` and in
     `bench unlearn`)."""
-    from ..methods.numerics import Numerics, current
+    from ..methods.numerics import current
 
     here = current(device.type, threads)
-    other = [(r, here.differences(Numerics.from_dict(r.provenance["numerics"])))
-             for r in records if r.provenance.get("numerics")]
+    other = [(r, here.differences(r.provenance.numerics))
+             for r in records if r.provenance.numerics is not None]
     other = [(r, d) for r, d in other if d]
     if other:
         r, differences = other[0]

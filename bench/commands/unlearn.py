@@ -38,16 +38,17 @@ def main(args) -> int:
                          f"one; recompute it first with `python -m bench run` (same options)")
     config = forget_config(before.config, clients, len(before.split["client_sizes"]))
     device = pick_device(args.device)
-    threads = before.environment.get("torch_threads")
+    stored = before.provenance.numerics
+    # schema-2 records without numerics kept their threads in `environment`
+    threads = stored.threads if stored is not None else before.environment.get("torch_threads")
     if device.type == "cpu" and threads:
         # the run's own thread count (CPU float rounding depends on it): the unlearned run is
         # then bit for bit the run that never had the clients, as the grid would compute it
         import torch
 
         torch.set_num_threads(threads)
-        stored = before.provenance.get("numerics")
-        differs = numerics.current("cpu", threads).differences(
-            numerics.Numerics.from_dict(stored)) if stored else ["numerics not recorded"]
+        differs = numerics.current("cpu", threads).differences(stored) if stored \
+            else ["numerics not recorded"]
         if differs:
             say(f"run {before.run_id} was computed with other numerics than this process's "
                 f"({'; '.join(differs)}): the unlearned run differs from it by rounding too "

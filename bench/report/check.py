@@ -115,8 +115,7 @@ def run_value(record: Record, variant: str, metric: str) -> float | None:
 
 # --- the three layers -------------------------------------------------------------------
 def record_numerics(record: Record) -> Numerics | None:
-    stored = record.provenance.get("numerics")
-    return None if stored is None else Numerics.from_dict(stored)
+    return record.provenance.numerics
 
 
 def reference_numerics(ref: dict) -> Numerics | None:
@@ -406,16 +405,16 @@ def remake_tripwire(ref: dict, store, data_root: str | None = None,
         raise ConfigError(f"{len(absent)} runs of grid {ref['grid']} are missing or stale "
                           f"(e.g. {absent[0]}); run `python -m bench run --grid {ref['grid']}` "
                           f"first")
-    numerics = {json.dumps(r.provenance.get("numerics"), sort_keys=True) for r in records}
-    if len(numerics) != 1 or records[0].provenance.get("numerics") is None:
+    numerics = {r.provenance.numerics for r in records}
+    if len(numerics) != 1 or records[0].provenance.numerics is None:
         raise ConfigError(f"the runs of grid {ref['grid']} were computed with {len(numerics)} "
                           f"different numerics (threads, pins): rerun them with one setting, "
                           f"e.g. `python -m bench run --grid {ref['grid']} --force`")
     labels = {d: cached_dataset(d, data_root).y_test.numpy()
               for d in dict.fromkeys(c.dataset for c in configs)}
     env = records[0].environment
-    made_with = {"numerics": records[0].provenance["numerics"],
-                 "diffusers": records[0].provenance["diffusers"],
+    made_with = {"numerics": records[0].provenance.numerics.to_dict(),
+                 "diffusers": records[0].provenance.libraries.get("diffusers"),
                  "device_name": env["device_name"], "cpu_model": env.get("cpu_model"),
                  "platform": env["platform"], "git_commit": env["git_commit"]}
     cells = tripwire_cells(records, labels)
