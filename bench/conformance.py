@@ -234,22 +234,25 @@ def _battery(cls, config, root: Path) -> list[Check]:
 
 
 def _unlearns(cls, config, root: Path, full) -> Check:
-    """A run without client 0 differs from the full run, and never reads client 0's images
-    (they are replaced by noise here and the result must not change)."""
+    """A run that also leaves out the first client the run had differs from the full run, and
+    never reads that client's images (they are replaced by noise here and the result must not
+    change)."""
     from .runner import execute
     from . import runner
 
     if "exclude_clients" not in {f.name for f in dataclasses.fields(cls.Params)}:
         return Check("unlearns", False, "Params has no exclude_clients")
-    params = {**config.method_params, "exclude_clients": (0,)}
+    left_out = tuple(config.method_params.get("exclude_clients", ()))
+    forget = next(k for k in range(config.n_clients) if k not in left_out)
+    params = {**config.method_params, "exclude_clients": (*left_out, forget)}
     without = dataclasses.replace(config, method_params=params)
     forgot = execute(without, torch.device("cpu"), cache_dir=root / "unlearn" / "cache")[0]
     if forgot.metrics.to_dict() == full.metrics.to_dict():
-        return Check("unlearns", False, "leaving client 0 out changed nothing")
+        return Check("unlearns", False, f"leaving client {forget} out changed nothing")
     dataset = runner.cached_dataset(config.dataset, None)
     partition = runner.client_indices(config, dataset)
     noisy = dataclasses.replace(dataset, x_train=dataset.x_train.clone())
-    own = torch.from_numpy(partition[0])
+    own = torch.from_numpy(partition[forget])
     noisy.x_train[own] = torch.randint_like(noisy.x_train[own], 0, 256,
                                             generator=torch.Generator().manual_seed(1))
     cached = runner.cached_dataset
@@ -259,8 +262,8 @@ def _unlearns(cls, config, root: Path, full) -> Check:
     finally:
         runner.cached_dataset = cached
     where = _differs(comparable(forgot), comparable(blind))
-    return Check("unlearns", not where, f"client 0's images changed the run without it "
-                                        f"(at {where})" if where else "")
+    return Check("unlearns", not where, f"client {forget}'s images changed the run without "
+                                        f"it (at {where})" if where else "")
 
 
 def _parts(config, root: Path, first) -> Check:

@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 from .config import ConfigError, RunConfig
 from .methods import numerics
 from .methods.base import Part
+from .methods.registry import REFERENCES
 from .runner import Execution, pending_parts, perform, perform_part
 
 EXECUTORS = ("sequential", "joblib", "ray")
@@ -41,11 +42,17 @@ class Plan:
 
     executor: str | None = None  # None: `settle` chooses (one run per GPU, else the grid's)
     workers: int | None = None  # parallel runs (joblib: processes; ray local: CPUs to use)
-    ray_address: str | None = None  # None: $RAY_ADDRESS, else start a local instance
+    # a cluster to join; `settle` reads $RAY_ADDRESS into it; None: start a local instance
+    ray_address: str | None = None
     gpus_per_run: float | None = None  # ray: None = 1 when the cluster has GPUs and device != cpu
     # joblib and sequential on GPUs: the device of each worker slot ("cuda:0", "cuda:1", ...);
     # a run takes a free slot's device, so no two runs share a GPU unless --workers asks for it
     devices: tuple[str, ...] = ()
+
+    @property
+    def remote(self) -> bool:
+        """Runs go to a Ray cluster whose size and devices are not known here."""
+        return self.executor == "ray" and self.ray_address is not None
 
     def describe(self, threads: int | None) -> str:
         """One line for people: executor, workers x threads, devices."""
@@ -112,6 +119,7 @@ def settle(plan: Plan, execution: Execution, default_executor: str = "sequential
     execution = replace(execution, threads=execution.threads or default_threads)
     if plan.executor == "ray":  # a node that died cannot release its claims: Ray retries instead
         execution = replace(execution, claims=False)
+        plan = replace(plan, ray_address=plan.ray_address or os.environ.get("RAY_ADDRESS"))
     if plan.executor == "sequential":
         return plan, execution
     cores = available_cores()
@@ -263,12 +271,14 @@ def _ray(configs, execution, plan, progress, say):
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'ray[default]' "
                           "(or pip install -e '.[cluster]')") from None
-    address = plan.ray_address or os.environ.get("RAY_ADDRESS")
+    address = plan.ray_address
     started_here = not ray.is_initialized()
     # a worker pins its numerics when it imports the suite (bench/__init__.py); the switches
     # travel with the job so that an unpinned driver (FLBENCH_NUMERICS=native) has unpinned
     # workers on every node
-    env = {k: os.environ[k] for k in (*numerics.PINS, numerics.SWITCH) if k in os.environ}
+    # workers on every node; so do the user's own methods named as module:Class
+    env = {k: os.environ[k] for k in (*numerics.PINS, numerics.SWITCH, REFERENCES)
+           if k in os.environ}
     if started_here:
         if address:
             try:

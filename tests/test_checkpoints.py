@@ -226,3 +226,34 @@ def test_a_stale_checkpoint_is_not_resumed_by_bench_run(tmp_path, monkeypatch, c
     assert re.search(r"checkpoint .*rounds\.pt was written by other code: discarded", err), err
     (record,) = stored_records(tmp_path)
     assert record.checkpoints["resumed"] == []
+
+
+def test_the_one_loop_helper_resumes_after_the_last_saved_step_twice(tmp_path):
+    """`resumable`: the state saved after each step (every=0) is loaded before the next
+    attempt, which continues after the saved step; a body that breaks saves nothing for its
+    step. Two interruptions, then the end: every step done once."""
+    from bench.methods.checkpoints import resumable
+
+    done, state = [], {"sum": 0}
+
+    def attempt(stop_at):
+        checkpoint = Checkpoint(tmp_path / "ckpt", {"run": "x"}, every=0)
+
+        def load(saved):
+            state["sum"] = saved["sum"]
+        for step in resumable(checkpoint, "loop", 6, lambda: dict(state), load):
+            if step == stop_at:
+                break  # as a kill inside the step: its work is lost, not saved
+            done.append(step)
+            state["sum"] += step
+        return checkpoint
+
+    attempt(2)
+    state["sum"] = -100  # what a fresh process would hold: the checkpoint restores it
+    attempt(4)
+    state["sum"] = -100
+    last = attempt(None)
+    assert done == [0, 1, 2, 3, 4, 5] and state["sum"] == 15
+    assert [r["at"] for r in last.resumed] == ["4 of 6"]
+    off = [s for s in resumable(Checkpoint.off(), "loop", 3, dict, lambda s: None)]
+    assert off == [0, 1, 2]

@@ -10,7 +10,6 @@ import threading
 import time
 import types
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
@@ -150,3 +149,18 @@ def test_joblib_gives_each_run_a_free_gpu(monkeypatch, gpus):
     configs = [types.SimpleNamespace(run_id=str(i), label=str(i)) for i in range(7)]
     done = list(executors._joblib(configs, ex, plan, None, lambda m: None))
     assert len(done) == 7 and set(seen) == {"cuda:0", "cuda:1"}
+
+
+def test_a_remote_cluster_is_decided_once_in_settle(monkeypatch):
+    """Ray's address is read from --ray-address or $RAY_ADDRESS once, by `settle`; the
+    command's guard and the executor ask the plan (`Plan.remote`), not the environment."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    local, _ = settle(Plan("ray"), Execution(device="cpu"))
+    assert not local.remote and local.ray_address is None
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    remote, execution = settle(Plan("ray"), Execution(device="cpu"))
+    assert remote.remote and remote.ray_address == "10.0.0.5:6379" and not execution.claims
+    given, _ = settle(Plan("ray", ray_address="auto"), Execution(device="cpu"))
+    assert given.ray_address == "auto"
+    plain, _ = settle(Plan("joblib"), Execution(device="cpu"))
+    assert not plain.remote  # $RAY_ADDRESS matters to Ray only

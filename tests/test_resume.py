@@ -1,4 +1,9 @@
-"""Resume inside a run, in-process, for every checkpointing loop (methods/checkpoints.py).
+"""Resume inside a run, in-process, twice and in later phases (methods/checkpoints.py).
+
+Every loop resumes through one helper (`resumable`), and the conformance battery
+(tests/test_conformance.py) interrupts every method right after its first checkpoint and
+resumes it bitwise. Here, the loops with several phases or generator states, and the round
+loop, go further:
 
 Each loop is interrupted by an exception raised right after a chosen checkpoint is saved (as a
 kill there would leave it), started again, and must end with the record of a run that was never
@@ -34,11 +39,6 @@ FAST = ["local_epochs=1", "rounds=4"]
 # kind: (method, --set values, the interruptions: (phase, after its n-th save in the attempt))
 KINDS = {
     "fedavg": ("fedavg", FAST, [("rounds", 1), ("rounds", 2)]),
-    "scaffold": ("scaffold", FAST, [("rounds", 2), ("rounds", 1)]),
-    "centralized": ("centralized", ["rounds=5", "local_epochs=1"],
-                    [("batches", 2), ("batches", 2)]),
-    "local_only": ("local_only", ["local_epochs=1", "rounds=2"],
-                   [("clients", 3), ("clients", 4)]),
     # a generator module, then the local mode (its server classifier is `fit`, as
     # centralized's epochs are)
     "federatedfactory": ("federatedfactory",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -188,8 +187,8 @@ def main(args) -> int:
         say(f"{len(stale)} stored runs were computed by other code (e.g. {stale[0].label}); "
              f"recomputing them, their old records set aside as *.json.stale (--keep-stale "
              f"keeps them instead)")
-    if plan.executor == "ray" and (plan.ray_address or os.environ.get("RAY_ADDRESS")):
-        where = f"ray cluster at {plan.ray_address or os.environ['RAY_ADDRESS']}"
+    if plan.remote:
+        where = f"ray cluster at {plan.ray_address}"
     elif plan.executor == "sequential" and not plan.devices:
         where = str(device)
     else:
@@ -246,8 +245,7 @@ def _guard(todo: list, args, plan, execution) -> None:
     from ..estimate import forecast
     from ..runner import pick_device
 
-    remote = plan.executor == "ray" and (plan.ray_address or os.environ.get("RAY_ADDRESS"))
-    if not todo or remote:
+    if not todo or plan.remote:
         return
     device = pick_device(execution.device)
     if device.type == "cuda":
