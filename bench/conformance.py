@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import inspect
 import math
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ import torch
 
 from .config import parse_overrides, resolve
 from .methods.checkpoints import Checkpoint
+from .methods.privacy import SHARED, Audit
 from .methods.registry import MethodError, _checked, adding
 
 TOLERANCE = 1e-4  # vectorised clients against looped ones (float rounding of batched kernels)
@@ -63,19 +65,39 @@ class _Interrupted(Exception):
     """Raised where a kill would have stopped the run."""
 
 
+def _kind(phase: str) -> str:
+    """A checkpoint phase without its numbers: the loop it belongs to ('batches/c3' ->
+    'batches/c#', one `fit` per client)."""
+    return re.sub(r"\d+", "#", phase)
+
+
 @contextlib.contextmanager
-def _interrupt_after_first_save():
-    """Checkpoint.save raises right after the first save (written), in this process."""
+def _saves(seen: list[str], interrupt: str | None = None):
+    """In this process, Checkpoint.save also notes each phase it writes in `seen` and, with
+    `interrupt` (a phase kind), raises right after the first save of that kind (written), as a
+    kill there would leave it."""
     save = Checkpoint.save
 
     def saving(self, phase, at, state):
         save(self, phase, at, state)
-        raise _Interrupted(f"{phase} at {at}")
+        seen.append(phase)
+        if interrupt is not None and _kind(phase) == interrupt:
+            raise _Interrupted(f"{phase} at {at}")
     Checkpoint.save = saving
     try:
         yield
     finally:
         Checkpoint.save = save
+
+
+def _without_cache(value):
+    """`value` without its "cache" keys, at any depth (a record may say whether a piece of
+    work was found cached, e.g. each generator's; that is not a result)."""
+    if isinstance(value, dict):
+        return {k: _without_cache(v) for k, v in value.items() if k != "cache"}
+    if isinstance(value, list):
+        return [_without_cache(v) for v in value]
+    return value
 
 
 def comparable(record) -> dict:
@@ -85,8 +107,7 @@ def comparable(record) -> dict:
     d = record.to_dict()
     for key in ("timings", "environment", "created", "checkpoints"):
         d.pop(key, None)
-    for m in d["extra"].get("modules", []):
-        m.pop("cache", None)
+    d["extra"] = _without_cache(d["extra"])
     return d
 
 
@@ -150,16 +171,21 @@ def check_method(cls: type, sets: tuple[str, ...] = ("rounds=2", "local_epochs=1
 
 def _battery(cls, config, root: Path) -> list[Check]:
     from .estimate import forecast, peak_memory, run_cost
-    from .methods.provenance import outside_files, own_files, METHODS_DIR
+    from .datasets.registry import loader_file
+    from .methods.provenance import method_files
+    from .methods.registry import registered
     from .runner import execute
 
     checks = []
     cpu = torch.device("cpu")
 
-    def run(folder: str, **kwargs):
+    def run(folder: str, every: float | None = 0, **kwargs):
+        """A run in a folder of its own, saving a checkpoint after every step (`every` 0) or
+        none (None)."""
         out = root / folder
-        return execute(config, cpu, cache_dir=out / "cache", checkpoint_path=out / "run.ckpt",
-                       checkpoint_every=0, **kwargs)[0]
+        return execute(config, cpu, cache_dir=out / "cache",
+                       checkpoint_path=out / "run.ckpt" if every is not None else None,
+                       checkpoint_every=every, **kwargs)[0]
 
     # cost: every method says what it costs, and the guard can price it
     cost = run_cost(config)
@@ -173,35 +199,22 @@ def _battery(cls, config, root: Path) -> list[Check]:
             ok, detail = False, "the guard of `bench run` cannot price it"
     checks.append(Check("cost", ok, detail))
 
-    # record, deterministic, resume
-    first = run("first")
+    # record, deterministic (the second run saves checkpoints, the first none: saving must
+    # change nothing), resume
+    first = run("first", every=None)
     declared = set(cls.capabilities.variants)
     variants = set(first.metrics.variants)
     ok = variants <= declared and set(first.communication) == variants
     checks.append(Check("record", ok, "" if ok else
                         f"variants {sorted(variants)} (declared {sorted(declared)}), "
                         f"communication for {sorted(first.communication)}"))
-    where = _differs(comparable(first), comparable(run("second")))
+    phases: list[str] = []
+    with _saves(phases):
+        second = run("second")
+    where = _differs(comparable(first), comparable(second))
     checks.append(Check("deterministic", not where,
                         f"two runs of the same config differ at {where}" if where else ""))
-    interrupted = False
-    with _interrupt_after_first_save():
-        try:
-            run("resumed")
-        except _Interrupted:
-            interrupted = True
-    if not interrupted:
-        checks.append(Check("resume", False, "the run saved no checkpoint: a long loop must "
-                                             "save through methods/checkpoints.py"))
-    else:
-        resumed = run("resumed")
-        where = _differs(comparable(first), comparable(resumed))
-        if where:
-            checks.append(Check("resume", False, f"the resumed run differs at {where}"))
-        elif not resumed.checkpoints["resumed"]:
-            checks.append(Check("resume", False, "the run did not resume its checkpoint"))
-        else:
-            checks.append(Check("resume", True))
+    checks.append(_resume(run, first, list(dict.fromkeys(map(_kind, phases)))))
 
     # capabilities
     caps = cls.capabilities
@@ -217,20 +230,52 @@ def _battery(cls, config, root: Path) -> list[Check]:
                             f"than {TOLERANCE}"))
 
     # audit
-    privacy = first.extra.get("privacy")
-    ok = isinstance(privacy, dict) and (privacy.get("attack") is not None
-                                        or bool(privacy.get("not_audited")))
+    shared = first.audit.get(SHARED)
+    ok = isinstance(shared, Audit) and (shared.attack is not None and shared.auc is not None
+                                        or bool(shared.not_audited))
     checks.append(Check("audit", ok, "" if ok else
-                        "extra['privacy'] must hold the membership audit of what the clients "
-                        "shared, or not_audited(reason) (methods/privacy.py)"))
+                        "MethodResult.audit['shared'] must hold the membership audit of what "
+                        "the clients share, or not_audited(reason) (methods/privacy.py)"))
 
-    # fingerprint
-    source = Path(inspect.getfile(cls)).resolve()
-    covered = {METHODS_DIR / p for p in own_files(cls)} | outside_files(cls)
-    ok = source in covered and bool(first.provenance.code)
+    # fingerprint: the files the record's code fingerprint hashes hold the method's source
+    try:
+        source = Path(inspect.getfile(cls)).resolve()
+    except TypeError:  # a class of __main__ or a notebook cell
+        source = None
+    covered = method_files(cls, tuple(registered().values()),
+                           loader=loader_file(config.dataset).name)
+    ok = source is not None and source in {Path(p).resolve() for p in covered}
     checks.append(Check("fingerprint", ok, "" if ok else
-                        f"the record's code fingerprint does not cover {source}"))
+                        f"the record's code fingerprint does not cover the method's source "
+                        f"({source or 'none: define the method in a module file'})"))
     return checks
+
+
+def _resume(run, first, kinds: list[str]) -> Check:
+    """For each loop that saved (each phase kind, in order): a run interrupted right after
+    that loop's first save, then started again, must resume from it and end with `first`'s
+    record, bit for bit."""
+    if not kinds:
+        return Check("resume", False, "the run saved no checkpoint: its long loops must save "
+                                      "through methods/checkpoints.py (`resumable`)")
+    for i, kind in enumerate(kinds):
+        folder, seen = f"resumed_{i}", []
+        try:
+            with _saves(seen, interrupt=kind):
+                run(folder)
+        except _Interrupted:
+            pass
+        else:
+            continue  # a phase seen once only after another one was interrupted, say
+        resumed = run(folder)
+        where = _differs(comparable(first), comparable(resumed))
+        if where:
+            return Check("resume", False, f"interrupted after its first save of {kind}, the "
+                                          f"resumed run differs at {where}")
+        if not resumed.checkpoints["resumed"]:
+            return Check("resume", False, f"interrupted after its first save of {kind}, the "
+                                          f"run did not resume that checkpoint")
+    return Check("resume", True, f"interrupted and resumed in {', '.join(kinds)}")
 
 
 def _unlearns(cls, config, root: Path, full) -> Check:
@@ -278,6 +323,10 @@ def _parts(config, root: Path, first) -> Check:
         return Check("parts", False, "capabilities.parts is declared but parts() gave none")
     for part in parts:
         perform_part(config, execution, part)
+    left = pending_parts(config, execution, "cpu")
+    if left:
+        return Check("parts", False, f"{len(left)} of its parts are still pending after they "
+                                     f"were done (do_part must put them where parts() looks)")
     record = execute(config, torch.device("cpu"), cache_dir=execution.cache_dir)[0]
     where = _differs(comparable(first), comparable(record))
     return Check("parts", not where, f"the run after its parts differs at {where}"

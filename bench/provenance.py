@@ -28,5 +28,12 @@ def provenance(method: str, dataset: str, run_numerics: numerics.Numerics) -> Pr
 
 
 def is_stale(record) -> bool:
-    """True when `record` (bench/records.py) was not computed by the current code."""
-    return record.provenance.code != code_fingerprint(record.method, record.config.dataset)
+    """True when `record` (bench/records.py) was not computed by the current code, or when its
+    method is not registered in this process (a method of the user's own, named as
+    module:Class when it ran: its code cannot be compared here; FLBENCH_METHODS or its entry
+    point makes it known)."""
+    try:
+        current = code_fingerprint(record.method, record.config.dataset)
+    except ValueError:
+        return True
+    return record.provenance.code != current

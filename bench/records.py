@@ -10,9 +10,10 @@ Schema 2 has `metrics.variants` in every record (a method that serves one model 
 `model`) and one `Communication` per variant. Schema 3 (2026-12-04) types `provenance` as
 `Provenance` (code, libraries, numerics) and stores each value once: the torch version, the
 device type and the thread count only in `provenance.numerics` (schema 2 also kept them at the
-top of `provenance` and in `environment`). The migrations move values and never compute one:
-tests/test_records.py reads schema-1 and schema-2 records of every method and compares every
-number.
+top of `provenance` and in `environment`); the membership audits move from `extra.privacy`
+and `extra.privacy_received` to `audit` ("shared", "received"), typed as `Audit`. The
+migrations move values and never compute one: tests/test_records.py reads schema-1 records of
+every method and schema-2 records of the default grid and compares every number.
 
 Table labels name a variant as `method[variant]`, the one model of a method as `method`;
 `label` and `parse_label` are the one place that spells and reads them.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 
 from .config import RunConfig
 from .methods.numerics import Numerics
+from .methods.privacy import RECEIVED, SHARED, Audit
 from .methods.results import MODEL, Communication, Evaluation, Metrics
 
 RECORD_SCHEMA = 3  # the layout of a record (the config's own SCHEMA is part of its run id)
@@ -90,6 +92,9 @@ class Record:
     # where a killed run resumed from, and what its checkpoints cost (methods/checkpoints.py);
     # None: checkpointing was off
     checkpoints: dict | None = None
+    # the membership audits of what the method shares (methods/privacy.py): "shared" and,
+    # for weight averaging, "received"
+    audit: dict[str, Audit] = field(default_factory=dict)
 
     def __post_init__(self):
         if set(self.communication) != set(self.metrics.variants):
@@ -119,6 +124,7 @@ class Record:
         d["metrics"] = self.metrics.to_dict()
         d["communication"] = {k: c.to_dict() for k, c in self.communication.items()}
         d["provenance"] = self.provenance.to_dict()
+        d["audit"] = {k: a.to_dict() for k, a in self.audit.items()}
         for optional in ("unlearning", "checkpoints"):
             if d[optional] is None:
                 del d[optional]
@@ -135,7 +141,8 @@ class Record:
                       "metrics": Metrics.from_dict(d["metrics"]),
                       "communication": {k: Communication.from_dict(c)
                                         for k, c in d["communication"].items()},
-                      "provenance": Provenance.from_dict(d["provenance"])})
+                      "provenance": Provenance.from_dict(d["provenance"]),
+                      "audit": {k: Audit.from_dict(a) for k, a in d.get("audit", {}).items()}})
 
 
 # --- reading older layouts ------------------------------------------------------------------
@@ -168,19 +175,25 @@ def _from_schema_1(d: dict) -> dict:
 
 def _from_schema_2(d: dict) -> dict:
     """Schema 2's provenance {code, torch, diffusers, device_type, numerics?} and environment
-    {torch, torch_threads, ...} -> one Provenance, each value once. A record without numerics
+    {torch, torch_threads, ...} -> one Provenance, each value once; extra.privacy and
+    extra.privacy_received -> audit.shared and audit.received. A record without numerics
     keeps None there and nothing is inferred: its torch version, threads and device type stay
     in `environment`."""
     old, env = d["provenance"], dict(d["environment"])
     numerics = old.get("numerics")
     if numerics is not None:
-        for key in ("torch", "torch_threads"):
-            env.pop(key, None)
+        env.pop("torch", None)
+        if numerics.get("threads") is not None:  # a GPU run's numerics have none: kept
+            env.pop("torch_threads", None)
     elif "device_type" in old:
         env["device_type"] = old["device_type"]
     libraries = {k: v for k, v in old.items()
                  if k not in ("code", "torch", "device_type", "numerics")}
-    return {**d, "schema": RECORD_SCHEMA, "environment": env,
+    extra = dict(d["extra"])
+    audit = {party: extra.pop(key) for party, key in ((SHARED, "privacy"),
+                                                       (RECEIVED, "privacy_received"))
+             if key in extra}
+    return {**d, "schema": RECORD_SCHEMA, "environment": env, "extra": extra, "audit": audit,
             "provenance": {"code": old["code"], "libraries": libraries, "numerics": numerics}}
 
 

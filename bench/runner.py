@@ -266,6 +266,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
                  # of the total, the wait for cores other suite processes held
                  "waiting_for_cores": waited},
         extra=result.extra,
+        audit=result.audit,
         environment={**environment(device), "clients_at_once": clients_at_once},
         provenance=prov,
         checkpoints=ctx.checkpoint.summary() if ctx.checkpoint.on else None,

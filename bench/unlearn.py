@@ -48,12 +48,21 @@ def forget_config(config: RunConfig, clients: list[int], n_clients: int) -> RunC
 
 
 def comparison(before: Record, after: Record, clients: list[int]) -> dict:
-    """Per-class test accuracy before and after, for each variant (downstream mode)."""
-    kept = {m["class"] for m in after.extra["modules"]}
+    """Per-class test accuracy before and after, for each variant (downstream mode), and the
+    classes only the forgotten clients contributed: by the generators each client sent where
+    the records list them (`extra.modules`: client, class), else by the clients' class
+    counts."""
+    def held(record: Record, only: set | None) -> set:
+        if "modules" in record.extra:
+            return {m["class"] for m in record.extra["modules"]
+                    if only is None or m["client"] in only}
+        counts = record.split["client_class_counts"]
+        out = set(record.config.method_params.get("exclude_clients", ()))
+        return {c for k, row in enumerate(counts) if k not in out
+                and (only is None or k in only) for c, n in enumerate(row) if n > 0}
     out = {"from_run": before.run_id, "forgotten_clients": clients,
-           # classes only the forgotten clients had modules of (others keep what they hold)
-           "forgotten_classes": sorted({m["class"] for m in before.extra["modules"]
-                                        if m["client"] in clients} - kept),
+           # classes only the forgotten clients contributed (others keep what they hold)
+           "forgotten_classes": sorted(held(before, set(clients)) - held(after, None)),
            "modes": {}}
     for mode, m in after.metrics.variants.items():
         b = before.metrics.variants[mode].selected

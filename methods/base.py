@@ -17,6 +17,7 @@ from .checkpoints import Checkpoint
 from .communication import tensor_bytes
 from .data import DeviceData
 from .models import build_model
+from .privacy import Audit
 from .results import MODEL, Communication, Metrics
 from .rng import Streams
 
@@ -140,6 +141,10 @@ class MethodResult:
     timings: dict = field(default_factory=dict)  # phase -> seconds
     extra: dict = field(default_factory=dict)
     artifacts: dict = field(default_factory=dict)  # name -> uint8 image array, saved as PNG
+    # the membership audit of what the method shares (methods/privacy.py): "shared", what the
+    # server holds of each client (or `not_audited(reason)`), and "received" where the
+    # clients also receive a model of the others' data (weight averaging)
+    audit: dict[str, Audit] = field(default_factory=dict)
 
     def __post_init__(self):
         if set(self.communication) != set(self.metrics.variants):

@@ -13,7 +13,7 @@ import torch
 
 from .base import Capabilities, Method, MethodResult, RunContext, timed
 from .cost import Cost, Workload, classifier_training
-from .privacy import not_audited
+from .privacy import SHARED, not_audited
 from .results import MODEL, Communication, Metrics
 from .evaluation import Selection
 from .training import fit
@@ -51,5 +51,5 @@ class Centralized(Method):
         comm = Communication(0, x.numel() * x.element_size(), 0,
                              note="raw training images uploaded once (uint8)")
         return MethodResult(Metrics.single(selection.evaluation()), selection.curves,
-                            {MODEL: comm}, timings, extra={"privacy": not_audited(
+                            {MODEL: comm}, timings, audit={SHARED: not_audited(
                                 "it shares the training images themselves")})

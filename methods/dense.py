@@ -46,7 +46,7 @@ from torch import nn
 from .base import Method, MethodResult, RunContext, timed
 from .cost import Cost, Phase, Workload, classifier_training
 from .checkpoints import RngState, resumable
-from .privacy import audit_classifiers
+from .privacy import SHARED, audit_classifiers
 from .results import MODEL, Communication, Metrics
 from .evaluation import Diverged, Selection
 from .training import fit
@@ -190,6 +190,7 @@ class Dense(Method):
             for q in model.parameters():
                 q.requires_grad_(False)
             teachers.append(model)
+        finished.clear()  # the teachers hold the weights now (not twice on the device)
 
         # 2-3. generator and student, alternating
         with ctx.streams.global_torch("dense/generator"):
@@ -270,7 +271,8 @@ class Dense(Method):
                              note="each client's classifier up once; the student down to "
                                   "every client")
         return MethodResult(Metrics.single(sel.evaluation()), sel.curves, {MODEL: comm}, timings,
-                            extra={"batch_norm_term": bn.active, "privacy": privacy,
+                            extra={"batch_norm_term": bn.active,
                                    "ensemble_test_accuracy": ensemble_accuracy,
                                    # tables name the run by it (bench/report/tables.py)
-                                   "qualifier": None if bn.active else "no L_BN"})
+                                   "qualifier": None if bn.active else "no L_BN"},
+                            audit={SHARED: privacy})

@@ -14,7 +14,7 @@ import numpy as np
 
 from .base import MethodResult, RunContext, timed
 from .checkpoints import resumable
-from .privacy import ClassifierAudit, audit_classifiers, not_audited
+from .privacy import RECEIVED, SHARED, ClassifierAudit, audit_classifiers, not_audited
 from .results import MODEL, Metrics
 from .communication import CommLog, tensor_bytes
 from .evaluation import Diverged, Selection
@@ -89,8 +89,7 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
                                      "rounds")
     return MethodResult(Metrics.single(evaluation), selection.curves,
                         {MODEL: comm.summary(cfg.rounds)}, timings,
-                        extra={**method.extra(model), "privacy": privacy,
-                               "privacy_received": received})
+                        extra=method.extra(model), audit={SHARED: privacy, RECEIVED: received})
 
 
 RETURNED = ("each client's trained model in the last round it takes part in, as the server "

@@ -16,7 +16,7 @@ import numpy as np
 from .base import Method, MethodResult, RunContext, timed
 from .checkpoints import resumable
 from .cost import Cost, Workload, classifier_training
-from .privacy import not_audited
+from .privacy import SHARED, not_audited
 from .results import MODEL, Communication, Evaluation, Metrics
 from .evaluation import Diverged, Selection
 from .training import train_local
@@ -91,7 +91,7 @@ class LocalOnly(Method):
                                 None if not any(diverged) else diverged)
         return MethodResult(Metrics.single(evaluation), curves,
                             {MODEL: Communication(0, 0, 0, note="nothing leaves a client")},
-                            timings, extra={"privacy": not_audited("it shares nothing")})
+                            timings, audit={SHARED: not_audited("it shares nothing")})
 
 
 def _summarise(by_client: list[dict | None]) -> dict | None:

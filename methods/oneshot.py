@@ -27,7 +27,7 @@ from .base import Capabilities, Method, MethodResult, RunContext, timed
 from .evaluation import Selection
 from .memorisation import memorisation
 from .models import weights_sha256
-from .privacy import not_audited
+from .privacy import SHARED, Audit, not_audited
 from .results import MODEL, Communication, Metrics
 from .sample_quality import sample_quality
 from .synthesis import sample_grid, train_on
@@ -71,7 +71,7 @@ class OneShotGenerative(Method):
     def modes(self) -> tuple[str, ...]:
         return ("server",)
 
-    def audit(self, ctx: RunContext, members: list[int], gens: Generators) -> dict:
+    def audit(self, ctx: RunContext, members: list[int], gens: Generators) -> Audit:
         """The membership attack on what the clients sent (methods/privacy.py)."""
         return not_audited("no membership attack fits this generator yet")
 
@@ -129,8 +129,9 @@ class OneShotGenerative(Method):
             timings=timings,
             extra={"modules": gens.log, **gens.extra,
                    "synthetic_per_class": torch.bincount(synth_y, minlength=n_classes).tolist(),
-                   "memorisation": memo, "sample_quality": quality, "privacy": privacy,
+                   "memorisation": memo, "sample_quality": quality,
                    "excluded_clients": list(self.params.exclude_clients),
                    "classifier_sha256": fingerprints},
             artifacts={"samples": grid},
+            audit={SHARED: privacy},
         )

@@ -31,8 +31,57 @@ local-only (it shares nothing).
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+
 import numpy as np
 import torch
+
+SHARED, RECEIVED = "shared", "received"  # the keys of a record's `audit`
+
+
+@dataclass(frozen=True)
+class Audit:
+    """The membership audit of what a method shares, as one party holds it, or why it was not
+    audited (`not_audited`; then `attack` is None). A record keeps one under `audit["shared"]`
+    (what the server holds of each client) and, for weight averaging, `audit["received"]` (the
+    final global model every client receives)."""
+
+    attack: str | None  # the attack, with its papers
+    artefact: str | None = None  # what was attacked, in words
+    auc: float | None = None
+    auc_ci: tuple[float, float] | None = None  # 95 % bootstrap interval
+    tpr_at_1pct_fpr: float | None = None
+    tpr_ci: tuple[float, float] | None = None
+    fpr_reached: float | None = None  # the FPR the TPR's threshold reached (<= 1 %)
+    members: int = 0
+    non_members: int = 0
+    per_artefact_auc: tuple[float, ...] = ()
+    settings: dict = field(default_factory=dict)  # the attack's own (noise levels, ...)
+    not_audited: str | None = None  # why not
+
+    @classmethod
+    def of(cls, attack: str, artefact: str, metrics: dict, **settings) -> "Audit":
+        """An audit from `attack_metrics`' result."""
+        return cls(attack, artefact, **{**metrics,
+                                        **{k: tuple(metrics[k]) for k in
+                                           ("auc_ci", "tpr_ci", "per_artefact_auc")}},
+                   settings=settings)
+
+    def to_dict(self) -> dict:
+        """Its fields (tuples as lists), those left empty omitted but `attack` (None: not
+        audited)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if k == "attack" or v not in (None, (), {})}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Audit":
+        tuples = ("auc_ci", "tpr_ci", "per_artefact_auc")
+        known = set(cls.__dataclass_fields__)
+        settings = {k: v for k, v in d.items() if k not in known}  # schema 2 kept them flat
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()
+                      if k in known and k != "settings"},
+                   settings={**d.get("settings", {}), **settings})
+
 
 MAX_MEMBERS = 256  # per artefact: members (and as many non-members) attacked at most
 BOOTSTRAP = 200
@@ -157,20 +206,20 @@ class ClassifierAudit:
                           classifier_scores(model, data, data.x_test[ni], data.y_test[ni]))
         model.train(was_training)
 
-    def result(self, artefact: str) -> dict:
+    def result(self, artefact: str) -> Audit:
         observed = [self.scores[k] for k in sorted(self.scores)]
         if not all(np.isfinite(a).all() and np.isfinite(b).all() for a, b in observed):
             return not_audited("the model's outputs are not finite (the run diverged)")
         if not observed:
             return not_audited("no client has held-out images of its classes")
-        return {"attack": "threshold on the logit-scaled confidence (Yeom et al. 2018; "
-                          "Carlini et al. 2022)", "artefact": artefact,
-                **attack_metrics([a for a, _ in observed], [b for _, b in observed],
-                                 self.rng)}
+        return Audit.of("threshold on the logit-scaled confidence (Yeom et al. 2018; "
+                        "Carlini et al. 2022)", artefact,
+                        attack_metrics([a for a, _ in observed], [b for _, b in observed],
+                                       self.rng))
 
 
 def audit_classifiers(ctx, models: dict[int, torch.nn.Module], artefact: str,
-                      purpose: str) -> dict:
+                      purpose: str) -> Audit:
     """The loss attack on classifiers at hand: `models[k]` is what client k's images trained
     and what is shared (one model for all: the same object under every k)."""
     audit = ClassifierAudit(ctx, list(models), purpose)
@@ -179,5 +228,5 @@ def audit_classifiers(ctx, models: dict[int, torch.nn.Module], artefact: str,
     return audit.result(artefact)
 
 
-def not_audited(reason: str) -> dict:
-    return {"attack": None, "not_audited": reason}
+def not_audited(reason: str) -> Audit:
+    return Audit(None, not_audited=reason)

@@ -52,12 +52,17 @@ def _code_digest(text: str) -> bytes:
 
 
 def source_fingerprint(paths) -> str:
-    """16 hex digits over the named files' syntax trees (a file is named by its folder and
-    name, so the same code installed elsewhere has the same fingerprint)."""
+    """16 hex digits over the named files' syntax trees. A file is named by its folder and
+    name, and the files are taken in the order of those names (then of their code), so the
+    same code installed elsewhere has the same fingerprint: ordering by absolute path made a
+    fingerprint depend on where each folder lay (a user's module beside the installed suite, a
+    copy of datasets/ in another folder)."""
+    named = {(f"{p.parent.name}/{p.name}", _code_digest(p.read_text()))
+             for p in {Path(q).resolve() for q in paths}}
     h = hashlib.sha256()
-    for path in sorted({Path(p).resolve() for p in paths}):
-        h.update(f"{path.parent.name}/{path.name}".encode())
-        h.update(_code_digest(path.read_text()))
+    for name, digest in sorted(named):
+        h.update(name.encode())
+        h.update(digest)
     return h.hexdigest()[:16]
 
 
@@ -105,6 +110,13 @@ def method_fingerprint(cls: type, algorithm_classes, methods_dir: Path = METHODS
     `loader` (a file name of `datasets/`) loads, with the library versions; every loader when
     None. `algorithm_classes`: every registered method (their modules are not shared code).
     The folders can be other copies of the source (tests/test_provenance.py edits one)."""
+    files = method_files(cls, algorithm_classes, methods_dir, datasets_dir, loader)
+    return _combine(source_fingerprint(files), library_versions())
+
+
+def method_files(cls: type, algorithm_classes, methods_dir: Path = METHODS_DIR,
+                 datasets_dir: Path = DATASETS_DIR, loader: str | None = None) -> list[Path]:
+    """The source files `method_fingerprint` hashes."""
     algorithms = set().union(*(own_files(c) for c in algorithm_classes))
     shared = {p.relative_to(methods_dir) for p in methods_dir.glob("*.py")
               if p.name not in NOT_CODE} - algorithms
@@ -114,7 +126,7 @@ def method_fingerprint(cls: type, algorithm_classes, methods_dir: Path = METHODS
     else:
         files += sorted(set().union(*(_imported(datasets_dir / name, datasets_dir)
                                       for name in (loader, *EVERY_RUN))))
-    return _combine(source_fingerprint(files), library_versions())
+    return files
 
 
 def _imported(path: Path, folder: Path) -> set[Path]:

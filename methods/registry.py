@@ -77,8 +77,10 @@ def _checked(cls, where: str) -> type:
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise MethodError(f"method {where!r} does not implement {missing} (methods/base.py: "
                           f"every method says what it costs)")
-    if not isinstance(getattr(cls, "name", None), str):
-        raise MethodError(f"method {where!r} has no `name`")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name or name != name.lower() or ":" in name:
+        raise MethodError(f"method {where!r} needs a `name` in lower case (the name runs, "
+                          f"--set keys and tables know it by), got {name!r}")
     return cls
 
 
@@ -94,8 +96,17 @@ def register_references(refs: list[str]) -> list[str]:
     """Load `module:Class` references, add them to FLBENCH_METHODS (which the processes this
     one starts inherit) and return their names."""
     names = [load_reference(r).name for r in refs]
-    known = [r for r in os.environ.get(REFERENCES, "").split(",") if r]
+    before = os.environ.get(REFERENCES)
+    known = [r for r in (before or "").split(",") if r]
     os.environ[REFERENCES] = ",".join(known + [r for r in refs if r not in known])
+    try:
+        registered()  # a name taken by another method fails here, not later
+    except MethodError:
+        if before is None:
+            del os.environ[REFERENCES]
+        else:
+            os.environ[REFERENCES] = before
+        raise
     return names
 
 

@@ -18,7 +18,8 @@ class TrainHooks:
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The minibatch loss (default: cross-entropy of `model(x)`). A method that overrides
-        it (MOON, FedAwS) trains its clients one at a time (`vectorises_clients = False`)."""
+        it (MOON, FedAwS) trains its clients one at a time (`Capabilities` without
+        `vectorises_clients`)."""
         return F.cross_entropy(model(x), y)
 
     def adjust_gradients(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:

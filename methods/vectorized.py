@@ -46,7 +46,7 @@ def train_clients(
                          "use --set norm=group (or none), or --clients-at-once 1")
     if any(type(h).loss is not TrainHooks.loss for h in hooks):
         raise ValueError("a method whose hooks change the loss trains its clients one at a "
-                         "time (vectorises_clients = False)")
+                         "time (not Capabilities(vectorises_clients=True))")
     k_clients, device = len(clients), data.device
     base = {n: p.detach() for n, p in model.named_parameters()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}

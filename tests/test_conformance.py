@@ -6,17 +6,18 @@ of a long run then silently does nothing: this suite's `estimate` before the con
 that draws from an unseeded global RNG (two runs differ); a resumable loop that saves the
 weights but not its batch generator's state (the resumed run finishes, but not the same one).
 """
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
 import torch
 
 from bench.conformance import ConformanceError, check_method
-from bench.methods.base import Method, MethodResult, RunContext
+from bench.methods.base import Capabilities, Method, MethodResult, RunContext
 from bench.methods.checkpoints import RngState, resumable
-from bench.methods.cost import Cost, Workload, classifier_training
+from bench.methods.cost import Cost, Phase, Workload, classifier_training
 from bench.methods.evaluation import Selection
-from bench.methods.privacy import not_audited
+from bench.methods.privacy import SHARED, not_audited
 from bench.methods.registry import METHODS
 from bench.methods.results import MODEL, Communication, Metrics
 from bench.methods.training import train_local
@@ -82,8 +83,8 @@ class Epochs(Method):
                 train_local(model, ctx.data, pooled, ctx.train, ctx.train.lr, 1, gen)
                 selection.observe(model, epoch + 1, bar)
         return MethodResult(Metrics.single(selection.evaluation()), selection.curves,
-                            {MODEL: Communication(1, 0, 0)}, extra={
-                                "privacy": not_audited("a test method")})
+                            {MODEL: Communication(1, 0, 0)},
+                            audit={SHARED: not_audited("a test method")})
 
     def restore_batches(self, gen: torch.Generator, state: dict) -> None:
         gen.set_state(state["batches"].tensor)
@@ -115,6 +116,48 @@ class NoCost(Method):
     run = Epochs.run
 
 
+class FreeOfCharge(Epochs):
+    """Planted: a cost of nothing (the guard would let any selection start)."""
+
+    name = "planted_free"
+
+    def cost(self, work):
+        return Cost((Phase("training", 0, work.classifier_flops(True)),))
+
+
+class UndeclaredModel(Epochs):
+    """Planted: serves a model it does not declare (Capabilities.variants)."""
+
+    name = "planted_undeclared"
+
+    def run(self, ctx):
+        result = super().run(ctx)
+        return dataclasses.replace(
+            result, metrics=Metrics({"student": result.metrics.headline}),
+            communication={"student": result.communication[MODEL]})
+
+
+class Unaudited(Epochs):
+    """Planted: says nothing of the membership audit of what it shares."""
+
+    name = "planted_unaudited"
+
+    def run(self, ctx):
+        return dataclasses.replace(super().run(ctx), audit={})
+
+
+class ForgetsNothing(Epochs):
+    """Planted: declares unlearning, keeps training on the clients it was told to leave out."""
+
+    name = "planted_forgets_nothing"
+    capabilities = Capabilities(unlearns=True)
+
+    @dataclass(frozen=True)
+    class Params:
+        epochs: int = 3
+        exclude_clients: tuple = ()
+
+
 def test_a_method_of_ones_own_keeps_the_contract(tmp_path):
     checks = check_method(Epochs, SMALL, workdir=tmp_path)
     assert all(c.passed for c in checks) and {c.name for c in checks} == ALWAYS
@@ -124,6 +167,10 @@ def test_a_method_of_ones_own_keeps_the_contract(tmp_path):
     (NoCost, "contract", "does not implement cost"),
     (Unseeded, "deterministic", "two runs of the same config differ"),
     (ForgetsBatches, "resume", "the resumed run differs"),
+    (FreeOfCharge, "cost", "cost() gives phases"),
+    (UndeclaredModel, "record", "variants ['student'] (declared ['model'])"),
+    (Unaudited, "audit", "must hold the membership audit"),
+    (ForgetsNothing, "unlearns", "changed nothing"),
 ])
 def test_the_battery_fails_planted_faults(planted, failed, says, tmp_path):
     with pytest.raises(ConformanceError) as caught:

@@ -130,17 +130,17 @@ def test_a_memorising_classifier_leaks_through_its_loss():
 def test_records_carry_the_audit_and_the_table_a_membership_column(tmp_path, capsys):
     assert main(["run", "--methods", "fedavg,local_only,centralized", "--splits", "silos",
                  "--out", str(tmp_path), *tiny_overrides(rounds=2)]) == 0
-    records = {r.method: r.extra["privacy"] for r in stored_records(tmp_path)}
+    records = {r.method: r.audit["shared"] for r in stored_records(tmp_path)}
     fed = records["fedavg"]
-    assert fed["attack"].startswith("threshold on the logit-scaled") and 0 <= fed["auc"] <= 1
-    assert fed["auc_ci"][0] <= fed["auc"] <= fed["auc_ci"][1]
-    assert fed["members"] == fed["non_members"] > 0
-    assert records["local_only"]["not_audited"] == "it shares nothing"
-    assert "images themselves" in records["centralized"]["not_audited"]
+    assert fed.attack.startswith("threshold on the logit-scaled") and 0 <= fed.auc <= 1
+    assert fed.auc_ci[0] <= fed.auc <= fed.auc_ci[1]
+    assert fed.members == fed.non_members > 0
+    assert records["local_only"].not_audited == "it shares nothing"
+    assert "images themselves" in records["centralized"].not_audited
     capsys.readouterr()
     assert main(["table", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.split("membership-inference AUC")[1]
-    assert f"| fedavg | {100 * fed['auc']:.1f} (n=1) |" in out and "local_only" not in out
+    assert f"| fedavg | {100 * fed.auc:.1f} (n=1) |" in out and "local_only" not in out
 
 
 
@@ -177,13 +177,13 @@ def test_the_server_attacks_each_clients_model_of_its_last_round(tmp_path, monke
                  "--set", "client_fraction=0.4", "--clients-at-once", str(at_once),
                  *tiny_overrides(rounds=4)]) == 0
     (record,) = stored_records(tmp_path)
-    returned, received = record.extra["privacy"], record.extra["privacy_received"]
-    assert returned["artefact"] == federated.RETURNED and 0 <= returned["auc"] <= 1
-    assert received["artefact"].startswith("the final global model")
+    returned, received = record.audit["shared"], record.audit["received"]
+    assert returned.artefact == federated.RETURNED and 0 <= returned.auc <= 1
+    assert received.artefact.startswith("the final global model")
     last = {}
     for k, r in sorted(trained, key=lambda kr: kr[1]):
         last[k] = r
     assert len(trained) == 4 * 4 and len(last) < len(trained)  # some client came back
     assert observed["rounds/returned"] == {k: trained[(k, r)] for k, r in last.items()}
-    assert len(returned["per_artefact_auc"]) == len(last)
+    assert len(returned.per_artefact_auc) == len(last)
     assert len(set(observed["rounds"].values())) == 1  # one model: the final global one

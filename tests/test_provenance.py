@@ -25,6 +25,19 @@ def test_fingerprint_ignores_comments_and_docstrings_not_code(tmp_path):
     assert source_fingerprint([f]) != before
 
 
+def test_fingerprint_does_not_depend_on_where_the_folders_lie(tmp_path):
+    """The same files under other roots, in the other order of their absolute paths, give the
+    same fingerprint (a CI clone under /tmp with its test copies under /tmp/pytest-* sorted
+    otherwise than a checkout under /work did)."""
+    def place(first: str, second: str):
+        a, b = tmp_path / first / "datasets" / "x.py", tmp_path / second / "methods" / "y.py"
+        for path, code in ((a, "X = 1\n"), (b, "Y = 2\n")):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(code)
+        return [a, b]
+    assert source_fingerprint(place("a", "z")) == source_fingerprint(place("zz", "aa"))
+
+
 def _copy_source(tmp_path):
     methods, datasets = tmp_path / "methods", tmp_path / "datasets"
     shutil.copytree(METHODS_DIR, methods, ignore=shutil.ignore_patterns("__pycache__"))

@@ -151,7 +151,7 @@ def test_report_of_the_users_data_draws_its_figures_in_the_report_folder(tmp_pat
     assert main(["report", "--out", str(out)]) == 0
     (folder,) = [p.name for p in (out / "runs").iterdir()]
     figures = {p.name for p in (out / "report" / "figures").glob("*.png")}
-    assert f"{folder}_silos_s0_samples.png" in figures, figures
+    assert f"{folder}_silos_s0_federatedfactory_samples.png" in figures, figures
     assert f"{folder}_silos_accuracy.png" in figures
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.pdf"))
 

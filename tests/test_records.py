@@ -67,10 +67,11 @@ def test_schema_1_metrics_and_bytes_move_unchanged():
             if "total_up_bytes" in comm:
                 assert (c.up_bytes, c.down_bytes) == (comm["total_up_bytes"],
                                                       comm["total_down_bytes"])
-        # nothing else is touched (provenance and environment: schema 3's, next test)
-        for k in ("curves", "timings", "extra", "split"):
+        # nothing else is touched (provenance, environment and audit: schema 3's)
+        for k in ("curves", "timings", "split"):
             assert getattr(record, k) == raw[k]
         _provenance_moved(raw, record)
+        _audit_moved(raw, record)
 
 
 def _provenance_moved(raw: dict, record: Record) -> None:
@@ -86,6 +87,21 @@ def _provenance_moved(raw: dict, record: Record) -> None:
                                   if k not in ("torch", "torch_threads")}
 
 
+def _audit_moved(raw: dict, record: Record) -> None:
+    """Schema 3 moves extra.privacy / privacy_received to audit.shared / received, typed."""
+    moved = {"privacy": "shared", "privacy_received": "received"}
+    assert record.extra == {k: v for k, v in raw["extra"].items() if k not in moved}
+    assert set(record.audit) == {moved[k] for k in moved if k in raw["extra"]}
+    for key, party in moved.items():
+        if key not in raw["extra"]:
+            continue
+        audit = record.audit[party]
+        for name, value in raw["extra"][key].items():
+            got = getattr(audit, name) if name in audit.__dataclass_fields__ \
+                else audit.settings[name]
+            assert (list(got) if isinstance(got, tuple) else got) == value, name
+
+
 def test_schema_2_records_give_the_smoke_references_cells_unchanged():
     """Records of the default grid as the schema-2 code wrote them (2026-12-04), one per
     method, read through the store and migrated: every tripwire cell equals the smoke
@@ -95,7 +111,8 @@ def test_schema_2_records_give_the_smoke_references_cells_unchanged():
     assert {raw["schema"] for raw, _ in pairs} == {2} and len(pairs) == 7
     for raw, record in pairs:
         _provenance_moved(raw, record)
-        for k in ("metrics", "curves", "timings", "extra", "split", "communication"):
+        _audit_moved(raw, record)
+        for k in ("metrics", "curves", "timings", "split", "communication"):
             assert record.to_dict()[k] == raw[k], k
     records = [r for _, r in pairs]
     labels = {"digits": cached_dataset("digits", None).y_test.numpy()}

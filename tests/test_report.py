@@ -91,7 +91,7 @@ def test_report_writes_tables_and_figures(store, capsys):
     names = {p.name for p in figures.glob("*.png")}
     for expected in ("digits_heterogeneity_accuracy.png", "digits_silos_accuracy.png",
                      "digits_silos_convergence.png", "digits_silos_labels.png",
-                     "digits_silos_s0_samples.png"):
+                     "digits_silos_s0_federatedfactory_samples.png"):
         assert expected in names, names
     assert any("unlearning" in n for n in names)
     for png in figures.glob("*.png"):

@@ -51,8 +51,14 @@ def _summary(doc: str | None) -> str:
 
 
 def _params(method: str) -> int:
-    from ..methods.registry import method_class, method_params, registered
+    from ..methods.registry import (MethodError, method_class, method_params, registered,
+                                    register_references)
 
+    if ":" in method:  # a method of the user's own, module:Class
+        try:
+            (method,) = register_references([method])
+        except MethodError as e:
+            raise UsageError(str(e)) from None
     if method not in registered():
         raise UsageError(f"--params {method!r}: valid choices: {', '.join(registered())}")
     cls = method_class(method)

@@ -39,14 +39,16 @@ def main(args) -> int:
     config = forget_config(before.config, clients, len(before.split["client_sizes"]))
     device = pick_device(args.device)
     stored = before.provenance.numerics
-    # schema-2 records without numerics kept their threads in `environment`
-    threads = stored.threads if stored is not None else before.environment.get("torch_threads")
-    if device.type == "cpu" and threads:
-        # the run's own thread count (CPU float rounding depends on it): the unlearned run is
-        # then bit for bit the run that never had the clients, as the grid would compute it
-        import torch
+    # records of a GPU run, or of schema 2 without numerics, keep threads in `environment`
+    threads = (stored.threads if stored is not None else None) \
+        or before.environment.get("torch_threads")
+    if device.type == "cpu":
+        if threads:
+            # the run's own thread count (CPU float rounding depends on it): the unlearned run
+            # is then bit for bit the run that never had the clients, as the grid computes it
+            import torch
 
-        torch.set_num_threads(threads)
+            torch.set_num_threads(threads)
         differs = numerics.current("cpu", threads).differences(stored) if stored \
             else ["numerics not recorded"]
         if differs:

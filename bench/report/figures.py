@@ -49,7 +49,7 @@ def method_color(method: str):
     (lr=0.1)") share it."""
     base, known = method.split(" (")[0], _known_labels()
     if base not in known:
-        return PALETTE[8]
+        return (0.5, 0.5, 0.5)  # a method not registered here: grey
     i = known.index(base) % (len(PALETTE) + len(PEERS))
     return PALETTE[i] if i < len(PALETTE) else PEERS[i - len(PALETTE)]
 
@@ -304,7 +304,7 @@ def sample_grid(record: Record, image_path: Path, path: Path) -> list[Path]:
         ax.set_yticks((rows[:-1] + rows[1:]) / 2)
         ax.set_yticklabels(names)
         ax.set_xticks([img.shape[1] * 0.25, img.shape[1] * 0.75])
-        ax.set_xticklabels(["synthetic (FederatedFactory)", "real (training set)"])
+        ax.set_xticklabels([f"synthetic ({record.method})", "real (training set)"])
         ax.tick_params(length=0)
         c = record.config
         ax.set_title(f"{c.dataset}, {c.split}, seed {c.seed}: samples per class")
@@ -347,7 +347,7 @@ def sweep(records: list[Record], dataset: str, split: str, path: Path) -> list[P
     """Each method's test accuracy (each of its models, mean +- std over seeds) against each
     numeric setting of its own that the stored runs sweep, the others held at their most
     common values; a panel per (method, setting) with at least three values (the `generator`
-    grid's sweep of FederatedFactory's generators, say)."""
+    grid's sweep of generator settings, say)."""
     runs = [r for r in records if r.config.dataset == dataset and r.config.split == split
             and not r.config.method_params.get("exclude_clients")]
     panels = []
@@ -443,7 +443,7 @@ def all_figures(records: list[Record], store, out: Path,
         if samples and not excluded:
             image = store.path(c).with_name(samples)
             if image.exists():
-                written += sample_grid(r, image, out / f"{tag}_samples")
+                written += sample_grid(r, image, out / f"{tag}_{r.method}_samples")
         if r.unlearning is not None:
             written += unlearning(r, out / f"{tag}_unlearning_{r.run_id[:8]}")
     return written

@@ -11,6 +11,7 @@ import dataclasses
 import pandas as pd
 
 from ..config import NO_SPLIT, RunConfig
+from ..methods.privacy import RECEIVED, SHARED, Audit, not_audited
 from ..methods.registry import registered
 from ..provenance import STALE_MARK, STALE_NOTE, is_stale
 from ..records import Record, parse_label
@@ -91,10 +92,9 @@ def records_frame(records: list[Record], which: str = "selected",
                          "seed": c.seed, "n_clients": c.n_clients, "run_id": r.run_id,
                          "stale": stale, **_scalars(m),
                          # the run's shared artefacts, the same for each of its models
-                         "membership_auc": r.extra.get("privacy", {}).get("auc"),
-                         "membership_tpr": r.extra.get("privacy", {}).get("tpr_at_1pct_fpr"),
-                         "membership_auc_received":
-                             r.extra.get("privacy_received", {}).get("auc")})
+                         "membership_auc": _audit(r, SHARED).auc,
+                         "membership_tpr": _audit(r, SHARED).tpr_at_1pct_fpr,
+                         "membership_auc_received": _audit(r, RECEIVED).auc})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", "stale", *SCALAR_METRICS])
 
@@ -124,6 +124,10 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
         for s in splits or [NO_SPLIT]:
             expanded.append(rows.assign(split=s))
     return pd.concat(expanded, ignore_index=True)
+
+
+def _audit(record: Record, party: str) -> Audit:
+    return record.audit.get(party) or not_audited("not in the record")
 
 
 def _grids(summary: pd.DataFrame, metrics):

@@ -44,7 +44,7 @@ from ..evaluation import Diverged, Selection, classification_metrics, predict_lo
 from ..rng import Streams
 from ..training import fit
 from ..provenance import files_fingerprint
-from ..privacy import attack_metrics, balanced, not_audited
+from ..privacy import Audit, attack_metrics, balanced, not_audited
 from .audit import NOISE_LEVELS, module_scores
 from .cache import ContentCache, content_key
 from .cost import ff_cost
@@ -153,9 +153,10 @@ class FederatedFactory(OneShotGenerative):
         cache, keyed by this process's numerics: only its images are resized and hashed."""
         job = self._job(ctx, part.work, ctx.device.type)
         if job.identity != part.key:
-            raise ValueError(f"part {part.name}: its images differ here from where the run was "
-                             f"listed (another data root or dataset version?); run it again "
-                             f"from this machine's data")
+            raise ValueError(f"part {part.name}: its images, settings, code or library versions "
+                             f"differ here from where the run was listed (another data root, "
+                             f"dataset or suite version on this node?); install the same "
+                             f"version and data everywhere")
         with ctx.progress(training_steps(self.params), "generator steps") as bar:
             self._module(job, ContentCache(ctx.cache_dir), ctx, bar)
 
@@ -253,7 +254,7 @@ class FederatedFactory(OneShotGenerative):
     def modes(self) -> tuple[str, ...]:
         return self.params.modes
 
-    def audit(self, ctx: RunContext, members: list[int], gens: Generators) -> dict:
+    def audit(self, ctx: RunContext, members: list[int], gens: Generators) -> Audit:
         """Each module attacked with its denoising loss at fixed noise levels: members are its
         client's images of its class, non-members test images of that class (audit.py)."""
         data, res = ctx.data, self._gen_resolution(ctx)
@@ -271,11 +272,10 @@ class FederatedFactory(OneShotGenerative):
                                                   ctx.device))
         if not scores[0]:
             return not_audited("no module's class has held-out images")
-        return {"attack": "denoising loss at fixed noise levels (Matsumoto et al. 2023; "
-                          "Carlini et al. 2023)",
-                "artefact": "each client's generative modules",
-                "noise_levels": list(NOISE_LEVELS[self.params.formulation]),
-                **attack_metrics(*scores, rng)}
+        return Audit.of("denoising loss at fixed noise levels (Matsumoto et al. 2023; "
+                        "Carlini et al. 2023)", "each client's generative modules",
+                        attack_metrics(*scores, rng),
+                        noise_levels=list(NOISE_LEVELS[self.params.formulation]))
 
     def downstream(self, ctx: RunContext, mode: str, members: list[int], gens: Generators,
                    synth_x, synth_y) -> tuple[dict[str, Selection], list[torch.nn.Module]]:
