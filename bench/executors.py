@@ -319,8 +319,12 @@ def _ray(configs, execution, plan, progress, say):
                 yield ray.get(done[0])
             except ray.exceptions.RayTaskError as e:
                 raise e.as_instanceof_cause() from None
+        refs = []  # every task finished: nothing to cancel
     finally:
-        for ref in refs:  # interrupted or failed: stop what has not finished
+        # interrupted or failed: stop what has not finished. Never after a normal end: a
+        # cancel racing with a finished task's reply aborts Ray's core ("Tried to complete
+        # task that was not pending", ray-project/ray#54798; seen once in CI under load)
+        for ref in refs:
             ray.cancel(ref, force=True)
         if started_here:
             ray.shutdown()
