@@ -53,9 +53,10 @@ def _bad_input() -> tuple[type, ...]:
     raised: they live beside torch)."""
     from .config import ConfigError
     from .datasets.base import DataError
+    from .methods.registry import MethodError
     from .store import CorruptRecord
 
-    return UsageError, ConfigError, DataError, CorruptRecord
+    return UsageError, ConfigError, DataError, CorruptRecord, MethodError
 
 
 def main(argv: list[str] | None = None) -> int:

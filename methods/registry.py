@@ -88,8 +88,16 @@ def _checked(cls, where: str) -> type:
 def _entry_points() -> tuple[tuple[str, type], ...]:
     from importlib.metadata import entry_points
 
-    return tuple((ep.name, _checked(ep.load(), f"{ep.value} (entry point {ep.name})"))
-                 for ep in entry_points(group=ENTRY_POINTS))
+    found = []
+    for ep in entry_points(group=ENTRY_POINTS):
+        where = f"{ep.value} (entry point {ep.name} of an installed package)"
+        try:
+            cls = ep.load()
+        except Exception as err:  # noqa: BLE001 - a broken package: one line, not a traceback
+            raise MethodError(f"method {where}: {type(err).__name__}: {err}; fix or uninstall "
+                              f"that package") from None
+        found.append((ep.name, _checked(cls, where)))
+    return tuple(found)
 
 
 def register_references(refs: list[str]) -> list[str]:
@@ -128,7 +136,6 @@ def registered() -> dict[str, type]:
                               f"and {cls.__module__}); rename one")
         found[name] = cls
     return found
-
 
 
 @contextlib.contextmanager

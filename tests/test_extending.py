@@ -97,3 +97,15 @@ def test_the_readme_method_keeps_the_contract(tmp_path, monkeypatch):
     cls = importlib.import_module("readme_methods").FedAvgM
     checks = check_method(cls, workdir=tmp_path / "check")
     assert all(c.passed for c in checks) and "vectorises_clients" in {c.name for c in checks}
+
+
+def test_a_broken_entry_point_is_one_line_and_exit_2(tmp_path):
+    site = tmp_path / "site"
+    info = site / "broken-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[flbench.methods]\nbroken = nosuchpkg:Method\n")
+    done = bench("list", path=site, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "entry point broken" in done.stderr and "fix or uninstall" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
