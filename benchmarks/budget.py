@@ -73,10 +73,14 @@ def check(work: dict[str, float], budget: dict) -> list[str]:
 
 
 def measure(out: str | Path) -> tuple[dict[str, float], float]:
-    """(work per phase, the calibration rate) of the records under `out`, calibrated now."""
+    """(work per phase, the calibration rate) of the default grid's records under `out` (other
+    runs stored there, such as CI's PneumoniaMNIST grid, are not the budget's), calibrated now."""
+    from bench.grid import grid_configs
     from bench.store import RecordStore
 
-    seconds = phase_seconds(RecordStore(out).all_records())
+    default = {c.run_id for c in grid_configs("default")}
+    seconds = phase_seconds([r for r in RecordStore(out).all_records()
+                             if r.config.run_id in default])
     rate = calibrate()
     return {k: v * rate for k, v in seconds.items()}, rate
 

@@ -11,7 +11,7 @@ from flower import SIDES, flower_available, measure
 @pytest.mark.benchmark(group="Flower side by side")
 @pytest.mark.parametrize("side", list(SIDES))
 def test_fedavg_job(benchmark, side):
-    if SIDES[side] is not None and not flower_available():
+    if not flower_available():  # the suite's side alone compares with nothing
         pytest.skip("Flower is not installed: pip install -e '.[compare]'")
     results = []
     benchmark.pedantic(lambda: results.append(measure(side)), rounds=1, iterations=1)

@@ -18,3 +18,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the clone in CI)")
     return SHARED_DATA
+
+
+# Under `-n`, pytest-xdist hands each worker whole files (`--dist loadfile`) in collection
+# order (`--no-loadscope-reorder`, pyproject.toml). Starting the longest files first balances
+# the two workers (longest processing time first); without it, the order of names left one
+# worker idle for minutes at the end. Seconds of one worker per file, `python -m pytest -q -n 2
+# --durations=0` on a 2-core AMD EPYC, 2026-12-04 (docs/ci.md); files not listed follow, in
+# their own order. Remeasure when a file's cost changes by minutes.
+LONGEST_FIRST = {
+    "test_check_sensitivity.py": 548, "test_federatedfactory.py": 408,
+    "test_executors.py": 192, "test_cli.py": 124, "test_conformance.py": 111,
+    "test_checkpoints.py": 107, "test_gpu_paths.py": 86, "test_sample_quality.py": 78,
+    "test_privacy.py": 69, "test_live.py": 50, "test_numerics.py": 46,
+    "test_extending.py": 46, "test_peers.py": 45,
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    items.sort(key=lambda item: -LONGEST_FIRST.get(item.path.name, 0))  # stable: ties keep order

@@ -112,18 +112,21 @@ def _without_client_images(monkeypatch, client: int):
     monkeypatch.setattr(runner, "cached_dataset", lambda name, root=None: replaced)
 
 
-def _forget_then_compare_with_never_had(tmp_path, monkeypatch, cache=None):
+def _forget_then_compare_with_never_had(tmp_path, monkeypatch, ran=None, cache=None):
     """Forget client 3 through the CLI; then run the same config on data where client 3's
     images are noise, training its generators from scratch (or finding them in `cache`, a
-    cache of such a never-had run: its keys cover the noise images). Returns both records and
-    both sample grids, and the never-had run's cache."""
-    out = tmp_path / "results"
+    cache of such a never-had run: its keys cover the noise images). `ran`: a results folder
+    where the run to unlearn is already stored (a copy is used), else it is run here. Returns
+    both records and both sample grids, the never-had run's cache and a copy of the results
+    folder as it was before unlearning."""
+    out, before = tmp_path / "results", tmp_path / "before_unlearning"
     longer = ["federatedfactory.classifier_epochs=10"]  # so that class 3 is known before
-    if cache is not None:  # the generators of the clients kept, as an earlier run left them
-        (out / "cache").parent.mkdir(parents=True)
-        shutil.copytree(cache, out / "cache")
-    assert main(["run", "--methods", "federatedfactory", "--splits", "silos", "--out", str(out),
-                 *TINY_FF_CLI, "--set", longer[0]]) == 0
+    if ran is None:
+        assert main(["run", "--methods", "federatedfactory", "--splits", "silos",
+                     "--out", str(out), *TINY_FF_CLI, "--set", longer[0]]) == 0
+        shutil.copytree(out, before)
+    else:
+        shutil.copytree(ran, out)
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         assert main(["unlearn", "--run", ff_config(extra=longer).run_id[:8], "--clients", "3",
                      "--out", str(out)]) == 0
@@ -137,7 +140,7 @@ def _forget_then_compare_with_never_had(tmp_path, monkeypatch, cache=None):
     with monkeypatch.context() as m:
         _without_client_images(m, 3)
         never, artifacts = execute(forgot, torch.device("cpu"), cache_dir=fresh)
-    return printed.getvalue(), after, grid_after, never, artifacts["samples"], fresh
+    return printed.getvalue(), after, grid_after, never, artifacts["samples"], fresh, before
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +156,7 @@ def test_unlearning_is_exact_and_never_reads_the_forgotten_images(unlearned):
     run that never had client 3's images at all (its generators trained from scratch); class 3
     (no other client holds it) falls to 0 % in both modes (docs/methods.md, "Exact
     unlearning", for the default preset's numbers)."""
-    printed, after, grid_after, never, grid_never, _ = unlearned
+    printed, after, grid_after, never, grid_never, *_ = unlearned
     assert "3 (forgotten)" in printed
     assert {e["cache"] for e in after.extra["modules"]} == {"hit"}  # nothing retrained
     assert all(e["client"] != 3 for e in after.extra["modules"])
@@ -177,7 +180,8 @@ def test_the_unlearning_proof_fails_when_forgotten_images_are_read(unlearned, tm
                                                                    monkeypatch):
     """Plant the pitfall the proof is for (the diagnostics reading every client's training
     images, as this suite's first version did): the two sides then differ. (The generators
-    come from the proof's never-had cache: the plant is in the diagnostics, not in them.)"""
+    come from the proof's never-had cache and the run to unlearn from the proof's folder: the
+    plant is in the diagnostics, which unlearning recomputes, not in them.)"""
     import bench.methods.oneshot as oneshot
 
     def every_client(synth_x, synth_y, real_x, real_y, n_classes, per_class=8):
@@ -186,8 +190,8 @@ def test_the_unlearning_proof_fails_when_forgotten_images_are_read(unlearned, tm
         data = runner.cached_dataset("digits", None)
         return sample_grid(synth_x, synth_y, data.x_train, data.y_train, n_classes, per_class)
     monkeypatch.setattr(oneshot, "sample_grid", every_client)
-    _, after, grid_after, never, grid_never, _ = _forget_then_compare_with_never_had(
-        tmp_path, monkeypatch, cache=unlearned[-1])
+    _, after, grid_after, never, grid_never, *_ = _forget_then_compare_with_never_had(
+        tmp_path, monkeypatch, ran=unlearned[-1], cache=unlearned[-2])
     assert never.extra["classifier_sha256"] == after.extra["classifier_sha256"]
     assert not np.array_equal(grid_never, grid_after)
 
