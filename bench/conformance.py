@@ -14,7 +14,8 @@ As scikit-learn's `check_estimator` does for estimators: one tiny run on the emb
   leave it) resumes from that checkpoint to the same record, bit for bit;
 - capabilities: what the method declares holds (`unlearns`: a run without client 0 differs
   and never reads client 0's images; `parts`: parts done ahead as tasks give the same record;
-  `vectorises_clients`: clients trained at once agree with looped ones to float tolerance);
+  `vectorises_clients`: clients trained at once agree with looped ones to float tolerance,
+  and two trained at once in threads (`--client-threads`) give the bits of one at a time);
 - audit: the record says what the membership audit found on what the clients shared, or why
   it was not audited;
 - fingerprint: the record's code fingerprint covers the method's own source file.
@@ -228,6 +229,12 @@ def _battery(cls, config, root: Path) -> list[Check]:
         checks.append(Check("vectorises_clients", ok, "" if ok else
                             f"clients trained two at a time differ from looped ones by more "
                             f"than {TOLERANCE}"))
+        # independent clients: two trained at once in threads give the bits of one at a time
+        threaded = run("client_threads", every=None, client_threads=2)
+        where = _differs(comparable(first), comparable(threaded))
+        checks.append(Check("client_threads", not where,
+                            f"clients trained two at a time in threads differ from one at a "
+                            f"time at {where}" if where else ""))
 
     # audit
     shared = first.audit.get(SHARED)

@@ -54,12 +54,14 @@ class Plan:
         """Runs go to a Ray cluster whose size and devices are not known here."""
         return self.executor == "ray" and self.ray_address is not None
 
-    def describe(self, threads: int | None) -> str:
+    def describe(self, threads: int | None, client_threads: int = 1) -> str:
         """One line for people: executor, workers x threads, devices."""
         what = {"sequential": "sequential, one run at a time"}.get(
             self.executor, f"{self.executor}, {self.workers} workers x {threads} threads")
         if self.executor == "sequential" and threads:
             what += f", {threads} threads"
+        if client_threads > 1:
+            what += f", {client_threads} clients at once in threads"
         if self.devices:
             shared = len(self.devices) > len(set(self.devices))
             what += (f" on {', '.join(dict.fromkeys(self.devices))}" +
@@ -102,6 +104,8 @@ def settle(plan: Plan, execution: Execution, default_executor: str = "sequential
         raise ConfigError(f"--gpus-per-run must be >= 0, got {plan.gpus_per_run}")
     if execution.clients_at_once < 1:
         raise ConfigError(f"--clients-at-once must be >= 1, got {execution.clients_at_once}")
+    if execution.client_threads < 1:
+        raise ConfigError(f"--client-threads must be >= 1, got {execution.client_threads}")
     gpus = visible_gpus(execution.device) if plan.executor != "ray" else 0
     if gpus:
         executor = plan.executor or ("sequential" if gpus == 1 and plan.workers is None
@@ -116,15 +120,18 @@ def settle(plan: Plan, execution: Execution, default_executor: str = "sequential
         threads = execution.threads or max(1, available_cores() // slots)
         return plan, replace(execution, threads=threads)
     plan = replace(plan, executor=plan.executor or default_executor)
-    execution = replace(execution, threads=execution.threads or default_threads)
+    # N client threads each run the run's torch threads: one each unless asked otherwise
+    execution = replace(execution, threads=execution.threads or default_threads or (
+        1 if execution.client_threads > 1 else None))
     if plan.executor == "ray":  # a node that died cannot release its claims: Ray retries instead
         execution = replace(execution, claims=False)
         plan = replace(plan, ray_address=plan.ray_address or os.environ.get("RAY_ADDRESS"))
     if plan.executor == "sequential":
         return plan, execution
     cores = available_cores()
-    workers = plan.workers or max(1, cores // (execution.threads or 1))
-    threads = execution.threads or max(1, cores // workers)
+    per_run = execution.client_threads  # torch threads of a run = threads x client threads
+    workers = plan.workers or max(1, cores // ((execution.threads or 1) * per_run))
+    threads = execution.threads or max(1, cores // (workers * per_run))
     return replace(plan, workers=workers), replace(execution, threads=threads)
 
 
@@ -291,7 +298,8 @@ def _ray(configs, execution, plan, progress, say):
                                   f" start it with `ray start --head`, or leave the option out "
                                   f"for a local instance") from None
         else:  # a local instance sized to this machine's share for the grid
-            ray.init(num_cpus=plan.workers * execution.threads, include_dashboard=False,
+            ray.init(num_cpus=plan.workers * execution.threads * execution.client_threads,
+                     include_dashboard=False,
                      log_to_driver=False, object_store_memory=256 * 2**20,
                      runtime_env={"env_vars": env})
     refs = []
@@ -303,7 +311,8 @@ def _ray(configs, execution, plan, progress, say):
         if gpus and execution.device.startswith("cuda:"):
             raise ConfigError("--device cuda:N with --executor ray: Ray assigns each task its "
                               "GPU; use --device auto or cuda")
-        resources = dict(num_cpus=execution.threads, num_gpus=gpus, max_retries=2)
+        resources = dict(num_cpus=execution.threads * execution.client_threads, num_gpus=gpus,
+                         max_retries=2)
         run_task = ray.remote(**resources)(_task)
         part_task = ray.remote(**resources)(perform_part)
         parts = _parts(configs, execution, say, "cuda" if gpus else "cpu")

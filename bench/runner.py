@@ -46,6 +46,7 @@ class Execution:
     data_root: str | None = None
     threads: int | None = None  # torch CPU threads per run (None: torch's default)
     clients_at_once: int = 1  # >1: train that many clients of a round as one vectorised model
+    client_threads: int = 1  # >1: on the CPU, train that many clients of a round at once
     started: float = 0.0  # time.time() at the command's start: later records are reused
     claims: bool = True  # claim each run (bench/store.py); off under Ray, which retries tasks
     tensorboard: str | None = None  # also write the live logs' scalars there (bench/monitor.py)
@@ -60,7 +61,8 @@ class Execution:
 def run_context(config: RunConfig, device: torch.device, data_root: str | None = None,
                 cache_dir: Path | None = None, clients_at_once: int = 1,
                 progress=None, run_numerics: numerics.Numerics | None = None,
-                checkpoint: Checkpoint | None = None) -> tuple[RunContext, list[np.ndarray]]:
+                checkpoint: Checkpoint | None = None,
+                client_threads: int = 1) -> tuple[RunContext, list[np.ndarray]]:
     """What a method's `run` (or `do_part`) sees, complete: the data on `device`, the run's
     client partition, its random streams, numerics (default: this process's) and checkpoint
     (default: off). Also returns the partition as index arrays."""
@@ -69,6 +71,7 @@ def run_context(config: RunConfig, device: torch.device, data_root: str | None =
     partition = client_indices(config, dataset)
     ctx = RunContext(data, [torch.from_numpy(p).to(device) for p in partition], config.train,
                      Streams(config.seed), cache_dir=cache_dir, clients_at_once=clients_at_once,
+                     client_threads=client_threads,
                      numerics=run_numerics or numerics.current(device.type),
                      checkpoint=checkpoint or Checkpoint.off(),
                      **({"progress": progress} if progress else {}))
@@ -110,9 +113,11 @@ def perform_part(config: RunConfig, execution: Execution, part: Part) -> Part:
     return part
 
 
-def _cpu_turns(device: torch.device):
-    """On the CPU, take turns with the machine's other suite processes (bench/turns.py)."""
-    return turns(torch.get_num_threads()) if device.type == "cpu" else contextlib.nullcontext()
+def _cpu_turns(device: torch.device, client_threads: int = 1):
+    """On the CPU, take turns with the machine's other suite processes (bench/turns.py), for
+    the torch threads of each of the run's client threads."""
+    return turns(torch.get_num_threads() * client_threads) if device.type == "cpu" \
+        else contextlib.nullcontext()
 
 
 def perform(config: RunConfig, execution: Execution,
@@ -138,7 +143,7 @@ def perform(config: RunConfig, execution: Execution,
             record, artifacts = execute(config, device, execution.data_root, log.progress,
                                         execution.cache_dir, execution.clients_at_once,
                                         store.checkpoint_path(config),
-                                        execution.checkpoint_every)
+                                        execution.checkpoint_every, execution.client_threads)
             path = store.write(record, artifacts)
             Checkpoint(store.checkpoint_path(config), {}).clear()  # the record holds it all
             log.selected = record.metrics.selected
@@ -222,7 +227,8 @@ def check_splits(configs: list[RunConfig], data_root: str | None = None,
 def execute(config: RunConfig, device: torch.device, data_root: str | None = None,
             progress=None, cache_dir: Path | None = None, clients_at_once: int = 1,
             checkpoint_path: Path | None = None,
-            checkpoint_every: float | None = None) -> tuple[Record, dict]:
+            checkpoint_every: float | None = None,
+            client_threads: int = 1) -> tuple[Record, dict]:
     """Run `config`; return its record (not yet stored) and its artifacts (name -> image).
     With a `checkpoint_path`, the run checkpoints there every `checkpoint_every` seconds and
     resumes what a killed process of the same code and numerics left there."""
@@ -235,13 +241,16 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
     identity = {"run": config.run_id, **prov.to_dict(), "clients_at_once": clients_at_once}
     checkpoint = Checkpoint(checkpoint_path, identity, checkpoint_every, device) \
         if checkpoint_path is not None and checkpoint_every is not None else None
+    # client threads change no bits (each client's training is the same kernels at the same
+    # thread count), so a checkpoint taken with them resumes without them and back
     ctx, partition = run_context(config, device, data_root, cache_dir, clients_at_once, progress,
-                                 run_numerics, checkpoint)
+                                 run_numerics, checkpoint, client_threads)
     dataset = cached_dataset(config.dataset, data_root)
     labels = dataset.y_train.numpy()
     t1 = time.perf_counter()
     method = build_method(config.method, config.method_params)
-    with _cpu_turns(device) as shared:
+    with _cpu_turns(device, ctx.client_threads if method.capabilities.vectorises_clients
+                    else 1) as shared:
         waited = shared.waited if shared else 0.0
         result = method.run(ctx)
         waited = (shared.waited if shared else 0.0) - waited
@@ -267,7 +276,8 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
                  "waiting_for_cores": waited},
         extra=result.extra,
         audit=result.audit,
-        environment={**environment(device), "clients_at_once": clients_at_once},
+        environment={**environment(device), "clients_at_once": clients_at_once,
+                     "client_threads": ctx.client_threads},
         provenance=prov,
         checkpoints=ctx.checkpoint.summary() if ctx.checkpoint.on else None,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -66,10 +67,17 @@ class Turns:
         self._probe = open(self.folder / "queue.lock", "a+")  # its own open file: its own lock
         self._held: list = []
         self._since = 0.0
+        # a run's client threads (--client-threads) reach checkpoint() at once: one hands over
+        # and waits while the others wait on this lock, so the process stops as a whole
+        self._lock = threading.Lock()
         self.waited = 0.0  # seconds spent waiting for a turn (shown by tests and benchmarks)
 
     def checkpoint(self) -> None:
         """Go on computing, or hand over and wait: call it between units of compute."""
+        with self._lock:
+            self._turn()
+
+    def _turn(self) -> None:
         if self._held:
             if time.monotonic() - self._since < SLICE:
                 return

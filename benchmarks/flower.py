@@ -6,8 +6,10 @@ GroupNorm CNN, 15 rounds of E = 10 local epochs, batch 64, SGD lr 0.01 with mome
 weight decay 1e-4, the learning rate cosine over rounds, full participation, sample-weighted
 averaging, and the global model evaluated on the validation and the test set after every round.
 
-- suite: `python -m bench run --methods fedavg --splits iid --executor sequential --threads 2
-  --out TMP`, as a user runs it (`main` of the command line, in this process);
+- suite: `python -m bench run --methods fedavg --splits iid --executor sequential --threads 1
+  --client-threads 2 --out TMP`, as a user runs one job on two cores (`main` of the command
+  line, in this process): two clients at once, one torch thread each, as Flower's 1-CPU side;
+  until 2026-12-04 one client at a time on `--threads 2`;
 - Flower 1.41 (`pip install -e '.[compare]'`), written as its documentation's PyTorch
   quickstart writes it: a `ClientApp` whose `@app.train()` loads the global `ArrayRecord`,
   trains with a `DataLoader` and replies the weights and `num-examples`; a `ServerApp` whose
@@ -55,7 +57,8 @@ def suite_job() -> dict:
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
         code = main(["run", "--methods", "fedavg", "--splits", "iid", "--executor",
-                     "sequential", "--threads", str(CORES), "--out", out])
+                     "sequential", "--threads", "1", "--client-threads", str(CORES),
+                     "--out", out])
         wall = time.perf_counter() - t
         if code:
             raise RuntimeError(f"bench run exited {code}")

@@ -99,6 +99,9 @@ class RunContext:
     progress: Callable[[int, str], Any] = null_progress
     cache_dir: Path | None = None  # where methods may keep reusable intermediate work
     clients_at_once: int = 1  # >1: weight-averaging methods train clients vectorised (torch.func)
+    # >1: on the CPU, the clients of a round that `vectorises_clients` methods train, that many
+    # at a time in threads of their own (bitwise the records of one at a time: methods/federated.py)
+    client_threads: int = 1
     # what the run's float results depend on beyond its config and code (methods/numerics.py:
     # threads, pins, CPU, torch): its record carries it, caches of reusable work key on it;
     # None: this process's numerics on the run's device, as torch is set now
@@ -163,7 +166,9 @@ class Capabilities:
     uses_split: bool = True
     # `bench unlearn` can leave clients out of a stored run (Params.exclude_clients)
     unlearns: bool = False
-    # honours RunContext.clients_at_once (methods/vectorized.py)
+    # its clients are independent within a round: it honours RunContext.clients_at_once
+    # (methods/vectorized.py) and client_threads (methods/federated.py), so each client's hooks
+    # may keep state of that client only
     vectorises_clients: bool = False
     # splits into independent pieces the parallel executors run as tasks of their own
     # (`Method.parts` and `Method.do_part`)

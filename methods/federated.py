@@ -8,9 +8,12 @@ one working model whatever the number of clients.
 """
 from __future__ import annotations
 
+import copy
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from .base import MethodResult, RunContext, timed
 from .checkpoints import resumable
@@ -108,24 +111,63 @@ def client_phase(method: Any, model, ctx: RunContext, chosen: list[int], r: int,
                  global_state, server, client_states: dict, comm: CommLog,
                  on_trained: Callable[[int, int, Any], None] | None = None):
     """Round r's client half: every chosen client trains from the global weights and its
-    message is folded into the round's accumulator; `on_trained(k, r, model)` sees each
-    client's trained model before its message is made. Returns (accumulator, client
-    losses)."""
+    message is folded into the round's accumulator, in the clients' order; `on_trained(k, r,
+    model)` sees each client's trained model before its message is made. Returns
+    (accumulator, client losses)."""
     down = method.download(global_state, server)
     acc = method.start_round(global_state)
     losses = []
-    at_once = ctx.clients_at_once if method.capabilities.vectorises_clients else 1
-    for group in _groups(chosen, at_once):
-        for k, hooks, stats in _train_group(method, model, ctx, group, r, lr, global_state,
-                                            server, client_states):
-            if on_trained is not None:
-                on_trained(k, r, model)
-            msg, client_states[k] = method.client_message(
-                model, global_state, server, client_states[k], hooks, stats, lr)
-            comm.client(tensor_bytes(down), tensor_bytes(msg))
-            method.accumulate(acc, msg, len(ctx.clients[k]))
-            losses.append(stats.mean_loss)
+    for k, trained, hooks, stats in _trained(method, model, ctx, chosen, r, lr, global_state,
+                                             server, client_states):
+        if on_trained is not None:
+            on_trained(k, r, trained)
+        msg, client_states[k] = method.client_message(
+            trained, global_state, server, client_states[k], hooks, stats, lr)
+        comm.client(tensor_bytes(down), tensor_bytes(msg))
+        method.accumulate(acc, msg, len(ctx.clients[k]))
+        losses.append(stats.mean_loss)
     return acc, losses
+
+
+def _trained(method, model, ctx: RunContext, chosen: list[int], r: int, lr: float,
+             global_state, server, client_states):
+    """Yield (client, a model holding its trained weights, its hooks, its stats) in the
+    clients' order, each trained one of three ways: one at a time; `ctx.clients_at_once` as
+    one vectorised model (methods/vectorized.py: equal to float tolerance); or, on the CPU,
+    `ctx.client_threads` at a time in threads, each on a copy of the model. Threads give
+    bitwise the numbers of one at a time: a client's training reads only its own batches
+    (its stream `batches/r{r}/c{k}`), its own hooks and the shared read-only data, and runs the
+    same kernels at the same torch thread count; the messages are still made and summed in the
+    clients' order. Only for methods that declare `vectorises_clients` (clients independent
+    within a round)."""
+    independent = method.capabilities.vectorises_clients
+    at_once = ctx.clients_at_once if independent else 1
+    threads = ctx.client_threads if independent and at_once == 1 and \
+        ctx.data.device.type == "cpu" else 1
+    if threads == 1:
+        for group in _groups(chosen, at_once):
+            for k, hooks, stats in _train_group(method, model, ctx, group, r, lr, global_state,
+                                                server, client_states):
+                yield k, model, hooks, stats
+        return
+    models = [model] + [copy.deepcopy(model) for _ in range(min(threads, len(chosen)) - 1)]
+    # OpenMP's thread count is per thread: each client thread sets the run's for itself
+    with ThreadPoolExecutor(len(models), thread_name_prefix="client",
+                            initializer=torch.set_num_threads,
+                            initargs=(torch.get_num_threads(),)) as pool:
+        for group in _groups(chosen, len(models)):
+            started = []
+            for k, m in zip(group, models):  # set up here, in the clients' order
+                m.load_state_dict(global_state)
+                if k not in client_states:
+                    client_states[k] = method.init_client(global_state, server)
+                hooks = method.client_hooks(m, global_state, server, client_states[k])
+                gen = ctx.streams.torch(f"batches/r{r}/c{k}")
+                started.append((k, m, hooks, pool.submit(
+                    train_local, m, ctx.data, ctx.clients[k], ctx.train, lr,
+                    ctx.train.local_epochs, gen, hooks)))
+            for k, m, hooks, future in started:
+                yield k, m, hooks, future.result()
 
 
 def _groups(clients: list[int], size: int) -> list[list[int]]:

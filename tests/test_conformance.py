@@ -20,7 +20,8 @@ from bench.methods.evaluation import Selection
 from bench.methods.privacy import SHARED, not_audited
 from bench.methods.registry import METHODS
 from bench.methods.results import MODEL, Communication, Metrics
-from bench.methods.training import train_local
+from bench.methods.fedavg import FedAvg
+from bench.methods.training import TrainHooks, train_local
 from helpers import TINY_FF
 
 pytestmark = pytest.mark.slow
@@ -45,6 +46,8 @@ def test_every_registered_method_keeps_the_contract(name, tmp_path):
     checks = check_method(METHODS[name], SETS.get(name, SMALL), workdir=tmp_path)
     caps = METHODS[name].capabilities
     declared = {k for k in ("unlearns", "parts", "vectorises_clients") if getattr(caps, k)}
+    if caps.vectorises_clients:
+        declared.add("client_threads")
     assert {c.name for c in checks} == ALWAYS | declared
 
 
@@ -158,6 +161,31 @@ class ForgetsNothing(Epochs):
         exclude_clients: tuple = ()
 
 
+class SharedScale(FedAvg):
+    """Planted: its clients' hooks read a value the method keeps for the client last set up
+    (clients declared independent, but not: trained at once, both read the second's)."""
+
+    name = "planted_shared_scale"
+
+    def start_round(self, global_state):
+        self.setups = 0
+        return super().start_round(global_state)
+
+    def client_hooks(self, model, global_state, server, client):
+        self.setups += 1
+        self.scale = 1.0 + 0.1 * self.setups
+        return _ScaledByMethod(self)
+
+
+class _ScaledByMethod(TrainHooks):
+    def __init__(self, method):
+        self.method = method
+
+    def adjust_gradients(self, params, grads):
+        for g in grads:
+            g.mul_(self.method.scale)
+
+
 def test_a_method_of_ones_own_keeps_the_contract(tmp_path):
     checks = check_method(Epochs, SMALL, workdir=tmp_path)
     assert all(c.passed for c in checks) and {c.name for c in checks} == ALWAYS
@@ -171,6 +199,7 @@ def test_a_method_of_ones_own_keeps_the_contract(tmp_path):
     (UndeclaredModel, "record", "variants ['student'] (declared ['model'])"),
     (Unaudited, "audit", "must hold the membership audit"),
     (ForgetsNothing, "unlearns", "changed nothing"),
+    (SharedScale, "client_threads", "differ from one at a time"),
 ])
 def test_the_battery_fails_planted_faults(planted, failed, says, tmp_path):
     with pytest.raises(ConformanceError) as caught:

@@ -125,6 +125,40 @@ def test_cli_clients_at_once_matches_loop(tmp_path):
     assert curves[4]["train_loss"] == pytest.approx(curves[1]["train_loss"], rel=1e-4)
 
 
+def test_cli_client_threads_give_the_bits_of_one_client_at_a_time(tmp_path, capsys):
+    """Whole runs (SCAFFOLD: per-client state and hooks; FedProx: the global anchor): N
+    clients trained at once in threads give bitwise the records of one at a time at the same
+    torch thread count; the plan and the record say so. (The conformance battery asks the
+    same of every method that declares independent clients, and fails a planted method
+    whose hooks share state: tests/test_conformance.py.)"""
+    from bench.conformance import comparable
+
+    records = {}
+    for n in (1, 3):
+        out = tmp_path / str(n)
+        assert main(["run", "--methods", "scaffold,fedprox", "--splits", "dirichlet:0.5",
+                     "--seeds", "0", *tiny_overrides(), "--executor", "sequential",
+                     "--threads", "1", "--client-threads", str(n), "--out", str(out)]) == 0
+        if n > 1:
+            assert "3 clients at once in threads" in capsys.readouterr().err
+        records[n] = {r.config.method: r for r in stored_records(out)}
+    for method in ("scaffold", "fedprox"):
+        assert records[3][method].environment["client_threads"] == 3
+        assert comparable(records[3][method]) == comparable(records[1][method]), method
+
+
+def test_client_threads_take_their_cores_from_the_plan(monkeypatch):
+    from bench.executors import Plan, settle
+    from bench.runner import Execution
+
+    monkeypatch.setattr("bench.executors.available_cores", lambda: 8)
+    plan, ex = settle(Plan("joblib"), Execution(device="cpu", client_threads=2))
+    assert (plan.workers, ex.threads) == (4, 1)  # 4 runs x 2 clients x 1 thread
+    plan, ex = settle(Plan("sequential"), Execution(device="cpu", client_threads=4))
+    assert ex.threads == 1
+    assert main(["run", "--methods", "fedavg", "--client-threads", "0", "--dry-run"]) == 2
+
+
 def test_cli_refuses_batch_norm_with_clients_at_once(tmp_path, capsys):
     assert main(["run", "--methods", "fedavg", "--splits", "iid", "--seeds", "0",
                  "--set", "norm=batch", "--clients-at-once", "4", "--out", str(tmp_path)]) == 2
