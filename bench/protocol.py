@@ -118,7 +118,7 @@ GRIDS: dict[str, Grid] = {
     # the test set picks other rounds) and a tiny FederatedFactory under silos and Dirichlet
     # 0.1 (its generators learn little, but its labels and its product of experts determine
     # the numbers; under Dirichlet the clients' label priors differ, so dropping the prior
-    # correction shows). About a minute.
+    # correction shows). About four minutes at two threads (2026-12-04).
     # The peers: FedDyn, FedNova and DENSE under Dirichlet 0.1 (unequal clients: FedNova's
     # normalisation and FedDyn's state act), MOON, FedAwS and FedCVAE-Ens under silos (the
     # contrastive term, the spreadout and the synthetic labels matter most there).
