@@ -106,6 +106,9 @@ def settle(plan: Plan, execution: Execution, default_executor: str = "sequential
         raise ConfigError(f"--clients-at-once must be >= 1, got {execution.clients_at_once}")
     if execution.client_threads < 1:
         raise ConfigError(f"--client-threads must be >= 1, got {execution.client_threads}")
+    if execution.client_threads > 1 and execution.clients_at_once > 1:
+        raise ConfigError("--client-threads and --clients-at-once each train several clients "
+                          "at once: give one of them (threads on a CPU, vectorised on a GPU)")
     gpus = visible_gpus(execution.device) if plan.executor != "ray" else 0
     if gpus:
         executor = plan.executor or ("sequential" if gpus == 1 and plan.workers is None

@@ -156,16 +156,18 @@ def _trained(method, model, ctx: RunContext, chosen: list[int], r: int, lr: floa
                             initializer=torch.set_num_threads,
                             initargs=(torch.get_num_threads(),)) as pool:
         for group in _groups(chosen, len(models)):
-            started = []
-            for k, m in zip(group, models):  # set up here, in the clients' order
+            ready = []
+            for k, m in zip(group, models):  # the group set up first, in the clients' order
                 m.load_state_dict(global_state)
                 if k not in client_states:
                     client_states[k] = method.init_client(global_state, server)
-                hooks = method.client_hooks(m, global_state, server, client_states[k])
-                gen = ctx.streams.torch(f"batches/r{r}/c{k}")
-                started.append((k, m, hooks, pool.submit(
-                    train_local, m, ctx.data, ctx.clients[k], ctx.train, lr,
-                    ctx.train.local_epochs, gen, hooks)))
+                ready.append((k, m, method.client_hooks(m, global_state, server,
+                                                        client_states[k]),
+                              ctx.streams.torch(f"batches/r{r}/c{k}")))
+            started = [(k, m, hooks, pool.submit(train_local, m, ctx.data, ctx.clients[k],
+                                                 ctx.train, lr, ctx.train.local_epochs, gen,
+                                                 hooks))
+                       for k, m, hooks, gen in ready]
             for k, m, hooks, future in started:
                 yield k, m, hooks, future.result()
 

@@ -163,7 +163,8 @@ class ForgetsNothing(Epochs):
 
 class SharedScale(FedAvg):
     """Planted: its clients' hooks read a value the method keeps for the client last set up
-    (clients declared independent, but not: trained at once, both read the second's)."""
+    (clients declared independent, but not: a group trained at once is set up first, so both
+    read the second's)."""
 
     name = "planted_shared_scale"
 

@@ -157,6 +157,8 @@ def test_client_threads_take_their_cores_from_the_plan(monkeypatch):
     plan, ex = settle(Plan("sequential"), Execution(device="cpu", client_threads=4))
     assert ex.threads == 1
     assert main(["run", "--methods", "fedavg", "--client-threads", "0", "--dry-run"]) == 2
+    assert main(["run", "--methods", "fedavg", "--client-threads", "2", "--clients-at-once", "2",
+                 "--dry-run"]) == 2
 
 
 def test_cli_refuses_batch_norm_with_clients_at_once(tmp_path, capsys):
