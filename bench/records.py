@@ -93,7 +93,8 @@ class Record:
     # None: checkpointing was off
     checkpoints: dict | None = None
     # the membership audits of what the method shares (methods/privacy.py): "shared" and,
-    # for weight averaging, "received"
+    # for weight averaging, "received"; "shared/<variant>" where a variant shares more (the
+    # local classifiers of FederatedFactory's local mode)
     audit: dict[str, Audit] = field(default_factory=dict)
 
     def __post_init__(self):

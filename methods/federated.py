@@ -17,7 +17,7 @@ import torch
 
 from .base import MethodResult, RunContext, timed
 from .checkpoints import resumable
-from .privacy import RECEIVED, SHARED, ClassifierAudit, audit_classifiers, not_audited
+from .privacy import RECEIVED, SHARED, ClassifierAudit, not_audited
 from .results import MODEL, Metrics
 from .communication import CommLog, tensor_bytes
 from .evaluation import Diverged, Selection
@@ -37,9 +37,10 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
     client_states: dict[int, dict] = {}  # per-client state (SCAFFOLD's c_i), owned here
     schedule = client_schedule(ctx.streams.numpy("client_sampling"), n, cfg)
     # the server's view for the membership audit: each client's returned model in the last
-    # round it takes part in (what the server holds last of it)
+    # round it takes part in (what the server holds last of it); the images of every client
+    # drawn now, so that the final global model (every client's view) is attacked on the same
     last_round = {k: r for r, chosen in enumerate(schedule) for k in chosen}
-    returned = ClassifierAudit(ctx, sorted(last_round), "rounds/returned")
+    returned = ClassifierAudit(ctx, range(n), "rounds")
 
     def on_trained(k: int, r: int, trained) -> None:
         if last_round[k] == r:
@@ -87,9 +88,10 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
                                   "before the clients' last rounds")
         else:
             privacy = returned.result(RETURNED)
-        received = audit_classifiers(ctx, {k: model for k in range(n)},
-                                     "the final global model (every client receives it)",
-                                     "rounds")
+        received = returned.same_images("rounds/received")
+        for k in range(n):
+            received.observe(k, model)
+        received = received.result("the final global model (every client receives it)")
     return MethodResult(Metrics.single(evaluation), selection.curves,
                         {MODEL: comm.summary(cfg.rounds)}, timings,
                         extra=method.extra(model), audit={SHARED: privacy, RECEIVED: received})

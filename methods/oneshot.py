@@ -75,6 +75,12 @@ class OneShotGenerative(Method):
         """The membership attack on what the clients sent (methods/privacy.py)."""
         return not_audited("no membership attack fits this generator yet")
 
+    def audit_mode(self, ctx: RunContext, mode: str, members: list[int],
+                   models: list[torch.nn.Module]) -> Audit | None:
+        """The attack on what downstream mode `mode` adds to what the clients share (its
+        variants' `shared/<variant>` audit), or None when it adds nothing."""
+        return None
+
     def downstream(self, ctx: RunContext, mode: str, members: list[int], gens: Generators,
                    synth_x: torch.Tensor, synth_y: torch.Tensor
                    ) -> tuple[dict[str, Selection], list[torch.nn.Module]]:
@@ -96,12 +102,16 @@ class OneShotGenerative(Method):
         with timed(timings, "sampling"):
             synth_x, synth_y = self.synthesise(ctx, members, gens)
 
-        variants, curves, fingerprints, mode_of = {}, {}, {}, {}
+        variants, curves, fingerprints, mode_of, audits = {}, {}, {}, {}, {}
         for mode in self.modes():
             with timed(timings, f"classifier_{mode}"):
                 selections, models = self.downstream(ctx, mode, members, gens, synth_x,
                                                      synth_y)
             fingerprints[mode] = weights_sha256(models)
+            with timed(timings, "privacy"):
+                added = self.audit_mode(ctx, mode, members, models)
+            if added is not None:
+                audits.update({f"{SHARED}/{name}": added for name in selections})
             for name, sel in selections.items():
                 variants[name], mode_of[name] = sel.evaluation(), mode
                 prefix = "" if name == MODEL else f"{name}/"
@@ -118,7 +128,7 @@ class OneShotGenerative(Method):
             quality = sample_quality(data, own, synth_x, synth_y, ctx.streams,
                                      f"{self.PURPOSE}/reference", ctx.progress)
         with timed(timings, "privacy"):
-            privacy = self.audit(ctx, members, gens)
+            audits[SHARED] = self.audit(ctx, members, gens)
 
         comms = self.communication(ctx, members, gens)
         return MethodResult(
@@ -133,5 +143,5 @@ class OneShotGenerative(Method):
                    "excluded_clients": list(self.params.exclude_clients),
                    "classifier_sha256": fingerprints},
             artifacts={"samples": grid},
-            audit={SHARED: privacy},
+            audit=audits,
         )

@@ -2,20 +2,33 @@
 server, or any client that receives it) tells a client's training images from held-out images
 of the same classes. Evaluation only: the method's numbers do not depend on it.
 
-Members: a client's training images (those the artefact was trained on); non-members: test
-images of the same classes, the same number as the members (both drawn with the run's
-`<purpose>/privacy` stream). Each artefact is attacked on its own (its loss threshold is its
-own), then the scores are pooled over the artefacts after subtracting each artefact's median
-non-member score, and the pooled scores give one AUC and one true-positive rate at 1 % false
-positives (Carlini et al., S&P 2022, report TPR at low FPR, not only AUC), with the FPR the
-threshold actually reached beside it, each with a 95 % bootstrap interval over the images.
+Members: a client's training images (those the artefact was trained on); non-members:
+validation images of the same classes, the same number as the members (both drawn with the
+run's `<purpose>/privacy` stream). Validation images come from the members' own source (the
+test split of some datasets does not: PneumoniaMNIST's, for one), so the attack separates
+membership, not sources; they also pick the best round, which makes them slightly more
+member-like and the AUC a little lower, never higher. Each artefact is attacked on its own:
+its AUC, and its true-positive rate at 1 % false positives (Carlini et al., S&P 2022, report
+TPR at low FPR, not only AUC) at its own threshold, the largest that keeps its FPR at or
+below 1 %, with the FPR reached beside it. The headline is the mean over the artefacts
+weighted by their members; no score is compared across artefacts. 95 % intervals from 1,000
+bootstrap replicates that resample images (one validation image scored by several artefacts
+is drawn once for all of them).
+
+Every audit carries a null control: the same images attacked on an artefact trained on
+neither set (the network at its initialisation). It must read 0.5 within its interval
+(`Audit.null_holds`); if it does not, members and non-members differ in something besides
+membership that even an untrained network sees (their source, their classes), and the audit
+says so. It cannot see differences only a trained network would.
 
 The attacks, one per kind of artefact:
 - Classifiers (weight averaging: each client's trained model of the last round it takes part
-  in, as the server receives it, and beside it the final global model every client receives;
-  DENSE's client models, which each client uploads): the threshold attack of Yeom et al.
-  (CSF 2018) on LiRA's logit-scaled confidence z_y - logsumexp_{j != y} z_j (Carlini et al.
-  2022), in float64: the cross-entropy it replaced saturates at 0 in float32.
+  in, as the server receives it, and beside it the final global model every client receives,
+  both on the same images; DENSE's client models, which each client uploads;
+  FederatedFactory's local classifiers, which its local mode sends to the server): the
+  threshold attack of Yeom et al. (CSF 2018) on LiRA's logit-scaled confidence
+  z_y - logsumexp_{j != y} z_j (Carlini et al. 2022), in float64: the cross-entropy it
+  replaced saturates at 0 in float32.
 - Diffusion modules (FederatedFactory): the denoising loss at fixed noise levels, the
   loss-threshold attack on diffusion models (Matsumoto et al. 2023; Carlini et al., USENIX
   Security 2023, found low noise levels the most revealing): score = -mean over three fixed
@@ -56,71 +69,145 @@ class Audit:
     members: int = 0
     non_members: int = 0
     per_artefact_auc: tuple[float, ...] = ()
+    per_artefact_tpr: tuple[float, ...] = ()
+    # the null control: the same images attacked on an artefact trained on neither set; its
+    # AUC must read 0.5 within its interval, or members and non-members differ in something
+    # besides membership (`null_holds`)
+    null_auc: float | None = None
+    null_auc_ci: tuple[float, float] | None = None
+    null_artefact: str | None = None
+    non_members_from: str = "validation"  # the split the non-members come from
+    bootstrap: int = 0  # replicates behind the intervals
     settings: dict = field(default_factory=dict)  # the attack's own (noise levels, ...)
     not_audited: str | None = None  # why not
 
+    TUPLES = ("auc_ci", "tpr_ci", "per_artefact_auc", "per_artefact_tpr", "null_auc_ci")
+
     @classmethod
-    def of(cls, attack: str, artefact: str, metrics: dict, **settings) -> "Audit":
-        """An audit from `attack_metrics`' result."""
-        return cls(attack, artefact, **{**metrics,
-                                        **{k: tuple(metrics[k]) for k in
-                                           ("auc_ci", "tpr_ci", "per_artefact_auc")}},
-                   settings=settings)
+    def of(cls, attack: str, artefact: str, metrics: dict, settings: dict | None = None,
+           **control) -> "Audit":
+        """An audit from `attack_metrics`' result and the null control's numbers."""
+        return cls(attack, artefact, **{**metrics, **control,
+                                        **{k: tuple(metrics[k]) for k in cls.TUPLES
+                                           if k in metrics}},
+                   bootstrap=BOOTSTRAP, settings=settings or {})
+
+    @property
+    def null_holds(self) -> bool | None:
+        """Whether the null control reads 0.5 within its interval (None: no control)."""
+        if self.null_auc_ci is None:
+            return None
+        return self.null_auc_ci[0] <= 0.5 <= self.null_auc_ci[1]
 
     def to_dict(self) -> dict:
         """Its fields (tuples as lists), those left empty omitted but `attack` (None: not
-        audited)."""
+        audited, and then only why)."""
+        if self.attack is None:
+            return {"attack": None, "not_audited": self.not_audited}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
                 if k == "attack" or v not in (None, (), {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Audit":
-        tuples = ("auc_ci", "tpr_ci", "per_artefact_auc")
         known = set(cls.__dataclass_fields__)
         settings = {k: v for k, v in d.items() if k not in known}  # schema 2 kept them flat
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()
-                      if k in known and k != "settings"},
+        old = {} if "non_members_from" in d or d.get("attack") is None else \
+            {"non_members_from": "test"}  # audits before the validation split was used
+        return cls(**old, **{k: tuple(v) if k in cls.TUPLES else v for k, v in d.items()
+                             if k in known and k != "settings"},
                    settings={**d.get("settings", {}), **settings})
 
 
 MAX_MEMBERS = 256  # per artefact: members (and as many non-members) attacked at most
-BOOTSTRAP = 200
+BOOTSTRAP = 1000  # replicates: about 25 in each 2.5 % tail
 FPR = 0.01
 
 
 def attack_metrics(members: list[np.ndarray], non_members: list[np.ndarray],
-                   rng: np.random.Generator) -> dict:
-    """AUC and TPR at 1 % FPR of the scores (higher: more member-like), one array pair per
-    artefact, calibrated per artefact by its median non-member score and pooled; with 95 %
-    bootstrap intervals (images resampled within each artefact)."""
-    def pooled(ms, ns):
-        m = np.concatenate([a - np.median(b) for a, b in zip(ms, ns)])
-        n = np.concatenate([b - np.median(b) for b in ns])
-        return (_auc(m, n), *_tpr_at(m, n, FPR))
-
-    auc, tpr, fpr_reached = pooled(members, non_members)
-    boot = []
-    for _ in range(BOOTSTRAP):
-        ms = [a[rng.integers(0, len(a), len(a))] for a in members]
-        ns = [b[rng.integers(0, len(b), len(b))] for b in non_members]
-        boot.append(pooled(ms, ns))
-    boot = np.array(boot)[:, :2]
-    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
-    return {"auc": auc, "auc_ci": [float(lo[0]), float(hi[0])],
-            "tpr_at_1pct_fpr": tpr, "tpr_ci": [float(lo[1]), float(hi[1])],
-            "fpr_reached": fpr_reached,
+                   rng: np.random.Generator, member_ids: list[np.ndarray] | None = None,
+                   non_member_ids: list[np.ndarray] | None = None) -> dict:
+    """The attack's numbers from its scores (higher: more member-like), one array pair per
+    artefact. Each artefact is attacked on its own: its AUC, and its TPR at the largest
+    threshold that keeps its FPR at or below 1 % (`_tpr_at`), so no score is compared across
+    artefacts and none needs calibrating. The headline is their mean weighted by the members
+    attacked. 95 % intervals from BOOTSTRAP replicates that resample images: members among the
+    members and non-members among the non-members, an image drawn k times counting k times in
+    every artefact that scored it (`*_ids` name the images, e.g. a validation image that
+    several artefacts score as a non-member; by default no two artefacts share one)."""
+    member_ids = member_ids or _distinct(members)
+    non_member_ids = non_member_ids or _distinct(non_members)
+    ones = [(np.ones((1, len(a))), np.ones((1, len(b)))) for a, b in zip(members, non_members)]
+    point = _headline(members, non_members, ones)
+    boot = _headline(members, non_members,
+                     list(zip(_counts(member_ids, rng), _counts(non_member_ids, rng))))
+    lo, hi = np.nanpercentile(np.stack(boot[:2], axis=1), [2.5, 97.5], axis=0)
+    return {"auc": float(point[0][0]), "auc_ci": [float(lo[0]), float(hi[0])],
+            "tpr_at_1pct_fpr": float(point[1][0]), "tpr_ci": [float(lo[1]), float(hi[1])],
+            "fpr_reached": float(point[2][0]),
             "members": int(sum(map(len, members))),
             "non_members": int(sum(map(len, non_members))),
-            "per_artefact_auc": [_auc(a, b) for a, b in zip(members, non_members)]}
+            "per_artefact_auc": [float(_auc(a, b)) for a, b in zip(members, non_members)],
+            "per_artefact_tpr": [_tpr_at(a, b, FPR)[0] for a, b in zip(members, non_members)]}
+
+
+def _distinct(scores: list[np.ndarray]) -> list[np.ndarray]:
+    """Image ids when no two artefacts share an image: consecutive numbers."""
+    ends = np.cumsum([0, *map(len, scores)])
+    return [np.arange(a, b) for a, b in zip(ends[:-1], ends[1:])]
+
+
+def _counts(ids: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """For each artefact, how many times each of its images is drawn in each of BOOTSTRAP
+    replicates (BOOTSTRAP, its images): the distinct images of all artefacts resampled with
+    replacement, as many draws as there are distinct images."""
+    unique, inverse = np.unique(np.concatenate(ids), return_inverse=True)
+    drawn = rng.multinomial(len(unique), np.full(len(unique), 1 / len(unique)), BOOTSTRAP)
+    ends = np.cumsum([0, *map(len, ids)])
+    return [drawn[:, inverse[a:b]].astype(float) for a, b in zip(ends[:-1], ends[1:])]
+
+
+def _headline(members, non_members, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(AUC, TPR, FPR reached) per replicate: each artefact's, weighted by its members' count
+    in that replicate (an artefact whose members or non-members were all left out of a
+    replicate does not count in it)."""
+    per = [(*_weighted(a, b, w, v), w.sum(1) * (v.sum(1) > 0))
+           for a, b, (w, v) in zip(members, non_members, weights)]
+    total = sum(p[3] for p in per)
+    with np.errstate(invalid="ignore"):
+        return tuple(sum(np.nan_to_num(p[i]) * p[3] for p in per) / total for i in range(3))
+
+
+def _weighted(members: np.ndarray, non_members: np.ndarray, w: np.ndarray, v: np.ndarray,
+              fpr: float = FPR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(AUC, TPR, FPR reached) of one artefact per row of the image weights `w` (members) and
+    `v` (non-members): the Mann-Whitney AUC, ties counting 1/2, and `_tpr_at` with each image
+    counted as often as its weight."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        order = np.argsort(non_members, kind="stable")
+        sorted_n = non_members[order]
+        cum = np.concatenate([np.zeros((len(v), 1)), np.cumsum(v[:, order], axis=1)], axis=1)
+        lo = np.searchsorted(sorted_n, members, "left")
+        hi = np.searchsorted(sorted_n, members, "right")
+        wins = cum[:, lo] + 0.5 * (cum[:, hi] - cum[:, lo])  # (replicates, members)
+        total_w, total_v = w.sum(1), v.sum(1)
+        auc = (w * wins).sum(1) / (total_w * total_v)
+        # the threshold: the first non-member from the top at which more than the allowed
+        # weight has been passed; ties with it stay below it
+        desc = order[::-1]
+        passed = np.cumsum(v[:, desc], axis=1)
+        allowed = np.floor(fpr * total_v + 1e-9)[:, None]
+        over = passed > allowed
+        at = np.where(over.any(1), over.argmax(1), -1)
+        threshold = np.where(at >= 0, non_members[desc][np.maximum(at, 0)], -np.inf)
+        tpr = (w * (members[None, :] > threshold[:, None])).sum(1) / total_w
+        reached = (v * (non_members[None, :] > threshold[:, None])).sum(1) / total_v
+    return auc, tpr, reached
 
 
 def _auc(members: np.ndarray, non_members: np.ndarray) -> float:
     """P(member score > non-member score) + P(tie) / 2 (Mann-Whitney)."""
-    from scipy.stats import rankdata  # here: scipy.stats takes a second to import
-
-    ranks = rankdata(np.concatenate([members, non_members]))
-    m, n = len(members), len(non_members)
-    return float((ranks[:m].sum() - m * (m + 1) / 2) / (m * n))
+    return float(_weighted(members, non_members, np.ones((1, len(members))),
+                           np.ones((1, len(non_members))))[0][0])
 
 
 def _tpr_at(members: np.ndarray, non_members: np.ndarray, fpr: float) -> tuple[float, float]:
@@ -129,17 +216,17 @@ def _tpr_at(members: np.ndarray, non_members: np.ndarray, fpr: float) -> tuple[f
     one). Ties at the threshold count as below it, so the FPR reached can be lower than `fpr`
     (and is reported beside the TPR). The quantile rule this replaces, `quantile(1 - fpr,
     method="higher")`, let none of 100 through: a TPR at 0 % FPR (tests/test_privacy.py)."""
-    allowed = int(np.floor(fpr * len(non_members) + 1e-9))
-    ranked = np.sort(non_members)[::-1]
-    threshold = ranked[allowed] if allowed < len(ranked) else -np.inf
-    return float(np.mean(members > threshold)), float(np.mean(non_members > threshold))
+    _, tpr, reached = _weighted(members, non_members, np.ones((1, len(members))),
+                                np.ones((1, len(non_members))), fpr)
+    return float(tpr[0]), float(reached[0])
 
 
 def balanced(member_idx: torch.Tensor, y_train: torch.Tensor, y_held: torch.Tensor,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Indices of at most MAX_MEMBERS members (into the training set) and, for each, a held-out
-    image of the same class (into the test set), class by class; members beyond the held-out
-    images of their class are left out, so both sides have the same classes and size."""
+    image of the same class (into the validation set), class by class; members beyond the
+    held-out images of their class are left out, so both sides have the same classes and
+    size."""
     members = member_idx.cpu().numpy()
     labels, held = y_train.cpu().numpy()[members], y_held.cpu().numpy()
     if len(members) > MAX_MEMBERS:
@@ -181,41 +268,112 @@ def classifier_scores(model: torch.nn.Module, data, x: torch.Tensor,
     return torch.cat(out).numpy()
 
 
-class ClassifierAudit:
-    """The loss attack on classifiers, one per client: each client's members and non-members
-    are drawn when the audit is made (in client order, from the run's `<purpose>/privacy`
-    stream); `observe(k, model)` scores client k's images on the model that holds what k
-    shared, at the moment it is shared (and keeps the model's train/eval mode);
-    `result(artefact)` pools the clients observed."""
+CLASSIFIER_ATTACK = ("threshold on the logit-scaled confidence (Yeom et al. 2018; "
+                     "Carlini et al. 2022)")
+NULL_EPOCHS = 20  # the null control's network: epochs on its half of the validation split
+NULL_CONTROL = (f"the classifier attack on a network trained {NULL_EPOCHS} epochs on the other "
+                "half of the validation split (neither set)")
 
-    def __init__(self, ctx, clients, purpose: str):
-        data = ctx.data
+
+def validation_halves(ctx) -> tuple[np.ndarray, np.ndarray]:
+    """The validation split cut in two by the run's `privacy/halves` stream: the audits'
+    non-members come from the first half, the null control's network trains on the second."""
+    order = ctx.streams.numpy("privacy/halves").permutation(len(ctx.data.y_val))
+    return np.sort(order[:len(order) // 2]), np.sort(order[len(order) // 2:])
+
+
+def member_pairs(ctx, member_idx: torch.Tensor, pool: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`balanced` members (into the training set) and non-members from `pool` (into the
+    validation set)."""
+    m, n = balanced(member_idx, ctx.data.y_train,
+                    ctx.data.y_val[torch.as_tensor(pool, device=ctx.device)], rng)
+    return m, pool[n]
+
+
+def null_network(ctx, pool: np.ndarray) -> torch.nn.Module:
+    """The null control's network: the table's classifier trained with the run's recipe on
+    the validation images of `pool` (members of no audit, non-members of none), from the
+    run's `privacy/null` streams. It has seen the members' source but neither set, so the
+    attack on it reads 0.5 unless the sets differ in more than membership."""
+    from .training import fit  # here: base imports this module, training imports base
+
+    idx = torch.as_tensor(pool, device=ctx.device)
+    data = ctx.data.with_train(ctx.data.x_val[idx], ctx.data.y_val[idx])
+    model = ctx.new_model("privacy/null")
+    fit(model, data, torch.arange(len(idx), device=ctx.device), ctx.train, NULL_EPOCHS,
+        ctx.streams, "privacy/null", lambda epoch, stats: None)
+    return model
+
+
+class ClassifierAudit:
+    """The loss attack on classifiers, one artefact per client: each client's members and
+    non-members are drawn when the audit is made (in client order, from the run's
+    `<purpose>/privacy` stream); `observe(k, model)` scores client k's images on the model that
+    holds what k shared, at the moment it is shared (and keeps the model's train/eval mode);
+    `result(artefact)` attacks the clients observed, beside the null control. `same_images()`
+    is a second audit of the same images (another view of the same run: its numbers differ by
+    the models alone)."""
+
+    def __init__(self, ctx, clients, purpose: str, shared_with: "ClassifierAudit | None" = None):
         self.ctx, self.purpose = ctx, purpose
         self.rng = ctx.streams.numpy(f"{purpose}/privacy")
-        self.pairs = {k: balanced(ctx.clients[k], data.y_train, data.y_test, self.rng)
-                      for k in clients}
+        if shared_with is None:
+            self.halves = validation_halves(ctx)
+            self.pairs = {k: member_pairs(ctx, ctx.clients[k], self.halves[0], self.rng)
+                          for k in clients}
+            self.null: dict | None = None  # the null control's scores, made by a first result
+        else:
+            self.halves, self.pairs, self.null = (shared_with.halves, shared_with.pairs,
+                                                  shared_with.null)
         self.scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
+    def same_images(self, purpose: str) -> "ClassifierAudit":
+        return ClassifierAudit(self.ctx, (), purpose, shared_with=self)
+
     def observe(self, k: int, model: torch.nn.Module) -> None:
-        m, n = self.pairs[k]
-        if not len(m):
+        if not len(self.pairs[k][0]):
             return
-        data, device, was_training = self.ctx.data, self.ctx.device, model.training
-        mi, ni = torch.as_tensor(m, device=device), torch.as_tensor(n, device=device)
-        self.scores[k] = (classifier_scores(model, data, data.x_train[mi], data.y_train[mi]),
-                          classifier_scores(model, data, data.x_test[ni], data.y_test[ni]))
+        was_training = model.training
+        self.scores[k] = pair_scores(self.ctx, model, *self.pairs[k])
         model.train(was_training)
 
     def result(self, artefact: str) -> Audit:
-        observed = [self.scores[k] for k in sorted(self.scores)]
+        ks = sorted(self.scores)
+        observed = [self.scores[k] for k in ks]
         if not all(np.isfinite(a).all() and np.isfinite(b).all() for a, b in observed):
             return not_audited("the model's outputs are not finite (the run diverged)")
         if not observed:
             return not_audited("no client has held-out images of its classes")
-        return Audit.of("threshold on the logit-scaled confidence (Yeom et al. 2018; "
-                        "Carlini et al. 2022)", artefact,
-                        attack_metrics([a for a, _ in observed], [b for _, b in observed],
-                                       self.rng))
+        if self.null is None:
+            network = null_network(self.ctx, self.halves[1])
+            self.null = {k: pair_scores(self.ctx, network, *self.pairs[k])
+                         for k in self.pairs if len(self.pairs[k][0])}
+        ids = ([self.pairs[k][0] for k in ks], [self.pairs[k][1] for k in ks])
+        return audit_of(CLASSIFIER_ATTACK, artefact, observed, [self.null[k] for k in ks], ids,
+                        self.rng)
+
+
+def pair_scores(ctx, model: torch.nn.Module, members: np.ndarray,
+                non_members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier attack's scores of members (training images) and non-members
+    (validation images) on `model`."""
+    data, device = ctx.data, ctx.device
+    mi = torch.as_tensor(members, device=device)
+    ni = torch.as_tensor(non_members, device=device)
+    return (classifier_scores(model, data, data.x_train[mi], data.y_train[mi]),
+            classifier_scores(model, data, data.x_val[ni], data.y_val[ni]))
+
+
+def audit_of(attack: str, artefact: str, scores: list, null: list, ids: tuple,
+             rng: np.random.Generator, **settings) -> Audit:
+    """The audit of (member, non-member) score pairs per artefact, with the null control's
+    pairs (the same images, `pair_scores` on `null_network`); `ids`: the images' indices
+    (members into the training set, non-members into the validation set)."""
+    metrics = attack_metrics([a for a, _ in scores], [b for _, b in scores], rng, *ids)
+    control = attack_metrics([a for a, _ in null], [b for _, b in null], rng, *ids)
+    return Audit.of(attack, artefact, metrics, settings, null_auc=control["auc"],
+                    null_auc_ci=tuple(control["auc_ci"]), null_artefact=NULL_CONTROL)
 
 
 def audit_classifiers(ctx, models: dict[int, torch.nn.Module], artefact: str,

@@ -92,6 +92,16 @@ def test_run_records_both_modes_bytes_and_diagnostics(tmp_path):
     assert comm["local"].down_bytes == 9 * comm["server"].up_bytes
     for phase in ("modules", "sampling", "classifier_server", "classifier_local"):
         assert record.timings[phase] > 0
+    # the audit: the modules (every variant), and local mode's classifiers, which that mode
+    # sends to the server (the old audit left them out), on the same validation non-members
+    audit = record.audit
+    modules, local = audit["shared"], audit["shared/local"]
+    assert modules.artefact == "each client's generative modules"
+    assert local.artefact.startswith("each client's local classifier")
+    assert local == audit["shared/local_plain"] and "shared/server" not in audit
+    assert len(modules.per_artefact_auc) == len(local.per_artefact_auc) == 10
+    assert modules.non_members_from == local.non_members_from == "validation"
+    assert modules.null_holds and local.null_holds, (modules, local)
     assert artifacts["samples"].dtype == np.uint8 and artifacts["samples"].ndim == 2
     again, _ = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
     assert {e["cache"] for e in again.extra["modules"]} == {"hit"}

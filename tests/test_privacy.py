@@ -60,25 +60,99 @@ def test_the_classifier_score_does_not_saturate():
     assert score[2].item() == pytest.approx((torch.log(p) - torch.log1p(-p)).item(), rel=1e-12)
 
 
-def test_scores_are_calibrated_per_artefact_before_pooling():
-    """Two artefacts whose losses live on other scales: each separates its members
-    perfectly, and pooled after subtracting each one's median non-member score they still do.
-    Pitfall: pooling raw scores mixes the scales, and two perfect attacks read 0.75 here."""
+def test_each_artefact_is_attacked_on_its_own_and_weighted_by_its_members():
+    """Two artefacts whose scores live on other scales, each separating its members: the
+    headline is 1.0. Pitfall: pooling raw scores mixes the scales (two perfect attacks read
+    0.75). The old audit pooled after subtracting each artefact's median non-member score,
+    which still compares one artefact's scores with another's: two attacks that fail (0.5
+    each) read 56 % from the cross-artefact pairs alone."""
+    rng = np.random.default_rng(0)
     a_m, a_n = np.array([10.0, 11.0]), np.array([8.0, 9.0])
     b_m, b_n = np.array([-8.0, -7.0]), np.array([-10.0, -9.0])
-    out = attack_metrics([a_m, b_m], [a_n, b_n], np.random.default_rng(0))
+    out = attack_metrics([a_m, b_m], [a_n, b_n], rng)
     assert out["auc"] == 1.0 and out["per_artefact_auc"] == [1.0, 1.0]
-    raw = attack_metrics([np.concatenate([a_m, b_m])], [np.concatenate([a_n, b_n])],
-                         np.random.default_rng(0))
-    assert raw["auc"] == 0.75
+    assert out["per_artefact_tpr"] == [1.0, 1.0]
+    assert attack_metrics([np.concatenate([a_m, b_m])], [np.concatenate([a_n, b_n])],
+                          rng)["auc"] == 0.75
+
+    fail_a, fail_b = (np.array([10.0, 11.0]), np.array([0.0, 20.0])), \
+        (np.array([1.0, 1.1]), np.array([0.9, 1.2]))
+
+    def old_pooled(pairs):  # the audit before this fix
+        m = np.concatenate([a - np.median(b) for a, b in pairs])
+        n = np.concatenate([b - np.median(b) for _, b in pairs])
+        return attack_metrics([m], [n], rng)["auc"]
+
+    assert old_pooled([fail_a, fail_b]) == pytest.approx(9 / 16)
+    assert attack_metrics(*zip(fail_a, fail_b), rng)["auc"] == 0.5
+    # the members weight the mean: 2 members at 1.0, 6 at 0.5
+    c_m, c_n = np.array([1.0, 1, 1, 2, 2, 2]), np.array([1.0, 1, 1, 2, 2, 2])
+    assert attack_metrics([a_m, c_m], [a_n, c_n], rng)["auc"] == pytest.approx(
+        (2 * 1.0 + 6 * 0.5) / 8)
+
+
+def test_the_bootstrap_resamples_images_and_draws_a_shared_image_once_for_all():
+    """1,000 replicates (200 put about 5 in each 2.5 % tail). An image that two artefacts
+    score (a validation image both attack as a non-member) is drawn once for both: resampled
+    as independent, the two artefacts' errors cancel and the interval comes out too thin."""
+    from bench.methods.privacy import BOOTSTRAP, _counts
+
+    assert BOOTSTRAP >= 1000
+    a, b = _counts([np.array([5, 7, 9]), np.array([7, 9, 11])], np.random.default_rng(0))
+    assert a.shape == b.shape == (BOOTSTRAP, 3)
+    assert (a[:, 1:] == b[:, :2]).all()  # images 7 and 9
+    assert ((a.sum(1) + b[:, 2]) == 4).all()  # four distinct images, four draws
+    # one model attacked twice on the same images: as wide as attacking it once
+    rng = np.random.default_rng(1)
+    m, n = rng.normal(0.3, 1, 60), rng.normal(0, 1, 60)
+    ids = [np.arange(60)] * 2
+    width = lambda out: out["auc_ci"][1] - out["auc_ci"][0]  # noqa: E731
+    once = width(attack_metrics([m], [n], np.random.default_rng(2)))
+    shared = width(attack_metrics([m, m], [n, n], np.random.default_rng(2), ids, ids))
+    independent = width(attack_metrics([m, m], [n, n], np.random.default_rng(2)))
+    assert shared == pytest.approx(once, rel=0.15) and independent < 0.85 * shared
+
+
+def test_the_null_control_reads_half_and_catches_non_members_from_another_source():
+    """The null control: a network trained on the other half of the validation split (it has
+    seen the members' source, but neither set) attacks the audit's images. Members against
+    validation non-members: 0.5 within its interval. Planted: non-members from another
+    source (the validation images shifted by a pixel; the old audit drew non-members from the
+    test split, which for PneumoniaMNIST is another source): the null reads above 0.5 and the
+    audit says the control fails. The network at its initialisation, a weaker null, reads the
+    planted shift as 0.5 too: it cannot see a source."""
+    from bench.config import parse_overrides, resolve
+    from bench.methods.privacy import (Audit, member_pairs, null_network, pair_scores,
+                                       validation_halves)
+    from bench.runner import run_context
+
+    ctx, _ = run_context(resolve("digits", "fedavg", "iid", 0, parse_overrides([])),
+                         torch.device("cpu"))
+    first, second = validation_halves(ctx)
+    assert not set(first) & set(second) and len(first) + len(second) == len(ctx.data.y_val)
+    rng = np.random.default_rng(0)
+    m, n = member_pairs(ctx, torch.arange(len(ctx.data.y_train)), first, rng)
+    assert set(n) <= set(first) and len(m) == len(n) > 100
+    net = null_network(ctx, second)
+
+    def null_of(network):
+        out = attack_metrics(*[[s] for s in pair_scores(ctx, network, m, n)], rng)
+        return Audit("x", null_auc=out["auc"], null_auc_ci=tuple(out["auc_ci"]))
+
+    assert null_of(net).null_holds
+    real = ctx.data.x_val
+    ctx.data.x_val = torch.roll(real, 1, dims=-1)  # planted: another source
+    shifted = null_of(net)
+    assert not shifted.null_holds and shifted.null_auc > 0.55, shifted
+    assert null_of(ctx.new_model("x")).null_holds  # an untrained network is blind to it
 
 
 def test_members_and_non_members_are_balanced_class_by_class():
     y_train = torch.tensor([0, 0, 0, 1, 1, 2])
-    y_test = torch.tensor([0, 1, 1, 1, 3])
-    m, n = balanced(torch.arange(6), y_train, y_test, np.random.default_rng(0))
+    y_val = torch.tensor([0, 1, 1, 1, 3])
+    m, n = balanced(torch.arange(6), y_train, y_val, np.random.default_rng(0))
     assert len(m) == len(n) == 3  # class 0: one held-out image; class 1: two; class 2: none
-    assert sorted(y_train[m].tolist()) == sorted(y_test[n].tolist()) == [0, 1, 1]
+    assert sorted(y_train[m].tolist()) == sorted(y_val[n].tolist()) == [0, 1, 1]
 
 
 @pytest.mark.slow
@@ -134,7 +208,10 @@ def test_records_carry_the_audit_and_the_table_a_membership_column(tmp_path, cap
     fed = records["fedavg"]
     assert fed.attack.startswith("threshold on the logit-scaled") and 0 <= fed.auc <= 1
     assert fed.auc_ci[0] <= fed.auc <= fed.auc_ci[1]
-    assert fed.members == fed.non_members > 0
+    assert fed.members == fed.non_members > 0 and fed.non_members_from == "validation"
+    assert fed.bootstrap >= 1000 and len(fed.per_artefact_tpr) == len(fed.per_artefact_auc)
+    assert fed.null_artefact.startswith("the classifier attack on a network trained")
+    assert fed.null_holds, fed  # the null control is in every audit, and reads 0.5
     assert records["local_only"].not_audited == "it shares nothing"
     assert "images themselves" in records["centralized"].not_audited
     capsys.readouterr()
@@ -150,7 +227,7 @@ def test_the_server_attacks_each_clients_model_of_its_last_round(tmp_path, monke
     """Weight averaging: the headline audit scores each client's trained model as the server
     receives it in the last round the client takes part in (a client never sampled is not
     attacked), one client at a time and vectorised; the global model every client receives is
-    audited beside it (`privacy_received`). A planted "attack the client's first model" fails
+    audited beside it (`audit["received"]`, on the same images). A planted "attack the client's first model" fails
     the comparison of fingerprints below (clients take part in several rounds)."""
     from bench.methods import federated
     from bench.methods.models import weights_sha256
@@ -166,8 +243,11 @@ def test_the_server_attacks_each_clients_model_of_its_last_round(tmp_path, monke
             on_trained(k, r, model)
         return phase(*head, spy)
 
+    images = {}
+
     def spy_observe(self, k, model):
         observed.setdefault(self.purpose, {})[k] = weights_sha256([model])
+        images.setdefault(self.purpose, {})[k] = self.pairs[k]
         return observe(self, k, model)
 
     monkeypatch.setattr(federated, "client_phase", spy_phase)
@@ -184,6 +264,8 @@ def test_the_server_attacks_each_clients_model_of_its_last_round(tmp_path, monke
     for k, r in sorted(trained, key=lambda kr: kr[1]):
         last[k] = r
     assert len(trained) == 4 * 4 and len(last) < len(trained)  # some client came back
-    assert observed["rounds/returned"] == {k: trained[(k, r)] for k, r in last.items()}
+    assert observed["rounds"] == {k: trained[(k, r)] for k, r in last.items()}
     assert len(returned.per_artefact_auc) == len(last)
-    assert len(set(observed["rounds"].values())) == 1  # one model: the final global one
+    assert len(set(observed["rounds/received"].values())) == 1  # the final global model
+    # both views attack the same images (the old audit drew each its own sample)
+    assert all(images["rounds/received"][k] is images["rounds"][k] for k in last)

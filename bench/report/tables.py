@@ -19,7 +19,9 @@ from ..records import Record, parse_label
 # worst_client_accuracy: the accuracy of the client the model serves worst, each client on its
 # own label distribution (methods/evaluation.py, per_client); pooled runs have no clients
 # membership_auc: the membership-inference attack's AUC on what the method shares
-# (methods/privacy.py); 50 is the attack failing, and any value is a lower bound on leakage;
+# (methods/privacy.py: each artefact's own, their members-weighted mean); 50 is the attack
+# failing, and any value is a lower bound on leakage; FederatedFactory's local-mode rows attack
+# the local classifiers that mode sends (the server row: the generative modules);
 # membership_auc_received: the same on what every client receives (weight averaging: the
 # final global model, where membership_auc attacks each client's returned model)
 TABLE_METRICS = ("accuracy", "auroc", "worst_client_accuracy", "membership_auc")
@@ -87,13 +89,15 @@ def records_frame(records: list[Record], which: str = "selected",
         for name, _, evaluation in r.variants():
             m = getattr(evaluation, which) or {}  # None: diverged before any finite round
             m = m.get("val", {}) if on == "val" else m
+            shared = _audit(r, f"{SHARED}/{name}", fallback=SHARED)
             name += (f" ({qualifier})" if qualifier else "") + suffix
             rows.append({"dataset": c.dataset, "method": name, "split": c.split,
                          "seed": c.seed, "n_clients": c.n_clients, "run_id": r.run_id,
                          "stale": stale, **_scalars(m),
-                         # the run's shared artefacts, the same for each of its models
-                         "membership_auc": _audit(r, SHARED).auc,
-                         "membership_tpr": _audit(r, SHARED).tpr_at_1pct_fpr,
+                         # what the clients share for this model: the run's artefacts, or
+                         # what its variant adds (FederatedFactory's local classifiers)
+                         "membership_auc": shared.auc,
+                         "membership_tpr": shared.tpr_at_1pct_fpr,
                          "membership_auc_received": _audit(r, RECEIVED).auc})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", "stale", *SCALAR_METRICS])
@@ -126,8 +130,9 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(expanded, ignore_index=True)
 
 
-def _audit(record: Record, party: str) -> Audit:
-    return record.audit.get(party) or not_audited("not in the record")
+def _audit(record: Record, party: str, fallback: str | None = None) -> Audit:
+    return record.audit.get(party) or record.audit.get(fallback) or \
+        not_audited("not in the record")
 
 
 def _grids(summary: pd.DataFrame, metrics):

@@ -44,7 +44,8 @@ from ..evaluation import Diverged, Selection, classification_metrics, predict_lo
 from ..rng import Streams
 from ..training import fit
 from ..provenance import files_fingerprint
-from ..privacy import Audit, attack_metrics, balanced, not_audited
+from ..privacy import (Audit, audit_classifiers, audit_of, member_pairs, not_audited,
+                       null_network, pair_scores, validation_halves)
 from .audit import NOISE_LEVELS, module_scores
 from .cache import ContentCache, content_key
 from .cost import ff_cost
@@ -256,26 +257,42 @@ class FederatedFactory(OneShotGenerative):
 
     def audit(self, ctx: RunContext, members: list[int], gens: Generators) -> Audit:
         """Each module attacked with its denoising loss at fixed noise levels: members are its
-        client's images of its class, non-members test images of that class (audit.py)."""
+        client's images of its class, non-members validation images of that class (audit.py);
+        the null control attacks the same images (methods/privacy.py)."""
         data, res = ctx.data, self._gen_resolution(ctx)
         rng = ctx.streams.numpy("ff/privacy")
-        scores: tuple[list, list] = ([], [])
+        halves = validation_halves(ctx)
+        scores, pairs = [], []
         for (k, c), (state, _) in sorted(gens.models.items()):
             idx = ctx.clients[k][data.y_train[ctx.clients[k]] == c]
-            m, n = balanced(idx, data.y_train, data.y_test, rng)
+            m, n = member_pairs(ctx, idx, halves[0], rng)
             if not len(m):
                 continue
             seed = ctx.streams.int_seed(f"ff/privacy/k{k}/c{c}")
-            for side, x, i in ((0, data.x_train, m), (1, data.x_test, n)):
-                images = resize_uint8(x[torch.as_tensor(i, device=ctx.device)].cpu(), res)
-                scores[side].append(module_scores(self.params, state, images, seed,
-                                                  ctx.device))
-        if not scores[0]:
+            scores.append(tuple(
+                module_scores(self.params, state,
+                              resize_uint8(x[torch.as_tensor(i, device=ctx.device)].cpu(), res),
+                              seed, ctx.device)
+                for x, i in ((data.x_train, m), (data.x_val, n))))
+            pairs.append((m, n))
+        if not scores:
             return not_audited("no module's class has held-out images")
-        return Audit.of("denoising loss at fixed noise levels (Matsumoto et al. 2023; "
-                        "Carlini et al. 2023)", "each client's generative modules",
-                        attack_metrics(*scores, rng),
+        null = null_network(ctx, halves[1])
+        return audit_of("denoising loss at fixed noise levels (Matsumoto et al. 2023; "
+                        "Carlini et al. 2023)", "each client's generative modules", scores,
+                        [pair_scores(ctx, null, m, n) for m, n in pairs],
+                        ([m for m, _ in pairs], [n for _, n in pairs]), rng,
                         noise_levels=list(NOISE_LEVELS[self.params.formulation]))
+
+    def audit_mode(self, ctx: RunContext, mode: str, members: list[int],
+                   models: list[torch.nn.Module]) -> Audit | None:
+        """Local mode sends each member client's classifier, trained on its real images, to
+        the server: the classifiers' audit (the modules' is the run's `shared`)."""
+        if mode == "server":
+            return None
+        return audit_classifiers(ctx, dict(zip(members, models)),
+                                 "each client's local classifier (local mode sends it)",
+                                 "ff/local")
 
     def downstream(self, ctx: RunContext, mode: str, members: list[int], gens: Generators,
                    synth_x, synth_y) -> tuple[dict[str, Selection], list[torch.nn.Module]]:
