@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .datasets.registry import canonical_name, get_entry
 from .datasets.splits import parse_split
 from .methods.base import TrainConfig
+from .methods.dp import DPConfig, require_accountant
 from .methods.models import MODELS, NORMS
 from .methods.registry import build_method, method_class, method_params, registered
 
@@ -37,9 +38,15 @@ class RunConfig:
     train: TrainConfig
     resolution: int
     seed: int
+    dp: DPConfig | None = None  # differential privacy (methods/dp.py); None: no DP
 
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA, **dataclasses.asdict(self)}
+        """Its content; `dp` only when set, so that the ids of runs without DP stay as they
+        were before DP existed."""
+        d = {"schema": SCHEMA, **dataclasses.asdict(self)}
+        if self.dp is None:
+            del d["dp"]
+        return d
 
     @property
     def run_id(self) -> str:
@@ -53,16 +60,18 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         d = {k: v for k, v in d.items() if k != "schema"}
-        return cls(**{**d, "train": TrainConfig(**d["train"])})
+        dp = DPConfig(**d["dp"]) if d.get("dp") else None
+        return cls(**{**d, "train": TrainConfig(**d["train"]), "dp": dp})
 
 
 @dataclass
 class Overrides:
-    """Values given with --set: train fields, resolution, n_clients, METHOD.PARAM."""
+    """Values given with --set: train fields, resolution, n_clients, METHOD.PARAM, dp.FIELD."""
 
     train: dict = field(default_factory=dict)
     run: dict = field(default_factory=dict)
     method: dict = field(default_factory=dict)  # method -> {param: value}
+    dp: dict = field(default_factory=dict)  # DPConfig's fields
 
 
 def _coerce(key: str, raw: str, like):
@@ -89,11 +98,19 @@ def parse_overrides(items: list[str]) -> Overrides:
     out = Overrides()
     train_fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     run_fields = {"resolution": 0, "n_clients": 0}
+    dp_fields = {"epsilon": 1.0, **{f.name: f.default for f in dataclasses.fields(DPConfig)
+                                    if f.name != "epsilon"}}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        if key in train_fields:
+        if key.startswith("dp."):
+            name = key[3:]
+            if name not in dp_fields:
+                raise ConfigError(f"--set {key}: unknown key; valid: "
+                                  f"{', '.join('dp.' + k for k in dp_fields)}")
+            out.dp[name] = _coerce(key, raw, dp_fields[name])
+        elif key in train_fields:
             out.train[key] = _coerce(key, raw, train_fields[key])
         elif key in run_fields:
             out.run[key] = _coerce(key, raw, run_fields[key])
@@ -112,7 +129,7 @@ def parse_overrides(items: list[str]) -> Overrides:
             if owners:
                 raise ConfigError(f"--set {key}: a method's parameter is set as METHOD.{key}: "
                                   f"{' or '.join(owners)}")
-            valid = [*train_fields, *run_fields, "METHOD.PARAM"]
+            valid = [*train_fields, *run_fields, "METHOD.PARAM", "dp.epsilon"]
             raise ConfigError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
     return out
 
@@ -158,7 +175,33 @@ def resolve(dataset: str, method: str, split: str, seed: int,
         build_method(method, params)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
-    return RunConfig(dataset, canonical, n_clients, method, params, train, resolution, int(seed))
+    dp = _dp(overrides.dp, cls, train)
+    return RunConfig(dataset, canonical, n_clients, method, params, train, resolution, int(seed),
+                     dp)
+
+
+def _dp(given: dict, cls, train: TrainConfig) -> DPConfig | None:
+    """The run's DP settings, checked against what the method supports (None: no DP)."""
+    if not given:
+        return None
+    if "epsilon" not in given:
+        raise ConfigError("--set dp.*: differential privacy needs its target, --set "
+                          "dp.epsilon=E (and optionally dp.delta, dp.level, dp.clip)")
+    dp = DPConfig(**given)
+    try:
+        dp.validate()
+        require_accountant()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if dp.level not in cls.capabilities.dp_levels:
+        able = [name for name in registered()
+                if dp.level in method_class(name).capabilities.dp_levels]
+        raise ConfigError(f"{cls.name} does not run with DP at level {dp.level!r}; methods "
+                          f"that do: {', '.join(able)}")
+    if dp.level == "example" and train.norm == "batch":
+        raise ConfigError("DP needs per-example gradients and batch norm mixes the examples "
+                          "of a batch: --set norm=group")
+    return dp
 
 
 def _validate_train(t: TrainConfig) -> None:

@@ -37,6 +37,7 @@ import torch
 
 from .config import parse_overrides, resolve
 from .methods.checkpoints import Checkpoint
+from .methods.dp import DPConfig
 from .methods.privacy import SHARED, Audit
 from .methods.registry import MethodError, _checked, adding
 
@@ -235,6 +236,21 @@ def _battery(cls, config, root: Path) -> list[Check]:
         checks.append(Check("client_threads", not where,
                             f"clients trained two at a time in threads differ from one at a "
                             f"time at {where}" if where else ""))
+
+    # differential privacy: each declared level records what its accountant spent, and its
+    # noise changes the run
+    for level in caps.dp_levels:
+        target = DPConfig(epsilon=8.0, level=level)
+        private = execute(dataclasses.replace(config, dp=target), cpu,
+                          cache_dir=root / f"dp_{level}" / "cache")[0]
+        spent = private.dp
+        ok = spent is not None and spent.level == level and bool(spent.parties) and \
+            0 < spent.epsilon <= target.epsilon and \
+            private.metrics.to_dict() != first.metrics.to_dict()
+        checks.append(Check(f"dp_{level}", ok, "" if ok else
+                            f"a run with --set dp.level={level} must record the epsilon its "
+                            f"accountant spent (MethodResult.dp) and differ from the run "
+                            f"without DP (methods/dp.py); it recorded {spent}"))
 
     # audit
     shared = first.audit.get(SHARED)

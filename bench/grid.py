@@ -6,6 +6,7 @@ whatever the number of splits selected.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 from .config import ConfigError, Overrides, RunConfig, parse_overrides, resolve
 from .protocol import GRIDS, Grid
@@ -13,21 +14,35 @@ from .protocol import GRIDS, Grid
 
 def expand(datasets: list[str], blocks: list[tuple[list[str], list[str]]], seeds: list[int],
            overrides: Overrides | None = None, scale: str = "paper",
-           sweep: tuple = ()) -> list[RunConfig]:
+           sweep: tuple = (), epsilons: tuple = ()) -> list[RunConfig]:
     """Every dataset x seed x (method, split) of each block of (methods, splits), and for each
     (METHOD.PARAM, factors) of `sweep` the same run with PARAM at factor x its resolved value
-    (one parameter at a time; runs of another method are not swept)."""
+    (one parameter at a time; runs of another method are not swept); with `epsilons`, each run
+    also once per target epsilon (`--set dp.epsilon=E`, at the level the overrides set)."""
     configs: dict[str, RunConfig] = {}
     for dataset in datasets:
         for seed in seeds:
             for methods, splits in blocks:
                 for split in splits:
                     for method in methods:
-                        c = resolve(dataset, method, split, seed, overrides, scale)
-                        configs.setdefault(c.run_id, c)
-                        for v in _swept(c, sweep, overrides, scale):
-                            configs.setdefault(v.run_id, v)
+                        for o in _private(overrides, epsilons):
+                            c = resolve(dataset, method, split, seed, o, scale)
+                            configs.setdefault(c.run_id, c)
+                            for v in _swept(c, sweep, o, scale):
+                                configs.setdefault(v.run_id, v)
     return list(configs.values())
+
+
+def _private(overrides: Overrides | None, epsilons: tuple):
+    """The overrides without DP (and without its level, which needs a target), then with each
+    target epsilon."""
+    o = overrides or Overrides()
+    if not epsilons:
+        yield o
+        return
+    yield dataclasses.replace(o, dp={})
+    for eps in epsilons:
+        yield dataclasses.replace(o, dp={**o.dp, "epsilon": float(eps)})
 
 
 def _swept(c: RunConfig, sweep: tuple, overrides: Overrides | None, scale: str):
@@ -88,4 +103,5 @@ def grid_configs(name: str, overrides: list[str] = (), scale: str | None = None,
         raise ConfigError(f"unknown grid {name!r}; valid choices: {', '.join(GRIDS)}")
     grid = GRIDS[name]
     return expand(*select(grid, datasets, methods, splits, seeds),
-                  parse_overrides([*grid.overrides, *overrides]), scale or grid.scale, grid.sweep)
+                  parse_overrides([*grid.overrides, *overrides]), scale or grid.scale, grid.sweep,
+                  grid.epsilons)

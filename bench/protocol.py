@@ -87,6 +87,9 @@ class Grid:
     # more per factor with PARAM set to its resolved value times the factor (rounded, >= 1), so
     # that the sweep follows the preset (`--set federatedfactory.preset=paper`) it is run with
     sweep: tuple = ()
+    # privacy against utility: every run once without DP and once per target epsilon, at the
+    # level `overrides` set with dp.level (methods/dp.py)
+    epsilons: tuple = ()
 
 
 # The baselines run under every split; FederatedFactory under silos, the paper's setting: it
@@ -142,6 +145,14 @@ GRIDS: dict[str, Grid] = {
                   ("digits",), ((("centralized", "fedavg") + PEERS, DEFAULT_SPLITS),
                                 (("federatedfactory",), ("silos",))), seeds=(0, 1, 2),
                   threads=2),
+    # privacy against utility (docs/findings/privacy.md): DP-SGD in every client at three
+    # targets beside the same runs without DP
+    "privacy": Grid("FedAvg, FedProx and SCAFFOLD on digits under silos and Dirichlet 0.1, "
+                    "without DP and with DP-SGD at epsilon 8, 4 and 1, seeds 0-2",
+                    ("digits",), ((("fedavg", "fedprox", "scaffold"),
+                                   ("silos", "dirichlet:0.1")),),
+                    seeds=(0, 1, 2), overrides=("dp.level=example",), epsilons=(8, 4, 1),
+                    threads=1, executor="joblib"),
     # the label-skew view (docs/findings/label_skew.md): who is served (per-client accuracy)
     # and what the shared artefacts leak (membership inference), every method
     "label-skew": Grid("every method on digits under silos and Dirichlet 0.1, seeds 0-2: "

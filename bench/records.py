@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .config import RunConfig
+from .methods.dp import DPSpent
 from .methods.numerics import Numerics
 from .methods.privacy import RECEIVED, SHARED, Audit
 from .methods.results import MODEL, Communication, Evaluation, Metrics
@@ -96,6 +97,8 @@ class Record:
     # for weight averaging, "received"; "shared/<variant>" where a variant shares more (the
     # local classifiers of FederatedFactory's local mode)
     audit: dict[str, Audit] = field(default_factory=dict)
+    # the privacy a DP run spent, as its accountant reckons it (methods/dp.py); None: no DP
+    dp: DPSpent | None = None
 
     def __post_init__(self):
         if set(self.communication) != set(self.metrics.variants):
@@ -126,7 +129,8 @@ class Record:
         d["communication"] = {k: c.to_dict() for k, c in self.communication.items()}
         d["provenance"] = self.provenance.to_dict()
         d["audit"] = {k: a.to_dict() for k, a in self.audit.items()}
-        for optional in ("unlearning", "checkpoints"):
+        d["dp"] = self.dp.to_dict() if self.dp else None
+        for optional in ("unlearning", "checkpoints", "dp"):
             if d[optional] is None:
                 del d[optional]
         return {**d, "schema": RECORD_SCHEMA}
@@ -143,7 +147,8 @@ class Record:
                       "communication": {k: Communication.from_dict(c)
                                         for k, c in d["communication"].items()},
                       "provenance": Provenance.from_dict(d["provenance"]),
-                      "audit": {k: Audit.from_dict(a) for k, a in d.get("audit", {}).items()}})
+                      "audit": {k: Audit.from_dict(a) for k, a in d.get("audit", {}).items()},
+                      "dp": DPSpent.from_dict(d["dp"]) if d.get("dp") else None})
 
 
 # --- reading older layouts ------------------------------------------------------------------

@@ -73,7 +73,7 @@ def run_context(config: RunConfig, device: torch.device, data_root: str | None =
                      Streams(config.seed), cache_dir=cache_dir, clients_at_once=clients_at_once,
                      client_threads=client_threads,
                      numerics=run_numerics or numerics.current(device.type),
-                     checkpoint=checkpoint or Checkpoint.off(),
+                     checkpoint=checkpoint or Checkpoint.off(), dp=config.dp,
                      **({"progress": progress} if progress else {}))
     return ctx, partition
 
@@ -276,6 +276,7 @@ def execute(config: RunConfig, device: torch.device, data_root: str | None = Non
                  "waiting_for_cores": waited},
         extra=result.extra,
         audit=result.audit,
+        dp=result.dp,
         environment={**environment(device), "clients_at_once": clients_at_once,
                      "client_threads": ctx.client_threads},
         provenance=prov,

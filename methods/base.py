@@ -16,6 +16,7 @@ from . import numerics
 from .checkpoints import Checkpoint
 from .communication import tensor_bytes
 from .data import DeviceData
+from .dp import DPConfig, DPSpent
 from .models import build_model
 from .privacy import Audit
 from .results import MODEL, Communication, Metrics
@@ -108,6 +109,8 @@ class RunContext:
     numerics: numerics.Numerics | None = None
     # where the run's long loops save and resume (methods/checkpoints.py); off by default
     checkpoint: Checkpoint = field(default_factory=Checkpoint.off)
+    # differential privacy the run asked for (methods/dp.py: RunConfig.dp); None: no DP
+    dp: DPConfig | None = None
 
     def __post_init__(self):
         if self.numerics is None:
@@ -148,6 +151,8 @@ class MethodResult:
     # server holds of each client (or `not_audited(reason)`), and "received" where the
     # clients also receive a model of the others' data (weight averaging)
     audit: dict[str, Audit] = field(default_factory=dict)
+    # what a DP run spent (methods/dp.py); None: the run had no DP
+    dp: DPSpent | None = None
 
     def __post_init__(self):
         if set(self.communication) != set(self.metrics.variants):
@@ -176,6 +181,10 @@ class Capabilities:
     # the models it may serve, its record's `metrics.variants` (MODEL: one model; a run may
     # serve fewer, e.g. FederatedFactory with modes=server)
     variants: tuple[str, ...] = (MODEL,)
+    # the levels of differential privacy it runs with (methods/dp.py): "example" (DP-SGD in
+    # each client), "client" (DP-FedAvg at the server); `--set dp.level=...` is refused for
+    # the others
+    dp_levels: tuple[str, ...] = ()
 
 
 class Method(abc.ABC):

@@ -151,5 +151,10 @@ class DeviceData:
         if len(chunks) > 1 and len(chunks[-1]) == 1:
             chunks[-2:] = [torch.cat(chunks[-2:])]
         for idx in chunks:
-            x = self.to_float(self.x_train[idx])
-            yield (self.augment(x, gen) if train else x), self.y_train[idx]
+            yield self.batch(idx, gen, train)
+
+    def batch(self, idx: torch.Tensor, gen: torch.Generator,
+              train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training images `idx` as floats (augmented with `gen` when `train`) and labels."""
+        x = self.to_float(self.x_train[idx])
+        return (self.augment(x, gen) if train else x), self.y_train[idx]

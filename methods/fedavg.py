@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .base import Capabilities
 from .weight_averaging import WeightAveraging
 
 
 class FedAvg(WeightAveraging):
     name = "fedavg"
+    # its message is the trained weights and the server averages them: DP-FedAvg's clipped,
+    # noised mean of updates replaces the mean (methods/dp.py)
+    capabilities = Capabilities(vectorises_clients=True, dp_levels=("example", "client"))
 
     @dataclass(frozen=True)
     class Params:

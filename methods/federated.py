@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -21,7 +22,8 @@ from .privacy import RECEIVED, SHARED, ClassifierAudit, not_audited
 from .results import MODEL, Metrics
 from .communication import CommLog, tensor_bytes
 from .evaluation import Diverged, Selection
-from .training import train_local
+from .dp import ClippedSum, DPSpent, account, sample_rate, steps_per_epoch
+from .training import train_local, train_local_private
 from .vectorized import load_client, train_clients
 
 # `method` below is a weight_averaging.WeightAveraging; that module imports this one (the
@@ -35,7 +37,14 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     server = method.init_server(model, global_state)
     client_states: dict[int, dict] = {}  # per-client state (SCAFFOLD's c_i), owned here
-    schedule = client_schedule(ctx.streams.numpy("client_sampling"), n, cfg)
+    dp = ctx.dp
+    schedule = client_schedule(ctx.streams.numpy("client_sampling"), n, cfg,
+                               poisson=dp is not None and dp.level == "client")
+    timings = {"train": 0.0, "aggregate": 0.0, "eval": 0.0}
+    private = None
+    if dp is not None:
+        with timed(timings, "dp_accounting"):
+            private = Private.plan(ctx, schedule)
     # the server's view for the membership audit: each client's returned model in the last
     # round it takes part in (what the server holds last of it); the images of every client
     # drawn now, so that the final global model (every client's view) is attacked on the same
@@ -48,7 +57,6 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
                 returned.observe(k, trained)
 
     selection, comm = Selection(ctx.data), CommLog()
-    timings = {"train": 0.0, "aggregate": 0.0, "eval": 0.0}
 
     def save() -> dict:  # after a round: everything the rounds after it read
         return {"global": global_state, "server": server, "clients": client_states,
@@ -70,14 +78,17 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
             lr = cfg.lr_at(r, cfg.rounds)
             with timed(timings, "train"):
                 acc, losses = client_phase(method, model, ctx, chosen, r, lr, global_state,
-                                           server, client_states, comm, on_trained)
+                                           server, client_states, comm, on_trained,
+                                           private=private)
             with timed(timings, "aggregate"):
                 global_state, server = method.aggregate(acc, global_state, server, n)
                 comm.end_round()
             try:
                 with timed(timings, "eval"):
                     model.load_state_dict(global_state)
-                    selection.observe(model, r + 1, bar, train_loss=float(np.mean(losses)),
+                    selection.observe(model, r + 1, bar,
+                                      # a DP round may sample no client
+                                      train_loss=float(np.mean(losses)) if losses else None,
                                       lr=lr, bytes_cumulative=comm.per_round[-1])
             except Diverged:
                 break  # the record keeps the best finite round and says where it diverged
@@ -94,45 +105,96 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
         received = received.result("the final global model (every client receives it)")
     return MethodResult(Metrics.single(evaluation), selection.curves,
                         {MODEL: comm.summary(cfg.rounds)}, timings,
-                        extra=method.extra(model), audit={SHARED: privacy, RECEIVED: received})
+                        extra=method.extra(model), audit={SHARED: privacy, RECEIVED: received},
+                        dp=private.spent if private is not None else None)
 
 
 RETURNED = ("each client's trained model in the last round it takes part in, as the server "
             "receives it")
 
 
-def client_schedule(sampler: np.random.Generator, n: int, cfg) -> list[list[int]]:
+def client_schedule(sampler: np.random.Generator, n: int, cfg,
+                    poisson: bool = False) -> list[list[int]]:
     """The clients of every round, drawn up front from the run's `client_sampling` stream (the
-    same draws, in the same order, as one per round): round r's chosen clients, sorted."""
+    same draws, in the same order, as one per round): round r's chosen clients, sorted.
+    `client_fraction` of the clients each round (at least one); with `poisson` (DP at the
+    client level, whose accountant assumes it), each client independently with probability
+    `client_fraction`, so a round may have none."""
+    if poisson:
+        if cfg.client_fraction >= 1:
+            return [list(range(n)) for _ in range(cfg.rounds)]
+        return [np.flatnonzero(sampler.random(n) < cfg.client_fraction).tolist()
+                for _ in range(cfg.rounds)]
     per_round = max(1, int(round(cfg.client_fraction * n)))
     return [np.sort(sampler.choice(n, per_round, replace=False)).tolist() if per_round < n
             else list(range(n)) for _ in range(cfg.rounds)]
 
 
+@dataclass
+class Private:
+    """A DP run's noise, chosen by the accountant before the first round (methods/dp.py):
+    per client at level example (`sigma[k]`, DP-SGD in its local steps), for the server at
+    level client (`sigma["server"]`, DP-FedAvg's noised mean); `spent`: what the record
+    keeps."""
+
+    level: str
+    clip: float
+    sigma: dict
+    spent: DPSpent
+    expected_clients: float = 1.0  # level client: the mean's fixed denominator, q n
+
+    @classmethod
+    def plan(cls, ctx: RunContext, schedule: list[list[int]]) -> "Private":
+        dp, cfg = ctx.dp, ctx.train
+        if dp.level == "client":
+            n, q = len(ctx.clients), min(1.0, cfg.client_fraction)
+            spent = account(dp, [("server", q, cfg.rounds)])
+            return cls(dp.level, dp.clip, {"server": spent.parties[0]["noise_multiplier"]},
+                       spent, q * n)
+        rounds = {k: sum(k in chosen for chosen in schedule) for k in range(len(ctx.clients))}
+        parties = [(f"client {k}", sample_rate(len(ctx.clients[k]), cfg.batch_size),
+                    cfg.local_epochs * steps_per_epoch(len(ctx.clients[k]), cfg.batch_size)
+                    * rounds[k]) for k in rounds if rounds[k] and len(ctx.clients[k])]
+        spent = account(dp, parties)
+        return cls(dp.level, dp.clip, {int(row["party"].split()[1]): row["noise_multiplier"]
+                                       for row in spent.parties}, spent)
+
+
 def client_phase(method: Any, model, ctx: RunContext, chosen: list[int], r: int, lr: float,
                  global_state, server, client_states: dict, comm: CommLog,
-                 on_trained: Callable[[int, int, Any], None] | None = None):
+                 on_trained: Callable[[int, int, Any], None] | None = None,
+                 private: Private | None = None):
     """Round r's client half: every chosen client trains from the global weights and its
     message is folded into the round's accumulator, in the clients' order; `on_trained(k, r,
-    model)` sees each client's trained model before its message is made. Returns
-    (accumulator, client losses)."""
+    model)` sees each client's trained model before its message is made. With DP at the
+    client level the accumulator holds one message, DP-FedAvg's noised mean of the clipped
+    updates. Returns (accumulator, client losses)."""
     down = method.download(global_state, server)
     acc = method.start_round(global_state)
+    clipped = ClippedSum(global_state, private.clip) \
+        if private is not None and private.level == "client" else None
     losses = []
     for k, trained, hooks, stats in _trained(method, model, ctx, chosen, r, lr, global_state,
-                                             server, client_states):
+                                             server, client_states, private):
         if on_trained is not None:
             on_trained(k, r, trained)
         msg, client_states[k] = method.client_message(
             trained, global_state, server, client_states[k], hooks, stats, lr)
         comm.client(tensor_bytes(down), tensor_bytes(msg))
-        method.accumulate(acc, msg, len(ctx.clients[k]))
+        if clipped is not None:
+            clipped.add(msg)
+        else:
+            method.accumulate(acc, msg, len(ctx.clients[k]))
         losses.append(stats.mean_loss)
+    if clipped is not None:
+        method.accumulate(acc, clipped.noisy_mean(private.sigma["server"],
+                                                  private.expected_clients,
+                                                  ctx.streams.torch(f"dp/server/r{r}")), 1)
     return acc, losses
 
 
 def _trained(method, model, ctx: RunContext, chosen: list[int], r: int, lr: float,
-             global_state, server, client_states):
+             global_state, server, client_states, private: Private | None = None):
     """Yield (client, a model holding its trained weights, its hooks, its stats) in the
     clients' order, each trained one of three ways: one at a time; `ctx.clients_at_once` as
     one vectorised model (methods/vectorized.py: equal to float tolerance); or, on the CPU,
@@ -141,15 +203,27 @@ def _trained(method, model, ctx: RunContext, chosen: list[int], r: int, lr: floa
     (its stream `batches/r{r}/c{k}`), its own hooks and the shared read-only data, and runs the
     same kernels at the same torch thread count; the messages are still made and summed in the
     clients' order. Only for methods that declare `vectorises_clients` (clients independent
-    within a round)."""
+    within a round). DP-SGD (`private` at level example) trains one client at a time or in
+    threads, never vectorised."""
     independent = method.capabilities.vectorises_clients
-    at_once = ctx.clients_at_once if independent else 1
+    dp_sgd = private is not None and private.level == "example"
+    at_once = ctx.clients_at_once if independent and not dp_sgd else 1
     threads = ctx.client_threads if independent and at_once == 1 and \
         ctx.data.device.type == "cpu" else 1
+
+    def local(m, k, hooks, gen):
+        if not dp_sgd:
+            return train_local(m, ctx.data, ctx.clients[k], ctx.train, lr,
+                               ctx.train.local_epochs, gen, hooks)
+        return train_local_private(m, ctx.data, ctx.clients[k], ctx.train, lr,
+                                   ctx.train.local_epochs, gen,
+                                   ctx.streams.torch(f"dp/noise/r{r}/c{k}"), private.clip,
+                                   private.sigma[k], hooks)
+
     if threads == 1:
         for group in _groups(chosen, at_once):
             for k, hooks, stats in _train_group(method, model, ctx, group, r, lr, global_state,
-                                                server, client_states):
+                                                server, client_states, local):
                 yield k, model, hooks, stats
         return
     models = [model] + [copy.deepcopy(model) for _ in range(min(threads, len(chosen)) - 1)]
@@ -166,9 +240,7 @@ def _trained(method, model, ctx: RunContext, chosen: list[int], r: int, lr: floa
                 ready.append((k, m, method.client_hooks(m, global_state, server,
                                                         client_states[k]),
                               ctx.streams.torch(f"batches/r{r}/c{k}")))
-            started = [(k, m, hooks, pool.submit(train_local, m, ctx.data, ctx.clients[k],
-                                                 ctx.train, lr, ctx.train.local_epochs, gen,
-                                                 hooks))
+            started = [(k, m, hooks, pool.submit(local, m, k, hooks, gen))
                        for k, m, hooks, gen in ready]
             for k, m, hooks, future in started:
                 yield k, m, hooks, future.result()
@@ -179,10 +251,11 @@ def _groups(clients: list[int], size: int) -> list[list[int]]:
 
 
 def _train_group(method, model, ctx: RunContext, group: list[int], r: int, lr: float,
-                 global_state, server, client_states):
+                 global_state, server, client_states, local):
     """Train the clients of `group` from the global weights; yield (client, hooks, stats)
-    with `model` holding that client's trained weights. One client: the loop of
-    `train_local`; several: one vectorised model (methods/vectorized.py)."""
+    with `model` holding that client's trained weights. One client: `local(model, k, hooks,
+    gen)` (the loop of `train_local`, or DP-SGD's); several: one vectorised model
+    (methods/vectorized.py)."""
     cfg = ctx.train
     model.load_state_dict(global_state)
     hooks = []
@@ -192,9 +265,7 @@ def _train_group(method, model, ctx: RunContext, group: list[int], r: int, lr: f
         hooks.append(method.client_hooks(model, global_state, server, client_states[k]))
     gens = [ctx.streams.torch(f"batches/r{r}/c{k}") for k in group]
     if len(group) == 1:
-        stats = train_local(model, ctx.data, ctx.clients[group[0]], cfg, lr, cfg.local_epochs,
-                            gens[0], hooks[0])
-        yield group[0], hooks[0], stats
+        yield group[0], hooks[0], local(model, group[0], hooks[0], gens[0])
         return
     params, stats = train_clients(model, ctx.data, [ctx.clients[k] for k in group], cfg, lr,
                                   cfg.local_epochs, gens, hooks)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .training import TrainHooks
+from .base import Capabilities
 from .weight_averaging import State, WeightAveraging
 
 
@@ -26,6 +27,9 @@ class ProximalHooks(TrainHooks):
 
 class FedProx(WeightAveraging):
     name = "fedprox"
+    # its message is the trained weights and the server averages them: DP-FedAvg's clipped,
+    # noised mean of updates replaces the mean (methods/dp.py)
+    capabilities = Capabilities(vectorises_clients=True, dp_levels=("example", "client"))
 
     @dataclass(frozen=True)
     class Params:

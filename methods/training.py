@@ -10,6 +10,7 @@ from torch import nn
 from .base import TrainConfig
 from .data import DeviceData, mixed_precision
 from .checkpoints import Checkpoint, resumable
+from .dp import poisson_batches, private_gradients, sample_rate
 from .evaluation import Diverged, Selection
 
 
@@ -68,6 +69,40 @@ def train_local(
             steps += 1
             samples += len(y)
             loss_sum += loss.detach() * len(y)
+    return LocalStats(steps, samples, float(loss_sum) / max(samples, 1), cfg.momentum)
+
+
+def train_local_private(model: nn.Module, data: DeviceData, indices: torch.Tensor,
+                        cfg: TrainConfig, lr: float, epochs: int, gen: torch.Generator,
+                        noise: torch.Generator, clip: float, sigma: float,
+                        hooks: TrainHooks | None = None) -> LocalStats:
+    """`train_local` with DP-SGD (methods/dp.py): each epoch ceil(n / batch_size) steps on
+    Poisson-sampled batches (from `gen`, which also augments), each image's gradient of the
+    cross-entropy clipped to `clip`, Gaussian noise of std `sigma * clip` (from `noise`); the
+    same optimiser and hooks then act on the privatised gradients. In float32 on every
+    device. Hooks that change the loss cannot run: only the cross-entropy is privatised."""
+    hooks = hooks or TrainHooks()
+    if type(hooks).loss is not TrainHooks.loss:
+        raise ValueError(f"{type(hooks).__name__} changes the loss; DP-SGD privatises the "
+                         "cross-entropy's per-image gradients only")
+    params = list(model.parameters())
+    detached = [p.detach() for p in params]
+    opt = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    expected = sample_rate(len(indices), cfg.batch_size) * len(indices)
+    model.train()
+    steps = samples = 0
+    loss_sum = torch.zeros((), device=data.device)
+    for _ in range(epochs):
+        for idx in poisson_batches(indices, cfg.batch_size, gen):
+            x, y = data.batch(idx, gen)
+            grads, loss = private_gradients(model, x, y, clip, sigma, expected, noise)
+            for p, g in zip(params, grads):
+                p.grad = g
+            hooks.adjust_gradients(detached, grads)
+            opt.step()
+            steps += 1
+            samples += len(y)
+            loss_sum += loss
     return LocalStats(steps, samples, float(loss_sum) / max(samples, 1), cfg.momentum)
 
 

@@ -72,8 +72,12 @@ class WeightedMean:
 
 class WeightAveraging(Method):
     # honours RunContext.clients_at_once (methods/vectorized.py); not for methods whose
-    # hooks change the loss itself (TrainHooks.loss), whose clients then train one at a time
-    capabilities = Capabilities(vectorises_clients=True)
+    # hooks change the loss itself (TrainHooks.loss), whose clients then train one at a time.
+    # DP-SGD in each client (methods/dp.py) privatises the cross-entropy's gradients, and the
+    # hooks' gradient terms act on what it gives: post-processing. DP at the client level
+    # (the server clips and noises each update) only where the message is the trained weights
+    # and the aggregate their mean: FedAvg and FedProx declare it
+    capabilities = Capabilities(vectorises_clients=True, dp_levels=("example",))
 
     def run(self, ctx: RunContext) -> MethodResult:
         return run_rounds(self, ctx)

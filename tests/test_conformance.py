@@ -48,6 +48,7 @@ def test_every_registered_method_keeps_the_contract(name, tmp_path):
     declared = {k for k in ("unlearns", "parts", "vectorises_clients") if getattr(caps, k)}
     if caps.vectorises_clients:
         declared.add("client_threads")
+    declared |= {f"dp_{level}" for level in caps.dp_levels}
     assert {c.name for c in checks} == ALWAYS | declared
 
 
@@ -161,6 +162,13 @@ class ForgetsNothing(Epochs):
         exclude_clients: tuple = ()
 
 
+class ClaimsDP(Epochs):
+    """Planted: declares DP-SGD, trains without it (and records no epsilon)."""
+
+    name = "planted_claims_dp"
+    capabilities = Capabilities(dp_levels=("example",))
+
+
 class SharedScale(FedAvg):
     """Planted: its clients' hooks read a value the method keeps for the client last set up
     (clients declared independent, but not: a group trained at once is set up first, so both
@@ -201,6 +209,7 @@ def test_a_method_of_ones_own_keeps_the_contract(tmp_path):
     (Unaudited, "audit", "must hold the membership audit"),
     (ForgetsNothing, "unlearns", "changed nothing"),
     (SharedScale, "client_threads", "differ from one at a time"),
+    (ClaimsDP, "dp_example", "must record the epsilon its accountant spent"),
 ])
 def test_the_battery_fails_planted_faults(planted, failed, says, tmp_path):
     with pytest.raises(ConformanceError) as caught:

@@ -235,13 +235,13 @@ def test_the_server_attacks_each_clients_model_of_its_last_round(tmp_path, monke
     trained, observed = {}, {}  # (client, round) -> sha of its trained model; purpose -> ...
     phase, observe = federated.client_phase, federated.ClassifierAudit.observe
 
-    def spy_phase(*args):
+    def spy_phase(*args, **kwargs):
         *head, on_trained = args
 
         def spy(k, r, model):
             trained[(k, r)] = weights_sha256([model])
             on_trained(k, r, model)
-        return phase(*head, spy)
+        return phase(*head, spy, **kwargs)
 
     images = {}
 

@@ -11,6 +11,7 @@ import dataclasses
 import pandas as pd
 
 from ..config import NO_SPLIT, RunConfig
+from ..methods.dp import NOT_PRIVATE
 from ..methods.privacy import RECEIVED, SHARED, Audit, not_audited
 from ..methods.registry import registered
 from ..provenance import STALE_MARK, STALE_NOTE, is_stale
@@ -53,7 +54,8 @@ def _scalars(m: dict) -> dict:
 def _settings(config: RunConfig) -> dict:
     """The settings of a run other than its dataset, method, split and seed, flattened."""
     flat = {"resolution": config.resolution, **dataclasses.asdict(config.train),
-            **{f"{config.method}.{k}": v for k, v in config.method_params.items()}}
+            **{f"{config.method}.{k}": v for k, v in config.method_params.items()},
+            "dp": config.dp.label if config.dp else NOT_PRIVATE}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
@@ -94,13 +96,15 @@ def records_frame(records: list[Record], which: str = "selected",
             rows.append({"dataset": c.dataset, "method": name, "split": c.split,
                          "seed": c.seed, "n_clients": c.n_clients, "run_id": r.run_id,
                          "stale": stale, **_scalars(m),
+                         # the epsilon the run spent (methods/dp.py); None: no DP
+                         "epsilon": r.dp.epsilon if r.dp else None,
                          # what the clients share for this model: the run's artefacts, or
                          # what its variant adds (FederatedFactory's local classifiers)
                          "membership_auc": shared.auc,
                          "membership_tpr": shared.tpr_at_1pct_fpr,
                          "membership_auc_received": _audit(r, RECEIVED).auc})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
-                                       "run_id", "stale", *SCALAR_METRICS])
+                                       "run_id", "stale", "epsilon", *SCALAR_METRICS])
 
 
 def split_order(split: str) -> tuple:
