@@ -157,4 +157,5 @@ class DeviceData:
               train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Training images `idx` as floats (augmented with `gen` when `train`) and labels."""
         x = self.to_float(self.x_train[idx])
-        return (self.augment(x, gen) if train else x), self.y_train[idx]
+        # an empty batch (DP-SGD's Poisson sampling may draw one) has nothing to augment
+        return (self.augment(x, gen) if train and len(idx) else x), self.y_train[idx]

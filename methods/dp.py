@@ -41,8 +41,8 @@ from torch import nn
 
 LEVELS = ("example", "client")
 # the RDP accountant's orders: integers, whose moments have a closed form (Opacus's default
-# fractional orders cost seconds per client at few steps); the bound is at most a few
-# thousandths of sigma looser (docs/privacy.md)
+# fractional orders cost seconds per client at few steps); a valid bound, at most about 1 %
+# more noise at epsilon <= 8 and 4 % at epsilon 16 over 10 steps (docs/privacy.md)
 RDP_ORDERS = (*range(2, 65), 80, 96, 128, 192, 256)
 ACCOUNTANTS = ("rdp", "prv")
 NOT_PRIVATE = "no DP"  # what tables and records say of a run without DP
@@ -183,8 +183,13 @@ def private_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: 
     if len(y):
         per, losses = vmap(grad_and_value(one), in_dims=(None, 0, 0))(params, x, y)
         norms = torch.sqrt(sum(per[n].flatten(1).pow(2).sum(1) for n in names))
-        scale = (clip / (norms + 1e-6)).clamp(max=1.0)
-        summed = [torch.einsum("b,b...->...", scale, per[n]) for n in names]
+        # an image whose gradient is not finite contributes nothing (norm 0 <= clip), so
+        # that no image can turn the sum into NaN
+        finite = torch.isfinite(norms)
+        scale = torch.where(finite, (clip / (norms + 1e-6)).clamp(max=1.0), 0.0)
+        summed = [torch.einsum("b,b...->...", scale,
+                               torch.where(finite.view(-1, *[1] * (per[n].dim() - 1)),
+                                           per[n], 0.0)) for n in names]
         loss = losses.sum().detach()
     else:
         summed = [torch.zeros_like(params[n]) for n in names]
@@ -217,9 +222,13 @@ class ClippedSum:
 
     def add(self, trained: dict) -> None:
         update = {k: trained[k].float() - self.start[k].float() for k in self.sums}
-        norm = torch.sqrt(sum(u.pow(2).sum() for u in update.values()))
-        self.norms.append(float(norm))
-        scale = min(1.0, self.clip / (float(norm) + 1e-12))
+        norm = float(torch.sqrt(sum(u.pow(2).sum() for u in update.values())))
+        self.norms.append(norm)
+        # an update that is not finite contributes nothing (norm 0 <= clip): no client can
+        # turn the global model into NaN
+        scale = min(1.0, self.clip / (norm + 1e-12)) if math.isfinite(norm) else 0.0
+        if scale == 0.0:
+            return
         for k, u in update.items():
             self.sums[k].add_(u, alpha=scale)
 

@@ -86,9 +86,11 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
             try:
                 with timed(timings, "eval"):
                     model.load_state_dict(global_state)
+                    # no loss without clients (a DP round may sample none), none under DP
+                    # (the clients' losses are not privatised: they are not released)
                     selection.observe(model, r + 1, bar,
-                                      # a DP round may sample no client
-                                      train_loss=float(np.mean(losses)) if losses else None,
+                                      train_loss=float(np.mean(losses))
+                                      if losses and private is None else None,
                                       lr=lr, bytes_cumulative=comm.per_round[-1])
             except Diverged:
                 break  # the record keeps the best finite round and says where it diverged
@@ -100,7 +102,7 @@ def run_rounds(method: Any, ctx: RunContext) -> MethodResult:
         else:
             privacy = returned.result(RETURNED)
         received = returned.same_images("rounds/received")
-        for k in range(n):
+        for k in sorted(last_round):  # a client never sampled has no members in the model
             received.observe(k, model)
         received = received.result("the final global model (every client receives it)")
     return MethodResult(Metrics.single(evaluation), selection.curves,

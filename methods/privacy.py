@@ -4,22 +4,25 @@ of the same classes. Evaluation only: the method's numbers do not depend on it.
 
 Members: a client's training images (those the artefact was trained on); non-members:
 validation images of the same classes, the same number as the members (both drawn with the
-run's `<purpose>/privacy` stream). Validation images come from the members' own source (the
+run's `<purpose>/privacy` stream) from one half of the validation split. Validation images
+come from the members' own source (the
 test split of some datasets does not: PneumoniaMNIST's, for one), so the attack separates
 membership, not sources; they also pick the best round, which makes them slightly more
 member-like and the AUC a little lower, never higher. Each artefact is attacked on its own:
 its AUC, and its true-positive rate at 1 % false positives (Carlini et al., S&P 2022, report
-TPR at low FPR, not only AUC) at its own threshold, the largest that keeps its FPR at or
+TPR at low FPR, not only AUC) at its own threshold, the lowest that keeps its FPR at or
 below 1 %, with the FPR reached beside it. The headline is the mean over the artefacts
 weighted by their members; no score is compared across artefacts. 95 % intervals from 1,000
 bootstrap replicates that resample images (one validation image scored by several artefacts
 is drawn once for all of them).
 
-Every audit carries a null control: the same images attacked on an artefact trained on
-neither set (the network at its initialisation). It must read 0.5 within its interval
-(`Audit.null_holds`); if it does not, members and non-members differ in something besides
-membership that even an untrained network sees (their source, their classes), and the audit
-says so. It cannot see differences only a trained network would.
+Every audit carries a null control: the same images attacked with the classifier attack on
+a network trained on neither set, but on the members' source (the run's recipe, 20 epochs
+on the other half of the validation split: `null_network`). It must read 0.5 within its 95 %
+interval (`Audit.null_holds`; by chance about one audit in twenty will not); if it does not,
+members and non-members differ in something besides membership (their source, their
+classes), and the audit says so. A network at its initialisation would be a weaker null: it
+does not see a source (tests/test_privacy.py).
 
 The attacks, one per kind of artefact:
 - Classifiers (weight averaging: each client's trained model of the last round it takes part
@@ -127,7 +130,7 @@ def attack_metrics(members: list[np.ndarray], non_members: list[np.ndarray],
                    rng: np.random.Generator, member_ids: list[np.ndarray] | None = None,
                    non_member_ids: list[np.ndarray] | None = None) -> dict:
     """The attack's numbers from its scores (higher: more member-like), one array pair per
-    artefact. Each artefact is attacked on its own: its AUC, and its TPR at the largest
+    artefact. Each artefact is attacked on its own: its AUC, and its TPR at the lowest
     threshold that keeps its FPR at or below 1 % (`_tpr_at`), so no score is compared across
     artefacts and none needs calibrating. The headline is their mean weighted by the members
     attacked. 95 % intervals from BOOTSTRAP replicates that resample images: members among the
@@ -219,6 +222,27 @@ def _tpr_at(members: np.ndarray, non_members: np.ndarray, fpr: float) -> tuple[f
     _, tpr, reached = _weighted(members, non_members, np.ones((1, len(members))),
                                 np.ones((1, len(non_members))), fpr)
     return float(tpr[0]), float(reached[0])
+
+
+def epsilon_lower_bound(members: np.ndarray, non_members: np.ndarray, calibration: np.ndarray,
+                        delta: float, confidence: float = 0.95, fpr: float = FPR) -> float:
+    """The epsilon an attack proves a (epsilon, delta)-DP claim must reach (Jagielski et al.,
+    NeurIPS 2020): every attack on an (epsilon, delta)-DP mechanism has TPR <= e^epsilon FPR
+    + delta, so epsilon >= ln((TPR - delta) / FPR). The threshold is fitted on `calibration`
+    (non-member scores apart from those judged: `_tpr_at`'s rule at `fpr`), then TPR's lower
+    and FPR's upper Clopper-Pearson ends, each at (1 + confidence) / 2, hold together at
+    `confidence`. -inf when the attack proves nothing."""
+    from scipy.stats import beta
+
+    allowed = int(np.floor(fpr * len(calibration) + 1e-9))
+    ranked = np.sort(calibration)[::-1]
+    threshold = ranked[allowed] if allowed < len(ranked) else -np.inf
+    tail = (1 - confidence) / 2
+    k, n = int(np.sum(members > threshold)), len(members)
+    tpr_low = beta.ppf(tail, k, n - k + 1) if k > 0 else 0.0
+    k, n = int(np.sum(non_members > threshold)), len(non_members)
+    fpr_high = beta.ppf(1 - tail, k + 1, n - k) if k < n else 1.0
+    return float(np.log((tpr_low - delta) / fpr_high)) if tpr_low > delta else -np.inf
 
 
 def balanced(member_idx: torch.Tensor, y_train: torch.Tensor, y_held: torch.Tensor,

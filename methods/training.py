@@ -80,7 +80,9 @@ def train_local_private(model: nn.Module, data: DeviceData, indices: torch.Tenso
     Poisson-sampled batches (from `gen`, which also augments), each image's gradient of the
     cross-entropy clipped to `clip`, Gaussian noise of std `sigma * clip` (from `noise`); the
     same optimiser and hooks then act on the privatised gradients. In float32 on every
-    device. Hooks that change the loss cannot run: only the cross-entropy is privatised."""
+    device. Hooks that change the loss cannot run: only the cross-entropy is privatised. The
+    loss is not privatised either, so the stats report none (NaN): a client releases only
+    its model."""
     hooks = hooks or TrainHooks()
     if type(hooks).loss is not TrainHooks.loss:
         raise ValueError(f"{type(hooks).__name__} changes the loss; DP-SGD privatises the "
@@ -91,19 +93,17 @@ def train_local_private(model: nn.Module, data: DeviceData, indices: torch.Tenso
     expected = sample_rate(len(indices), cfg.batch_size) * len(indices)
     model.train()
     steps = samples = 0
-    loss_sum = torch.zeros((), device=data.device)
     for _ in range(epochs):
         for idx in poisson_batches(indices, cfg.batch_size, gen):
             x, y = data.batch(idx, gen)
-            grads, loss = private_gradients(model, x, y, clip, sigma, expected, noise)
+            grads, _ = private_gradients(model, x, y, clip, sigma, expected, noise)
             for p, g in zip(params, grads):
                 p.grad = g
             hooks.adjust_gradients(detached, grads)
             opt.step()
             steps += 1
             samples += len(y)
-            loss_sum += loss
-    return LocalStats(steps, samples, float(loss_sum) / max(samples, 1), cfg.momentum)
+    return LocalStats(steps, samples, float("nan"), cfg.momentum)
 
 
 def fit(model: nn.Module, data: DeviceData, indices: torch.Tensor, cfg: TrainConfig, epochs: int,

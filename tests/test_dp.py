@@ -22,7 +22,9 @@ from bench.methods.data import DeviceData
 from bench.methods.dp import (RDP_ORDERS, ClippedSum, DPConfig, noise_multiplier,
                               poisson_batches, private_gradients, spent)
 from bench.methods.models import build_model
-from bench.methods.privacy import attack_metrics, classifier_scores
+from bench.methods.privacy import classifier_scores, epsilon_lower_bound
+from bench.report.figures import privacy_utility
+from bench.report.tables import records_frame
 from bench.runner import cached_dataset
 from helpers import stored_records, tiny_overrides
 
@@ -90,7 +92,9 @@ def test_dp_fedavg_clips_each_update_and_noises_the_sum():
     clipped = ClippedSum(start, clip=1.0)
     clipped.add({"w": torch.tensor([3.0, 4.0]), "steps": torch.tensor(9)})
     clipped.add({"w": torch.tensor([0.3, 0.4]), "steps": torch.tensor(9)})
-    assert clipped.norms == pytest.approx([5.0, 0.5])
+    clipped.add({"w": torch.tensor([float("nan"), 1.0]), "steps": torch.tensor(9)})
+    assert clipped.norms[:2] == pytest.approx([5.0, 0.5])
+    # a diverged client contributes nothing: it cannot turn the global model into NaN
     out = clipped.noisy_mean(0.0, 2.0, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out["w"], torch.tensor([0.9, 1.2]) / 2)
     assert out["steps"] == 3  # only floating tensors are updates
@@ -133,6 +137,11 @@ def test_a_dp_run_records_the_epsilon_its_accountant_spent(tmp_path, capsys, lev
     assert main(["table", "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     assert f"fedavg (dp=eps=8 {level})" in out and "fedavg (dp=no DP)" in out
+    frame = records_frame(stored_records(tmp_path / "a"))
+    assert sorted(frame["epsilon"].fillna(-1)) == [-1, rec.dp.epsilon]
+    drawn = privacy_utility(frame, "digits", tmp_path / "privacy")
+    assert [p.suffix for p in drawn] == [".png", ".pdf"] and drawn[0].stat().st_size > 0
+    assert privacy_utility(records_frame([plain]), "digits", tmp_path / "none") == []
 
 
 @pytest.mark.parametrize("sets, says", [
@@ -171,10 +180,11 @@ def _canaries():
     return data, order[:100], order[100:500]
 
 
-def _audit_dp_sgd(epsilon: float) -> tuple[dict, float]:
+def _audit_dp_sgd(epsilon: float) -> tuple[float, float, float]:
     """A classifier DP-SGD-trained on 100 canaries for 60 epochs (240 steps at q = 1/4), its
-    noise chosen by the accountant for `epsilon`; the audit's numbers on it against 400
-    non-canaries, and the epsilon reported."""
+    noise chosen by the accountant for `epsilon`; the epsilon the attack on it proves
+    (threshold fitted on 200 non-canaries, judged on 200 others), its TPR there, and the
+    epsilon reported."""
     from bench.methods.training import train_local_private
 
     data, members, non_members = _canaries()
@@ -184,31 +194,66 @@ def _audit_dp_sgd(epsilon: float) -> tuple[dict, float]:
     model = build_model("cnn", 1, 10, 8, "group")
     train_local_private(model, data, members, cfg, cfg.lr, 60, torch.Generator().manual_seed(1),
                         torch.Generator().manual_seed(2), 1.0, sigma)
-    scores = [classifier_scores(model, data, data.x_train[i], data.y_train[i])
-              for i in (members, non_members)]
-    return attack_metrics([scores[0]], [scores[1]], np.random.default_rng(0)), reported
-
-
-def _within_the_guarantee(audit: dict, epsilon: float, delta: float = 1e-5) -> bool:
-    """(eps, delta)-DP bounds every attack: TPR <= e^eps FPR + delta (Kairouz et al. 2015),
-    at the FPR the threshold reached; the measured TPR may exceed it by its sampling error
-    only (the interval's lower end stays under)."""
-    return audit["tpr_ci"][0] <= math.exp(epsilon) * audit["fpr_reached"] + delta
+    m, n = (classifier_scores(model, data, data.x_train[i], data.y_train[i])
+            for i in (members, non_members))
+    proved = epsilon_lower_bound(m, n[200:], n[:200], delta=1e-5)
+    return proved, float(np.mean(m > np.sort(n[:200])[-3])), reported
 
 
 @pytest.mark.slow
 def test_the_audit_holds_dp_sgd_to_its_guarantee_and_catches_noise_switched_off(monkeypatch):
-    """At epsilon = 1 the memorising classifier's TPR at 1 % FPR stays under e^1 x 1 % +
-    delta. Planted: DP-SGD with its noise switched off while the accountant's epsilon is still
-    reported: the members are memorised (TPR about 1) and the same check fails."""
-    audit, eps = _audit_dp_sgd(1.0)
-    assert eps <= 1.0 and _within_the_guarantee(audit, eps), audit
+    """(eps, delta)-DP bounds every attack: TPR <= e^eps FPR + delta, so an attack proves
+    eps >= ln((TPR - delta) / FPR) (Clopper-Pearson ends at 95 %, the threshold fitted apart).
+    At eps = 1 the attack on the memorising classifier proves less than 1. Planted: DP-SGD
+    with its noise switched off while the accountant's epsilon is still reported: the
+    members are memorised (TPR about 1) and the attack proves eps > 3, far above the claim."""
+    proved, tpr, eps = _audit_dp_sgd(1.0)
+    assert eps <= 1.0 and proved <= eps, (proved, tpr)
     import bench.methods.training as training
 
     real = training.private_gradients
     monkeypatch.setattr(training, "private_gradients",
                         lambda model, x, y, clip, sigma, *rest: real(model, x, y, clip, 0.0,
                                                                      *rest))
-    planted, eps = _audit_dp_sgd(1.0)
-    assert eps <= 1.0 and not _within_the_guarantee(planted, eps), planted
-    assert planted["tpr_at_1pct_fpr"] > 0.5
+    proved, tpr, eps = _audit_dp_sgd(1.0)
+    assert eps <= 1.0 and proved > 3 * eps and tpr > 0.5, (proved, tpr)
+
+
+def test_the_epsilon_an_attack_proves():
+    """Clopper-Pearson ends on a case counted by hand: 100 members all above the threshold,
+    2 of 200 judged non-members above it (the threshold: the third highest of 200
+    calibration scores)."""
+    from scipy.stats import beta
+
+    from bench.methods.privacy import epsilon_lower_bound
+
+    calibration = np.arange(200.0)  # threshold 197: two above it
+    non_members = np.concatenate([np.zeros(198), [300.0, 400.0]])
+    members = np.full(100, 500.0)
+    tpr_low = 0.025 ** (1 / 100)  # Clopper-Pearson with 100 of 100
+    fpr_high = beta.ppf(0.975, 3, 198)
+    assert epsilon_lower_bound(members, non_members, calibration, 1e-5) == pytest.approx(
+        math.log((tpr_low - 1e-5) / fpr_high))
+    assert epsilon_lower_bound(np.zeros(100), non_members, calibration, 1e-5) == -math.inf
+
+
+def test_dp_sgd_in_training_gets_the_accountants_noise_and_the_expected_batch(monkeypatch):
+    """`train_local_private` hands DP-SGD the clip, the accountant's sigma and the expected
+    batch q n = min(batch, n) of the client, every step."""
+    import bench.methods.training as training
+
+    seen = []
+    real = training.private_gradients
+
+    def spy(model, x, y, clip, sigma, expected, gen):
+        seen.append((clip, sigma, expected))
+        return real(model, x, y, clip, sigma, expected, gen)
+
+    monkeypatch.setattr(training, "private_gradients", spy)
+    data, members, _ = _canaries()
+    model = build_model("cnn", 1, 10, 8, "group")
+    stats = training.train_local_private(
+        model, data, members[:50], TrainConfig(batch_size=20), 0.1, 2,
+        torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), 0.5, 3.0)
+    assert seen == [(0.5, 3.0, 20.0)] * (2 * 3) and stats.steps == 6
+    assert math.isnan(stats.mean_loss)  # the loss is not privatised, so not released

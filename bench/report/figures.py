@@ -275,6 +275,53 @@ def accuracy_against_leakage(frame: pd.DataFrame, dataset: str, path: Path) -> l
         return _save(fig, path)
 
 
+def privacy_utility(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]:
+    """Privacy against utility: test accuracy, worst-client accuracy and the membership
+    audit's AUC against the epsilon each DP run spent (methods/dp.py), the runs without DP
+    at the right ("no DP"), mean ± std over seeds; one row of panels per split. Drawn when the
+    dataset has DP runs."""
+    part = frame[(frame["dataset"] == dataset) & (frame["split"] != NO_SPLIT)].copy()
+    if part.empty or part["epsilon"].isna().all():
+        return []
+    part["base"] = part["method"].str.split(" (", regex=False).str[0]
+    part = part[part["base"].isin(part.loc[part["epsilon"].notna(), "base"])]
+    top = float(part["epsilon"].max())
+    no_dp = top * 3  # where the runs without DP are drawn
+    part["x"] = part["epsilon"].fillna(no_dp)
+    panels = (("accuracy", "test accuracy (%)"),
+              ("worst_client_accuracy", "worst-client accuracy (%)"),
+              ("membership_auc", "membership-inference AUC (%)"))
+    splits = sorted(part["split"].unique(), key=split_order)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(splits), len(panels), figsize=(13.5, 3.6 * len(splits)),
+                                 squeeze=False)
+        for row, split in zip(axes, splits):
+            here = part[part["split"] == split]
+            for ax, (metric, ylabel) in zip(row, panels):
+                for base, runs in here.groupby("base", sort=False):
+                    g = runs.groupby("x")[metric].agg(["mean", "std"]).sort_index()
+                    if g["mean"].isna().all():
+                        continue
+                    ax.errorbar(g.index, g["mean"] * 100, yerr=np.nan_to_num(g["std"]) * 100,
+                                marker="o", capsize=3, color=method_color(base), label=base)
+                if metric == "membership_auc":
+                    ax.axhline(50, color="black", linestyle=":", linewidth=1)
+                ax.set_xscale("log")
+                ticks = sorted(set(part["x"]))
+                ax.set_xticks(ticks)
+                ax.set_xticklabels(["no DP" if t == no_dp else f"{t:.2g}" for t in ticks])
+                ax.minorticks_off()
+                ax.set_xlabel("epsilon spent (delta as recorded)")
+                ax.set_ylabel(ylabel)
+                ax.set_title(split)
+                ax.grid(alpha=0.3)
+        axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        fig.subplots_adjust(right=1 - 1.8 / fig.get_figwidth(), hspace=0.45, wspace=0.3,
+                            top=1 - 0.75 / fig.get_figheight())
+        fig.suptitle(f"{dataset}: privacy against utility (DP at the level each run records)")
+        return _save(fig, path)
+
+
 def label_distribution(record: Record, path: Path) -> list[Path]:
     counts = np.array(record.split["client_class_counts"])
     names = record.dataset_info["class_names"]
@@ -423,6 +470,7 @@ def all_figures(records: list[Record], store, out: Path,
             written += silos_bars(frame, dataset, metric, out / f"{name}_silos_{metric}")
         written += client_accuracy(records, dataset, out / f"{name}_clients_accuracy")
         written += accuracy_against_leakage(frame, dataset, out / f"{name}_accuracy_leakage")
+        written += privacy_utility(frame, dataset, out / f"{name}_privacy")
         splits = sorted({r.config.split for r in records
                          if r.config.dataset == dataset} - {NO_SPLIT}, key=split_order)
         for split in splits:
