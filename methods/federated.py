@@ -154,12 +154,13 @@ class Private:
             return cls(dp.level, dp.clip, {"server": spent.parties[0]["noise_multiplier"]},
                        spent, q * n)
         rounds = {k: sum(k in chosen for chosen in schedule) for k in range(len(ctx.clients))}
-        parties = [(f"client {k}", sample_rate(len(ctx.clients[k]), cfg.batch_size),
-                    cfg.local_epochs * steps_per_epoch(len(ctx.clients[k]), cfg.batch_size)
-                    * rounds[k]) for k in rounds if rounds[k] and len(ctx.clients[k])]
-        spent = account(dp, parties)
-        return cls(dp.level, dp.clip, {int(row["party"].split()[1]): row["noise_multiplier"]
-                                       for row in spent.parties}, spent)
+        clients = [k for k in rounds if rounds[k] and len(ctx.clients[k])]
+        spent = account(dp, [(f"client {k}", sample_rate(len(ctx.clients[k]), cfg.batch_size),
+                              cfg.local_epochs * rounds[k]
+                              * steps_per_epoch(len(ctx.clients[k]), cfg.batch_size))
+                             for k in clients])
+        return cls(dp.level, dp.clip, {k: row["noise_multiplier"]
+                                       for k, row in zip(clients, spent.parties)}, spent)
 
 
 def client_phase(method: Any, model, ctx: RunContext, chosen: list[int], r: int, lr: float,

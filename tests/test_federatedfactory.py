@@ -17,6 +17,7 @@ from bench.methods.federatedfactory.sampler import load_unet, sample
 from bench.methods.federatedfactory.modules import train_module
 from bench.methods.synthesis import image_seeds, shares
 from bench.methods.models import count_parameters
+from bench.report.tables import records_frame
 from bench.runner import execute
 from bench.store import RecordStore
 from helpers import TINY_FF_CLI, ff_config
@@ -102,6 +103,9 @@ def test_run_records_both_modes_bytes_and_diagnostics(tmp_path):
     assert len(modules.per_artefact_auc) == len(local.per_artefact_auc) == 10
     assert modules.non_members_from == local.non_members_from == "validation"
     assert modules.null_holds and local.null_holds, (modules, local)
+    frame = records_frame([record]).set_index("method")  # each row: its variant's artefacts
+    assert frame.loc["federatedfactory[local]", "membership_auc"] == local.auc
+    assert frame.loc["federatedfactory[server]", "membership_auc"] == modules.auc
     assert artifacts["samples"].dtype == np.uint8 and artifacts["samples"].ndim == 2
     again, _ = execute(ff_config(), torch.device("cpu"), cache_dir=tmp_path)
     assert {e["cache"] for e in again.extra["modules"]} == {"hit"}

@@ -88,10 +88,10 @@ def records_frame(records: list[Record], which: str = "selected",
         stale = is_stale(r)
         # what a method says holds of a run, e.g. DENSE without its L_BN term
         qualifier = r.extra.get("qualifier")
-        for name, _, evaluation in r.variants():
+        for name, variant, evaluation in r.variants():
             m = getattr(evaluation, which) or {}  # None: diverged before any finite round
             m = m.get("val", {}) if on == "val" else m
-            shared = _audit(r, f"{SHARED}/{name}", fallback=SHARED)
+            shared = _audit(r, f"{SHARED}/{variant}", fallback=SHARED)
             name += (f" ({qualifier})" if qualifier else "") + suffix
             rows.append({"dataset": c.dataset, "method": name, "split": c.split,
                          "seed": c.seed, "n_clients": c.n_clients, "run_id": r.run_id,
