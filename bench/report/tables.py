@@ -96,15 +96,18 @@ def records_frame(records: list[Record], which: str = "selected",
             rows.append({"dataset": c.dataset, "method": name, "split": c.split,
                          "seed": c.seed, "n_clients": c.n_clients, "run_id": r.run_id,
                          "stale": stale, **_scalars(m),
-                         # the epsilon the run spent (methods/dp.py); None: no DP
+                         # the epsilon the run spent and its target (methods/dp.py);
+                         # None: no DP
                          "epsilon": r.dp.epsilon if r.dp else None,
+                         "epsilon_target": r.dp.target_epsilon if r.dp else None,
                          # what the clients share for this model: the run's artefacts, or
                          # what its variant adds (FederatedFactory's local classifiers)
                          "membership_auc": shared.auc,
                          "membership_tpr": shared.tpr_at_1pct_fpr,
                          "membership_auc_received": _audit(r, RECEIVED).auc})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
-                                       "run_id", "stale", "epsilon", *SCALAR_METRICS])
+                                       "run_id", "stale", "epsilon", "epsilon_target",
+                                       *SCALAR_METRICS])
 
 
 def split_order(split: str) -> tuple:
