@@ -75,7 +75,13 @@ class DPConfig:
 
     @property
     def label(self) -> str:
-        return f"eps={self.epsilon:g} {self.level}"
+        """How tables name it: the target and level, and every other setting that is not
+        the default (so that runs of other settings never share a cell)."""
+        default = DPConfig(self.epsilon)
+        return " ".join([f"eps={self.epsilon:g}", self.level,
+                         *(f"{k}={getattr(self, k):g}" if k != "accountant" else
+                           f"{k}={self.accountant}" for k in ("delta", "clip", "accountant")
+                           if getattr(self, k) != getattr(default, k))])
 
 
 def require_accountant() -> None:

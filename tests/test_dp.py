@@ -144,6 +144,23 @@ def test_a_dp_run_records_the_epsilon_its_accountant_spent(tmp_path, capsys, lev
     assert privacy_utility(records_frame([plain]), "digits", tmp_path / "none") == []
 
 
+def test_runs_of_other_dp_settings_never_share_a_table_cell():
+    """Two DP runs that differ in the clipping norm alone, and one without DP: three labels."""
+    from types import SimpleNamespace
+
+    from bench.config import parse_overrides, resolve
+    from bench.report.tables import variant_labels
+
+    def run(*sets):
+        return SimpleNamespace(config=resolve("digits", "fedavg", "silos", 0,
+                                              parse_overrides(list(sets))), method="fedavg")
+
+    labels = variant_labels([run("dp.epsilon=4", "dp.clip=0.5"), run("dp.epsilon=4"), run(),
+                             run("dp.epsilon=4", "dp.delta=1e-6", "dp.accountant=prv")])
+    assert labels == [" (dp=eps=4 example clip=0.5)", " (dp=eps=4 example)", " (dp=no DP)",
+                      " (dp=eps=4 example delta=1e-06 accountant=prv)"]
+
+
 @pytest.mark.parametrize("sets, says", [
     (["dp.epsilon=4", "dp.level=client"], "scaffold does not run with DP at level 'client'"),
     (["dp.level=example"], "needs its target, --set dp.epsilon"),
