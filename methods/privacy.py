@@ -294,9 +294,14 @@ def classifier_scores(model: torch.nn.Module, data, x: torch.Tensor,
 
 CLASSIFIER_ATTACK = ("threshold on the logit-scaled confidence (Yeom et al. 2018; "
                      "Carlini et al. 2022)")
-NULL_EPOCHS = 20  # the null control's network: epochs on its half of the validation split
-NULL_CONTROL = (f"the classifier attack on a network trained {NULL_EPOCHS} epochs on the other "
-                "half of the validation split (neither set)")
+# the null control's network trains on its half of the validation split for as many epochs as
+# the audited models trained (rounds x local epochs, or a one-shot classifier's epochs), at most
+# NULL_EPOCHS: a run of a few epochs (a test's) is audited beside a null of as few, not of 20
+# (which cost a one-round ResNet-50 run 70 % of its time)
+NULL_EPOCHS = 20
+NULL_CONTROL = ("the classifier attack on a network trained on the other half of the validation "
+                "split (neither set) for as many epochs as the audited models (at most "
+                f"{NULL_EPOCHS}, `null_epochs` in the settings)")
 
 
 def validation_halves(ctx) -> tuple[np.ndarray, np.ndarray]:
@@ -315,17 +320,26 @@ def member_pairs(ctx, member_idx: torch.Tensor, pool: np.ndarray,
     return m, pool[n]
 
 
-def null_network(ctx, pool: np.ndarray) -> torch.nn.Module:
-    """The null control's network: the table's classifier trained with the run's recipe on
-    the validation images of `pool` (members of no audit, non-members of none), from the
-    run's `privacy/null` streams. It has seen the members' source but neither set, so the
-    attack on it reads 0.5 unless the sets differ in more than membership."""
+def null_epochs(ctx, trained_epochs: int | None = None) -> int:
+    """The null network's epochs: those of the audited models (default: the run's rounds x
+    local epochs), at most NULL_EPOCHS."""
+    if trained_epochs is None:
+        trained_epochs = ctx.train.rounds * ctx.train.local_epochs
+    return max(1, min(NULL_EPOCHS, trained_epochs))
+
+
+def null_network(ctx, pool: np.ndarray, epochs: int) -> torch.nn.Module:
+    """The null control's network: the table's classifier trained with the run's recipe for
+    `epochs` (`null_epochs`) on the validation images of `pool` (members of no audit,
+    non-members of none), from the run's `privacy/null` streams. It has seen the members'
+    source but neither set, so the attack on it reads 0.5 unless the sets differ in more than
+    membership."""
     from .training import fit  # here: base imports this module, training imports base
 
     idx = torch.as_tensor(pool, device=ctx.device)
     data = ctx.data.with_train(ctx.data.x_val[idx], ctx.data.y_val[idx])
     model = ctx.new_model("privacy/null")
-    fit(model, data, torch.arange(len(idx), device=ctx.device), ctx.train, NULL_EPOCHS,
+    fit(model, data, torch.arange(len(idx), device=ctx.device), ctx.train, epochs,
         ctx.streams, "privacy/null", lambda epoch, stats: None)
     return model
 
@@ -337,11 +351,13 @@ class ClassifierAudit:
     holds what k shared, at the moment it is shared (and keeps the model's train/eval mode);
     `result(artefact)` attacks the clients observed, beside the null control. `same_images()`
     is a second audit of the same images (another view of the same run: its numbers differ by
-    the models alone)."""
+    the models alone). `trained_epochs`: the audited models' (`null_epochs`)."""
 
-    def __init__(self, ctx, clients, purpose: str, shared_with: "ClassifierAudit | None" = None):
+    def __init__(self, ctx, clients, purpose: str, shared_with: "ClassifierAudit | None" = None,
+                 trained_epochs: int | None = None):
         self.ctx, self.purpose = ctx, purpose
         self.rng = ctx.streams.numpy(f"{purpose}/privacy")
+        self.null_epochs = null_epochs(ctx, trained_epochs)
         if shared_with is None:
             self.halves = validation_halves(ctx)
             self.pairs = {k: member_pairs(ctx, ctx.clients[k], self.halves[0], self.rng)
@@ -350,6 +366,7 @@ class ClassifierAudit:
         else:
             self.halves, self.pairs, self.null = (shared_with.halves, shared_with.pairs,
                                                   shared_with.null)
+            self.null_epochs = shared_with.null_epochs
         self.scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def same_images(self, purpose: str) -> "ClassifierAudit":
@@ -370,12 +387,12 @@ class ClassifierAudit:
         if not observed:
             return not_audited("no client has held-out images of its classes")
         if self.null is None:
-            network = null_network(self.ctx, self.halves[1])
+            network = null_network(self.ctx, self.halves[1], self.null_epochs)
             self.null = {k: pair_scores(self.ctx, network, *self.pairs[k])
                          for k in self.pairs if len(self.pairs[k][0])}
         ids = ([self.pairs[k][0] for k in ks], [self.pairs[k][1] for k in ks])
         return audit_of(CLASSIFIER_ATTACK, artefact, observed, [self.null[k] for k in ks], ids,
-                        self.rng)
+                        self.rng, null_epochs=self.null_epochs)
 
 
 def pair_scores(ctx, model: torch.nn.Module, members: np.ndarray,
@@ -401,10 +418,11 @@ def audit_of(attack: str, artefact: str, scores: list, null: list, ids: tuple,
 
 
 def audit_classifiers(ctx, models: dict[int, torch.nn.Module], artefact: str,
-                      purpose: str) -> Audit:
+                      purpose: str, trained_epochs: int | None = None) -> Audit:
     """The loss attack on classifiers at hand: `models[k]` is what client k's images trained
-    and what is shared (one model for all: the same object under every k)."""
-    audit = ClassifierAudit(ctx, list(models), purpose)
+    (for `trained_epochs`, default the run's rounds x local epochs) and what is shared (one
+    model for all: the same object under every k)."""
+    audit = ClassifierAudit(ctx, list(models), purpose, trained_epochs=trained_epochs)
     for k, model in models.items():
         audit.observe(k, model)
     return audit.result(artefact)

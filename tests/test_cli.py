@@ -62,9 +62,10 @@ def test_dry_run_lists_resolved_configs(capsys):
     assert main(["run", "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     configs = [json.loads(line) for line in out]
-    # 4 split-dependent baselines x 4 splits + one pooled centralized run + FF and FedCVAE-Ens
-    # under silos
-    assert len(configs) == 19
+    # 4 split-dependent baselines x 3 splits (iid, Dirichlet 0.1, silos) + one pooled
+    # centralized run + FF and FedCVAE-Ens under silos
+    assert len(configs) == 15
+    assert {c["split"] for c in configs} == {"pooled", "iid", "dirichlet:alpha=0.1", "silos"}
     assert {c["method"] for c in configs} == {"centralized", "local_only", "fedavg", "fedprox",
                                              "scaffold", "federatedfactory", "fedcvae"}
     assert [c["split"] for c in configs if c["method"] in ("federatedfactory", "fedcvae")] \
@@ -80,7 +81,7 @@ def test_a_method_alone_runs_under_its_default_splits(capsys):
     by_method = {m: sorted(c["split"] for c in configs if c["method"] == m)
                  for m in ("federatedfactory", "fedavg")}
     assert by_method["federatedfactory"] == ["silos"]
-    assert len(by_method["fedavg"]) == 4
+    assert len(by_method["fedavg"]) == 3
 
 
 @pytest.mark.slow

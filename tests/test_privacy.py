@@ -122,8 +122,8 @@ def test_the_null_control_reads_half_and_catches_non_members_from_another_source
     audit says the control fails. The network at its initialisation, a weaker null, reads the
     planted shift as 0.5 too: it cannot see a source."""
     from bench.config import parse_overrides, resolve
-    from bench.methods.privacy import (Audit, member_pairs, null_network, pair_scores,
-                                       validation_halves)
+    from bench.methods.privacy import (Audit, member_pairs, null_epochs, null_network,
+                                       pair_scores, validation_halves)
     from bench.runner import run_context
 
     ctx, _ = run_context(resolve("digits", "fedavg", "iid", 0, parse_overrides([])),
@@ -133,7 +133,8 @@ def test_the_null_control_reads_half_and_catches_non_members_from_another_source
     rng = np.random.default_rng(0)
     m, n = member_pairs(ctx, torch.arange(len(ctx.data.y_train)), first, rng)
     assert set(n) <= set(first) and len(m) == len(n) > 100
-    net = null_network(ctx, second)
+    net = null_network(ctx, second, null_epochs(ctx))
+    assert null_epochs(ctx) == 20 and null_epochs(ctx, 4) == 4  # the run's 15 x 10, capped
 
     def null_of(network):
         out = attack_metrics(*[[s] for s in pair_scores(ctx, network, m, n)], rng)

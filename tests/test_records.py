@@ -117,13 +117,14 @@ def test_schema_2_records_give_the_smoke_references_cells_unchanged():
     records = [r for _, r in pairs]
     labels = {"digits": cached_dataset("digits", None).y_test.numpy()}
     smoke = json.loads((ROOT / "bench" / "references" / "smoke.json").read_text())["cells"]
-    ids = {r.run_id for r in records}
+    # the two Dirichlet 1.0 runs left the default grid (and smoke) with its split
+    ids = {r.run_id for r in records} & {c["run_id"] for c in smoke}
 
     def key(c):
         return (c["run_id"], c["method"], c["metric"])
     expected = {key(c): c["expected"] for c in smoke if c["run_id"] in ids}
-    mine = {key(c): c["expected"] for c in tripwire_cells(records, labels)}
-    assert mine == expected and len(mine) >= 7 * 3
+    mine = {key(c): c["expected"] for c in tripwire_cells(records, labels) if c["run_id"] in ids}
+    assert mine == expected and len(ids) == 5 and len(mine) >= 5 * 3
 
 
 def test_schema_1_tables_equal_the_current_layouts(tmp_path):

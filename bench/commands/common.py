@@ -35,8 +35,8 @@ def grid_options(sp, what=None, much=None, where=None) -> None:
     what, much, where = what or sp, much or sp, where or sp
     what.add_argument("--grid", default="default", choices=GRIDS,
                       help="a named grid (`python -m bench list` describes them); default: "
-                           "the default grid (the baselines under iid, dirichlet:0.1, "
-                           "dirichlet:1.0 and silos, FederatedFactory and FedCVAE-Ens under "
+                           "the default grid (the baselines under iid, dirichlet:0.1 "
+                           "and silos, FederatedFactory and FedCVAE-Ens under "
                            "silos, on the embedded digits, seed 0); --methods, --datasets, "
                            "--splits and --seeds narrow or replace its lists")
     what.add_argument("--all", action="store_true",

@@ -45,7 +45,7 @@ from ..rng import Streams
 from ..training import fit
 from ..provenance import files_fingerprint
 from ..privacy import (Audit, audit_classifiers, audit_of, member_pairs, not_audited,
-                       null_network, pair_scores, validation_halves)
+                       null_epochs, null_network, pair_scores, validation_halves)
 from .audit import NOISE_LEVELS, module_scores
 from .cache import ContentCache, content_key
 from .cost import ff_cost
@@ -277,12 +277,14 @@ class FederatedFactory(OneShotGenerative):
             pairs.append((m, n))
         if not scores:
             return not_audited("no module's class has held-out images")
-        null = null_network(ctx, halves[1])
+        epochs = null_epochs(ctx, self.params.classifier_epochs)
+        null = null_network(ctx, halves[1], epochs)
         return audit_of("denoising loss at fixed noise levels (Matsumoto et al. 2023; "
                         "Carlini et al. 2023)", "each client's generative modules", scores,
                         [pair_scores(ctx, null, m, n) for m, n in pairs],
                         ([m for m, _ in pairs], [n for _, n in pairs]), rng,
-                        noise_levels=list(NOISE_LEVELS[self.params.formulation]))
+                        noise_levels=list(NOISE_LEVELS[self.params.formulation]),
+                        null_epochs=epochs)
 
     def audit_mode(self, ctx: RunContext, mode: str, members: list[int],
                    models: list[torch.nn.Module]) -> Audit | None:
@@ -292,7 +294,7 @@ class FederatedFactory(OneShotGenerative):
             return None
         return audit_classifiers(ctx, dict(zip(members, models)),
                                  "each client's local classifier (local mode sends it)",
-                                 "ff/local")
+                                 "ff/local", trained_epochs=self.params.classifier_epochs)
 
     def downstream(self, ctx: RunContext, mode: str, members: list[int], gens: Generators,
                    synth_x, synth_y) -> tuple[dict[str, Selection], list[torch.nn.Module]]:
