@@ -6,8 +6,11 @@ the same partition. Each index array is sorted; together they are disjoint and c
 training index.
 
 A split is named on the command line by a spec string: `iid`, `dirichlet:0.1`, `silos`,
-`classes:2`. `parse_split` turns it into a `SplitSpec`, whose `canonical` string is what the
-run config stores.
+`classes:2`, `shards:2`. `parse_split` turns it into a `SplitSpec`, whose `canonical` string is
+what the run config stores. The field's "pathological" non-IID splits are three: `silos` (one
+class per client, the FederatedFactory paper's), `classes:K` (K classes per client,
+NIID-Bench's #C=K, also named `pathological:K`) and `shards:S` (McMahan et al.'s label-sorted
+shards).
 """
 from __future__ import annotations
 
@@ -122,6 +125,28 @@ def classes_per_client(
     return out
 
 
+def shards(labels: np.ndarray, n_clients: int, params: dict, rng: np.random.Generator) -> list:
+    """McMahan et al. (AISTATS 2017, Sec. 3) pathological non-IID: sort the training samples by
+    label, cut them into n_clients x S shards of equal size (sizes differ by at most one) and
+    give each client S shards drawn at random without replacement; with S = 2 most clients
+    hold two classes. Samples of one label are shuffled before the sort (a stable sort keeps
+    the shuffle), so a shard is a random draw of its label's samples. params: s."""
+    _check_clients(labels, n_clients)
+    s = int(params["s"])
+    count = n_clients * s
+    if s < 1:
+        raise DataError(f"shards:{s}: shards per client must be >= 1")
+    if count > len(labels):
+        raise DataError(f"shards:{s}: {n_clients} clients x {s} shards exceed the {len(labels)} "
+                        f"training samples; use fewer clients or shards")
+    order = rng.permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]
+    pieces = np.array_split(order, count)
+    dealt = rng.permutation(count)
+    return [np.sort(np.concatenate([pieces[j] for j in dealt[k * s:(k + 1) * s]]))
+            for k in range(n_clients)]
+
+
 def natural(labels: np.ndarray, n_clients: int, params: dict, rng: np.random.Generator) -> list:
     """The dataset's own clients (e.g. Fed-ISIC2019's 6 centers): client k holds the training
     images of group k. The harness passes the groups in params["groups"]; `rng` is unused."""
@@ -146,17 +171,28 @@ class SplitKind:
     types: dict = field(default_factory=dict)  # name -> type for every accepted parameter
     needs_classes_clients: bool = False  # the client count is the class count
     needs_groups: bool = False  # the client count and membership come from the dataset
+    doc: str = ""  # one line for `bench list` and --help
 
 
 SPLITS: dict[str, SplitKind] = {
-    "iid": SplitKind(iid, ()),
+    "iid": SplitKind(iid, (), doc="uniform random parts"),
     "dirichlet": SplitKind(
-        dirichlet, ("alpha",), {"alpha": float, "min_size": int, "max_tries": int}
-    ),
-    "silos": SplitKind(silos, (), needs_classes_clients=True),
-    "classes": SplitKind(classes_per_client, ("k",), {"k": int}),
-    "natural": SplitKind(natural, (), needs_groups=True),
+        dirichlet, ("alpha",), {"alpha": float, "min_size": int, "max_tries": int},
+        doc="each class over the clients by Dir(alpha) (NIID-Bench); small alpha: strong skew"),
+    "silos": SplitKind(silos, (), needs_classes_clients=True,
+                       doc="pathological, one class per client, one client per class "
+                           "(FederatedFactory's mutually exclusive labels)"),
+    "classes": SplitKind(classes_per_client, ("k",), {"k": int},
+                         doc="pathological, k classes per client (NIID-Bench's #C=k); also "
+                             "pathological:<k>"),
+    "shards": SplitKind(shards, ("s",), {"s": int},
+                        doc="pathological, McMahan et al.'s: label-sorted data in n x s shards, "
+                            "s per client"),
+    "natural": SplitKind(natural, (), needs_groups=True,
+                         doc="the dataset's own clients (Fed-ISIC2019's centers)"),
 }
+# the field's other names for a split: the same runs (the canonical name is stored)
+ALIASES = {"pathological": "classes"}
 
 
 @dataclass(frozen=True)
@@ -186,8 +222,10 @@ def parse_split(spec: str) -> SplitSpec:
     """'dirichlet:0.1' -> SplitSpec('dirichlet', (('alpha', 0.1),)); also 'dirichlet:alpha=0.1'
     and 'dirichlet:0.1:min_size=5'."""
     name, *args = spec.strip().split(":")
+    name = ALIASES.get(name.lower(), name.lower())
     if name not in SPLITS:
-        raise DataError(f"unknown split {name!r}; valid choices: {', '.join(SPLITS)}")
+        raise DataError(f"unknown split {name!r}; valid choices: {', '.join(SPLITS)} "
+                        f"(pathological:<k> is classes:<k>)")
     kind = SPLITS[name]
     params: dict[str, object] = {}
     for i, arg in enumerate(args):

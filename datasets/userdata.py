@@ -62,7 +62,8 @@ def load_npz(name: str) -> ImageDataset:
         xtr, ytr, xva, yva = _carve(xtr, ytr)
         source = f"stratified {VAL_FRACTION:.0%} of train, seed {CARVE_SEED}"
     if xtr.shape[2] != xtr.shape[3]:
-        raise DataError(f"{p}: images must be square, got {tuple(xtr.shape[2:])}")
+        raise DataError(f"{p}: images must be square (H = W): crop or pad them to one size, "
+                        f"got {tuple(xtr.shape[2:])}")
     k = class_count(p, ytr.numpy(), yva.numpy(), yte.numpy())
     info = _info(name, [str(c) for c in range(k)], xtr.shape[1], xtr.shape[2], source)
     return ImageDataset(info, xtr, ytr, xva, yva, xte, yte)
@@ -114,7 +115,8 @@ def load_folder(name: str) -> ImageDataset:
         xtr, ytr, xva, yva = _carve(xtr, ytr)
         source = f"stratified {VAL_FRACTION:.0%} of train, seed {CARVE_SEED}"
     if size[0] != size[1]:
-        raise DataError(f"{first}: images must be square, got {size}")
+        raise DataError(f"{first}: images must be square (H = W): crop or pad them to one "
+                        f"size, got {size}")
     if class_count(root, ytr.numpy(), yva.numpy(), yte.numpy()) != len(classes):
         raise DataError(f"{root / 'train' / classes[-1]}: no image; every class needs "
                         f"training images")

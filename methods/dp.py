@@ -172,12 +172,12 @@ def sample_rate(n_images: int, batch_size: int) -> float:
 
 def private_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float,
                       sigma: float, expected_batch: float, gen: torch.Generator
-                      ) -> tuple[list[torch.Tensor], torch.Tensor]:
+                      ) -> list[torch.Tensor]:
     """DP-SGD's gradient of the cross-entropy for the batch (x, y): each image's gradient
     clipped to L2 norm `clip`, summed, plus N(0, (sigma clip)^2) per coordinate drawn from
-    `gen`, over `expected_batch`; in the order of `model.parameters()`. Also the batch's
-    summed loss. An empty batch gives the noise alone."""
-    from torch.func import functional_call, grad_and_value, vmap
+    `gen`, over `expected_batch`; in the order of `model.parameters()`. An empty batch gives
+    the noise alone. (No loss: a DP run releases none, methods/training.py.)"""
+    from torch.func import functional_call, grad, vmap
 
     names = [n for n, _ in model.named_parameters()]
     params = {n: p.detach() for n, p in model.named_parameters()}
@@ -187,7 +187,7 @@ def private_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: 
         return F.cross_entropy(functional_call(model, (p, buffers), (xi[None],)), yi[None])
 
     if len(y):
-        per, losses = vmap(grad_and_value(one), in_dims=(None, 0, 0))(params, x, y)
+        per = vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
         norms = torch.sqrt(sum(per[n].flatten(1).pow(2).sum(1) for n in names))
         # an image whose gradient is not finite contributes nothing (norm 0 <= clip), so
         # that no image can turn the sum into NaN
@@ -196,13 +196,10 @@ def private_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: 
         summed = [torch.einsum("b,b...->...", scale,
                                torch.where(finite.view(-1, *[1] * (per[n].dim() - 1)),
                                            per[n], 0.0)) for n in names]
-        loss = losses.sum().detach()
     else:
         summed = [torch.zeros_like(params[n]) for n in names]
-        loss = torch.zeros((), device=y.device)
-    noisy = [(s + sigma * clip * torch.randn(s.shape, generator=gen, device="cpu").to(s.device))
-             / expected_batch for s in summed]
-    return noisy, loss
+    return [(s + sigma * clip * torch.randn(s.shape, generator=gen, device="cpu").to(s.device))
+            / expected_batch for s in summed]
 
 
 def poisson_batches(indices: torch.Tensor, batch_size: int, gen: torch.Generator):

@@ -194,14 +194,7 @@ def _weighted(members: np.ndarray, non_members: np.ndarray, w: np.ndarray, v: np
         wins = cum[:, lo] + 0.5 * (cum[:, hi] - cum[:, lo])  # (replicates, members)
         total_w, total_v = w.sum(1), v.sum(1)
         auc = (w * wins).sum(1) / (total_w * total_v)
-        # the threshold: the first non-member from the top at which more than the allowed
-        # weight has been passed; ties with it stay below it
-        desc = order[::-1]
-        passed = np.cumsum(v[:, desc], axis=1)
-        allowed = np.floor(fpr * total_v + 1e-9)[:, None]
-        over = passed > allowed
-        at = np.where(over.any(1), over.argmax(1), -1)
-        threshold = np.where(at >= 0, non_members[desc][np.maximum(at, 0)], -np.inf)
+        threshold = _thresholds(non_members, v, fpr, order)
         tpr = (w * (members[None, :] > threshold[:, None])).sum(1) / total_w
         reached = (v * (non_members[None, :] > threshold[:, None])).sum(1) / total_v
     return auc, tpr, reached
@@ -211,6 +204,21 @@ def _auc(members: np.ndarray, non_members: np.ndarray) -> float:
     """P(member score > non-member score) + P(tie) / 2 (Mann-Whitney)."""
     return float(_weighted(members, non_members, np.ones((1, len(members))),
                            np.ones((1, len(non_members))))[0][0])
+
+
+def _thresholds(non_members: np.ndarray, v: np.ndarray, fpr: float,
+                order: np.ndarray | None = None) -> np.ndarray:
+    """The attack's threshold per row of the non-member weights `v`: the first non-member from
+    the top at which more than floor(fpr x their weight) has been passed (scores above it are
+    called members; ties with it stay below it); -inf when none is. `order`: the non-members'
+    ascending argsort, when the caller has it."""
+    order = np.argsort(non_members, kind="stable") if order is None else order
+    desc = order[::-1]
+    passed = np.cumsum(v[:, desc], axis=1)
+    allowed = np.floor(fpr * v.sum(1) + 1e-9)[:, None]
+    over = passed > allowed
+    at = np.where(over.any(1), over.argmax(1), -1)
+    return np.where(at >= 0, non_members[desc][np.maximum(at, 0)], -np.inf)
 
 
 def _tpr_at(members: np.ndarray, non_members: np.ndarray, fpr: float) -> tuple[float, float]:
@@ -234,9 +242,7 @@ def epsilon_lower_bound(members: np.ndarray, non_members: np.ndarray, calibratio
     `confidence`. -inf when the attack proves nothing."""
     from scipy.stats import beta
 
-    allowed = int(np.floor(fpr * len(calibration) + 1e-9))
-    ranked = np.sort(calibration)[::-1]
-    threshold = ranked[allowed] if allowed < len(ranked) else -np.inf
+    threshold = _thresholds(calibration, np.ones((1, len(calibration))), fpr)[0]
     tail = (1 - confidence) / 2
     k, n = int(np.sum(members > threshold)), len(members)
     tpr_low = beta.ppf(tail, k, n - k + 1) if k > 0 else 0.0

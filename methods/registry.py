@@ -24,12 +24,15 @@ import os
 from .base import Method
 from .centralized import Centralized
 from .dense import Dense
+from .fedadagrad import FedAdagrad
+from .fedadam import FedAdam
 from .fedavg import FedAvg
 from .fedaws import FedAwS
 from .fedcvae import FedCVAE
 from .feddyn import FedDyn
 from .federatedfactory import FederatedFactory
 from .fednova import FedNova
+from .fedyogi import FedYogi
 from .fedprox import FedProx
 from .local_only import LocalOnly
 from .moon import Moon
@@ -46,6 +49,9 @@ METHODS: dict[str, type] = {
     "fednova": FedNova,
     "moon": Moon,
     "fedaws": FedAwS,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "fedadagrad": FedAdagrad,
     "federatedfactory": FederatedFactory,
     "fedcvae": FedCVAE,
     "dense": Dense,

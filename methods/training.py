@@ -96,7 +96,7 @@ def train_local_private(model: nn.Module, data: DeviceData, indices: torch.Tenso
     for _ in range(epochs):
         for idx in poisson_batches(indices, cfg.batch_size, gen):
             x, y = data.batch(idx, gen)
-            grads, _ = private_gradients(model, x, y, clip, sigma, expected, noise)
+            grads = private_gradients(model, x, y, clip, sigma, expected, noise)
             for p, g in zip(params, grads):
                 p.grad = g
             hooks.adjust_gradients(detached, grads)

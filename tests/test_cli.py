@@ -285,8 +285,32 @@ def test_the_fields_names_are_understood(capsys, tmp_path):
     assert {c["method"] for c in runs("--methods", "all", "--splits", "silos")} == set(METHODS)
     assert [c["method"] for c in runs("--methods", "FedAvg", "--datasets", "Digits",
                                       "--splits", "silos")] == ["fedavg"]
+    # the pathological splits by the field's names: McMahan's shards, and pathological:K for
+    # NIID-Bench's #C=K (stored under its canonical name, so the same runs as classes:K)
+    named = runs("--methods", "fedavg", "--splits", "pathological:2,shards:2,Silos")
+    assert [c["split"] for c in named] == ["classes:k=2", "shards:s=2", "silos"]
+    assert named[0]["run_id"] == runs("--methods", "fedavg", "--splits", "classes:2")[0]["run_id"]
     with pytest.raises(SystemExit):
         main(["check", "--help"])
     assert "peers" in capsys.readouterr().out
     assert main(["run", "--write-config", str(tmp_path), "--dry-run"]) == 2
     assert "is a folder; give a file name" in capsys.readouterr().err
+
+
+def test_a_fresh_clone_has_a_table_to_show(tmp_path, capsys):
+    """Before anything has run, `bench table` says where a table is, and `bench table
+    --reference smoke` shows the numbers the committed reference expects of the default grid
+    (the rough edge: a fresh clone's `bench table` had nothing to show)."""
+    assert main(["table", "--out", str(tmp_path / "results")]) == 2
+    assert "`python -m bench table --reference smoke`" in capsys.readouterr().err
+    assert main(["table", "--reference", "smoke"]) == 0
+    out = capsys.readouterr().out
+    cells = json.loads((ROOT / "bench" / "references" / "smoke.json").read_text())["cells"]
+    fedavg = next(c for c in cells if c["method"] == "fedavg" and c["split"] == "silos"
+                  and c["metric"] == "accuracy")
+    row = next(line for line in out.splitlines() if line.startswith("| fedavg |"))
+    assert f"{fedavg['expected']:.1f}" in row and "digits: test accuracy" in out
+    for name, needle in (("science", "holds claims, not numbers"), ("nope", "no reference")):
+        assert main(["table", "--reference", name]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err

@@ -59,19 +59,17 @@ def test_dp_sgd_clips_each_images_gradient_and_adds_noise_of_sigma_c():
         model.weight.copy_(torch.tensor([[0.1, 0.0, 0.3], [0.0, 0.2, 0.0]]))
     x = torch.tensor([[10.0, 0, 0], [0, 0.1, 0], [0, 0, 1]])
     y = torch.tensor([1, 1, 0])
-    grads, loss = private_gradients(model, x, y, clip=1.0, sigma=0.0, expected_batch=4.0,
-                                    gen=torch.Generator().manual_seed(0))
+    grads = private_gradients(model, x, y, clip=1.0, sigma=0.0, expected_batch=4.0,
+                              gen=torch.Generator().manual_seed(0))
     p = torch.softmax(x @ model.weight.T.detach(), 1)
     per = (p - torch.nn.functional.one_hot(y, 2))[:, :, None] * x[:, None, :]
     norms = per.flatten(1).norm(dim=1)
     expected = (per * (1.0 / norms).clamp(max=1)[:, None, None]).sum(0) / 4.0
     assert norms[0] > 1 > norms[1]  # one clipped, one left alone
     torch.testing.assert_close(grads[0], expected)
-    assert loss.item() == pytest.approx(
-        torch.nn.functional.cross_entropy(x @ model.weight.T, y, reduction="sum").item())
-    noise, _ = private_gradients(torch.nn.Linear(200, 100, bias=False), torch.zeros(0, 200),
-                                 torch.zeros(0, dtype=torch.long), 2.0, 3.0, 5.0,
-                                 torch.Generator().manual_seed(0))
+    noise = private_gradients(torch.nn.Linear(200, 100, bias=False), torch.zeros(0, 200),
+                              torch.zeros(0, dtype=torch.long), 2.0, 3.0, 5.0,
+                              torch.Generator().manual_seed(0))
     assert noise[0].std().item() == pytest.approx(3.0 * 2.0 / 5.0, rel=0.02)
 
 

@@ -10,7 +10,7 @@ import torch
 from bench.methods.fedavg import FedAvg
 from bench.methods.fedprox import FedProx
 from bench.methods.scaffold import Scaffold, ScaffoldServer
-from helpers import one_round, readme_example_class
+from helpers import Scalar, one_round, readme_example_class
 
 
 def test_fedavg_weights_by_sample_count():
@@ -84,3 +84,77 @@ def test_readme_example_method_is_one_subclass_and_does_what_it_says():
     x, server, states = one_round(method, [2.0], x, server, states, lr=0.5, steps=1, n_total=1)
     assert x == pytest.approx(2.0, abs=1e-12)
     assert float(server["w"]) == pytest.approx(-1.0, abs=1e-12)
+
+
+def _algorithm_2(rule, eta, beta1, beta2, tau, deltas):
+    """Reddi et al. 2021, Algorithm 2 on scalars, written out from the paper: m_{-1} = 0,
+    v_{-1} = tau^2; per round, m = beta1 m + (1 - beta1) d, v by `rule`, x += eta m /
+    (sqrt(v) + tau). `deltas(x)` is the round's pseudo-gradient from x."""
+    x, m, v = 0.0, 0.0, tau * tau
+    xs = []
+    for _ in range(2):
+        d = deltas(x)
+        m = beta1 * m + (1 - beta1) * d
+        if rule == "adagrad":
+            v = v + d * d
+        elif rule == "yogi":
+            v = v - (1 - beta2) * d * d * (1 if v > d * d else -1 if v < d * d else 0)
+        else:
+            v = beta2 * v + (1 - beta2) * d * d
+        x = x + eta * m / (v ** 0.5 + tau)
+        xs.append(x)
+    return xs
+
+
+@pytest.mark.parametrize("name,rule", [("fedadam", "adam"), ("fedyogi", "yogi"),
+                                       ("fedadagrad", "adagrad")])
+def test_adaptive_server_optimisers_follow_algorithm_2(name, rule):
+    """One client, b = 2, lr 0.5, one step from x: it ends at x + (2 - x) / 2, so the
+    pseudo-gradient is 1 - x / 2. Two rounds at the defaults and at eta = 0.5, tau = 0.1,
+    beta1 = 0.5, beta2 = 0.9 (so that every term matters), against Algorithm 2 written out.
+    Round 1 at FedAdam's defaults by hand: m = 0.1, v = 0.99e-6 + 0.01, x = 0.01 x 0.1 /
+    (sqrt(0.01000099) + 0.001) = 0.00990050..."""
+    from bench.methods.registry import METHODS
+
+    cls = METHODS[name]
+    for given in ({}, {"server_lr": 0.5, "tau": 0.1, "beta1": 0.5,
+                       **({} if rule == "adagrad" else {"beta2": 0.9})}):
+        p = cls.Params(**given)
+        method = cls(p)
+        x, server, states = one_round(method, [2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=1)
+        x2, server, _ = one_round(method, [2.0], x, server, states, lr=0.5, steps=1, n_total=1)
+        expected = _algorithm_2(rule, p.server_lr, p.beta1, getattr(p, "beta2", None), p.tau,
+                                lambda x: 1 - x / 2)
+        assert [x, x2] == pytest.approx(expected, abs=1e-12), given
+    if name == "fedadam":
+        x, _, _ = one_round(cls(), [2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=1)
+        assert x == pytest.approx(0.001 / (0.01000099 ** 0.5 + 0.001), abs=1e-12)
+        assert x == pytest.approx(0.00990050, abs=1e-7)
+
+
+def test_adaptive_servers_start_v_at_tau_squared_and_differ_in_v():
+    """The pitfall of starting v at 0 (some implementations): the first step would be
+    eta m / (|(1 - beta2)^(1/2) Delta| + tau); Algorithm 2's v_{-1} = tau^2 is kept. And the
+    three rules give three different second moments from the same pseudo-gradient: Adagrad
+    tau^2 + D^2, Adam beta2 tau^2 + (1 - beta2) D^2, Yogi (tau^2 < D^2) tau^2 + (1 - beta2) D^2."""
+    from bench.methods.registry import METHODS
+
+    vs = {}
+    for name in ("fedadam", "fedyogi", "fedadagrad"):
+        method = METHODS[name](METHODS[name].Params(tau=0.1))
+        server = method.init_server(Scalar(), {"w": torch.tensor([0.0], dtype=torch.float64)})
+        assert float(server.v["w"]) == pytest.approx(0.01) and float(server.m["w"]) == 0
+        _, server, _ = one_round(method, [2.0], 0.0, server, {}, lr=0.5, steps=1, n_total=1)
+        vs[name] = float(server.v["w"])
+    assert vs["fedadagrad"] == pytest.approx(0.01 + 1.0)
+    assert vs["fedadam"] == pytest.approx(0.99 * 0.01 + 0.01 * 1.0)
+    assert vs["fedyogi"] == pytest.approx(0.01 + 0.01 * 1.0)
+
+
+def test_adaptive_servers_refuse_meaningless_settings():
+    from bench.methods.registry import METHODS
+
+    for name, bad in (("fedadam", {"tau": 0.0}), ("fedyogi", {"beta2": 1.0}),
+                      ("fedadagrad", {"server_lr": -0.1}), ("fedadam", {"beta1": 1.0})):
+        with pytest.raises(ValueError, match=f"{name}\\."):
+            METHODS[name].Params(**bad)

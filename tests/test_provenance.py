@@ -68,10 +68,14 @@ def _changed(methods, datasets) -> set:
 def test_a_change_to_a_method_stales_it_and_its_subclasses_only(edited_source, tmp_path):
     # the weight-averaging base's family, and no other method
     assert _changed(*edited_source) == {"fedavg", "fedprox", "scaffold", "feddyn", "fednova",
-                                        "moon", "fedaws"}
+                                        "moon", "fedaws", "fedadam", "fedyogi", "fedadagrad"}
     methods, datasets = _copy_source(tmp_path / "other")
     _edit(methods / "fedprox.py", "g.add_(p - w0, alpha=self.mu)", "g.add_(p - w0)")
     assert _changed(methods, datasets) == {"fedprox"}
+    # the adaptive servers' shared base stales the three, and only them
+    methods, datasets = _copy_source(tmp_path / "third")
+    _edit(methods / "fedopt.py", "v[n].sqrt() + p.tau", "v[n].sqrt() + 2 * p.tau")
+    assert _changed(methods, datasets) == {"fedadam", "fedyogi", "fedadagrad"}
 
 
 def test_a_shared_module_change_stales_every_method(edited_source):

@@ -10,7 +10,7 @@ from bench.cli import main
 from bench.datasets.base import DataError
 from bench.datasets.registry import get_entry, load_dataset
 from bench.methods.data import AUGMENTATIONS
-from helpers import stored_records, tiny_overrides, write_cifar, write_isic, write_medmnist
+from helpers import ROOT, stored_records, tiny_overrides, write_cifar, write_isic, write_medmnist
 
 
 def test_medmnist_official_layout(tmp_path):
@@ -170,6 +170,20 @@ def test_user_npz_with_missing_keys_is_a_one_line_error(tmp_path, capsys, keys, 
                "--splits", "iid", "--dry-run"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_user_images_must_be_square_and_the_readme_says_so(tmp_path, capsys):
+    """A newcomer's archive of 24 x 20 images: one line that says what to do, exit 2; the
+    README's data section says it before the run does."""
+    arrays = write_medmnist(tmp_path / "mine.npz", classes=3, n=(30, 6, 9), size=8)
+    np.savez(tmp_path / "mine.npz", **{k: np.zeros((len(v), 24, 20), np.uint8)
+                                       if k.endswith("images") else v for k, v in arrays.items()})
+    rc = main(["run", "--datasets", f"npz:{tmp_path / 'mine.npz'}", "--methods", "fedavg",
+               "--splits", "iid", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "must be square" in err and "crop or pad" in err and "(24, 20)" in err
+    assert "square" in (ROOT / "README.md").read_text().split("**A method of your own**")[0]
 
 
 def test_user_npz_labels_must_be_class_indices(tmp_path):

@@ -9,7 +9,8 @@ LABELS = load_dataset("digits").y_train.numpy()  # real labels: 10 classes, ~122
 SKEWED = np.repeat(np.arange(5), [400, 200, 100, 50, 25])  # unbalanced classes
 
 CASES = [("iid", 10), ("dirichlet:0.1", 10), ("dirichlet:1.0", 10), ("dirichlet:0.5", 30),
-         ("silos", 10), ("classes:2", 10), ("classes:1", 10), ("classes:3", 4)]
+         ("silos", 10), ("classes:2", 10), ("classes:1", 10), ("classes:3", 4), ("shards:2", 10),
+         ("shards:1", 7), ("shards:5", 3)]
 
 
 def _split(spec, labels, n, seed):
@@ -86,3 +87,39 @@ def test_canonical_form():
     assert parse_split("dirichlet:0.1").canonical == "dirichlet:alpha=0.1"
     assert parse_split("dirichlet:alpha=0.1").canonical == "dirichlet:alpha=0.1"
     assert parse_split("silos").canonical == "silos"
+
+
+def test_shards_are_mcmahans_label_sorted_pieces():
+    """McMahan et al. 2017's pathological split on 10 classes of 20 samples, 10 clients x 2
+    shards: 20 shards of exactly 10 samples, each inside one class (the sort by label), each
+    class in exactly two shards, every client 20 samples of one or two classes; the shards are
+    dealt at random (another seed, other pairs), and the samples of a shard are a random draw
+    of its class (not the first 10 indices)."""
+    labels = np.repeat(np.arange(10), 20)
+    parts = _split("shards:2", labels, 10, 0)
+    assert all(len(p) == 20 for p in parts)
+    held = [sorted(set(labels[p].tolist())) for p in parts]
+    assert all(1 <= len(h) <= 2 for h in held)
+    shards_per_class = np.zeros(10, int)
+    for p, h in zip(parts, held):
+        for c in h:
+            shards_per_class[c] += int((labels[p] == c).sum()) // 10
+    assert shards_per_class.tolist() == [2] * 10
+    assert held != [sorted(set(labels[p].tolist())) for p in _split("shards:2", labels, 10, 1)]
+    first = next(p for p in parts if len(set(labels[p].tolist())) == 2)
+    assert not np.array_equal(np.sort(first[labels[first] == labels[first][0]]),
+                              np.arange(labels[first][0] * 20, labels[first][0] * 20 + 10))
+    with pytest.raises(DataError, match="shards per client must be >= 1"):
+        _split("shards:0", labels, 10, 0)
+    with pytest.raises(DataError, match="exceed the 200 training samples"):
+        _split("shards:30", labels, 10, 0)
+
+
+def test_the_fields_names_for_the_pathological_splits():
+    """`pathological:K` is NIID-Bench's #C=K under the field's name: the same canonical split
+    (so the same runs) as `classes:K`; names in any case; an unknown name lists the choices."""
+    assert parse_split("pathological:2") == parse_split("classes:2") == parse_split("Classes:2")
+    assert parse_split("pathological:2").canonical == "classes:k=2"
+    assert parse_split("SILOS").canonical == "silos"
+    with pytest.raises(DataError, match="pathological:<k> is classes:<k>"):
+        parse_split("pathologic:2")

@@ -47,8 +47,10 @@ def grid_options(sp, what=None, much=None, where=None) -> None:
     what.add_argument("--datasets", type=csv,
                       help="comma list, e.g. digits,cifar10, or your own: npz:PATH, folder:PATH")
     what.add_argument("--splits", type=csv,
-                      help="comma list: iid, dirichlet:ALPHA, silos (one class per client), "
-                           "classes:K (K classes per client), natural (the dataset's own "
+                      help="comma list: iid, dirichlet:ALPHA, and the pathological splits silos "
+                           "(one class per client, one client per class), classes:K (K classes "
+                           "per client; also pathological:K) and shards:S (McMahan et al.'s "
+                           "label-sorted shards, S per client); natural (the dataset's own "
                            "clients, e.g. ISIC2019's hospitals)")
     what.add_argument("--seeds", help="e.g. 0,1,2 or 0-4")
     much.add_argument("--scale", choices=("paper", "cpu"),
@@ -111,7 +113,8 @@ def progress_factory(tqdm):
 def stored(out: str) -> list[Record]:
     records = RecordStore(out, warn=say).all_records()
     if not records:
-        raise DataError(f"no stored runs under {out}; run `python -m bench run` first")
+        raise DataError(f"no stored runs under {out}; run `python -m bench run` first "
+                        f"(`python -m bench table --reference smoke` shows what it prints)")
     return records
 
 

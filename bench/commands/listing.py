@@ -36,8 +36,8 @@ def main(args) -> int:
         i = entry.info
         print(f"  {name:15s} {i.n_classes} classes, {i.channels} channel(s), {i.resolution} px")
     print("splits:")
-    for name in SPLITS:
-        print(f"  {_usage(name).removeprefix('usage: ')}")
+    for name, kind in SPLITS.items():
+        print(f"  {_usage(name).removeprefix('usage: '):48s} {kind.doc}")
     print("grids (--grid NAME):")
     for name, grid in GRIDS.items():
         print(f"  {name:12s} {grid.description}")

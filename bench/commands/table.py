@@ -20,9 +20,15 @@ def add_parser(sub) -> None:
 
     table.add_argument("--runs", action="store_true",
                        help="list the individual runs (ids, seeds) instead of the summary")
+    table.add_argument("--reference", metavar="NAME",
+                       help="no runs needed: the numbers a committed tripwire reference expects "
+                            "(smoke: what `python -m bench run` prints on the machine it was "
+                            "made on; sensitivity, pneumonia)")
 
 
 def main(args) -> int:
+    if args.reference:
+        return _reference_table(args)
     records = [r for r in stored(args.out)
                if (not args.datasets or r.config.dataset in args.datasets)
                and (not args.methods or r.method in args.methods)]
@@ -35,4 +41,47 @@ def main(args) -> int:
         print(frame.sort_values(["dataset", "method", "split", "seed"]).to_string(index=False))
         return 0
     print_tables(records, Path(args.out), "summary", final=args.final, on=args.on)
+    return 0
+
+
+def _reference_table(args) -> int:
+    """A committed reference's expected test accuracy and AUROC (%), method x split, mean over
+    its seeds: what a result looks like before anything has run."""
+    import pandas as pd
+
+    from ..config import ConfigError
+    from ..report.check import load_reference
+
+    ref = load_reference(args.reference)
+    cells = pd.DataFrame(ref.get("cells", []))
+    if cells.empty:
+        raise ConfigError(f"reference {args.reference!r} holds claims, not numbers "
+                          f"(`python -m bench check --reference {args.reference}` checks them); "
+                          f"a tripwire reference, such as smoke, has a table")
+    cells = cells[cells["metric"].isin(("accuracy", "auroc"))
+                  & (not args.datasets or cells["dataset"].isin(args.datasets or []))
+                  & (not args.methods or cells["method"].str.split("[").str[0]
+                     .isin(args.methods or []))]
+    if cells.empty:
+        raise DataError(f"reference {args.reference!r} has no cell that matches --datasets / "
+                        f"--methods")
+    made = ref.get("made_with", {})
+    print(f"reference {args.reference} ({ref.get('grid', '?')} grid): expected test metrics (%), "
+          f"mean over seeds, made on {made.get('cpu_model', '?')} with "
+          f"{made.get('numerics', {}).get('threads', '?')} thread(s) at "
+          f"{str(made.get('git_commit', '?'))[:8]}; `python -m bench run --grid "
+          f"{ref.get('grid', 'default')}` computes them")
+    methods = list(dict.fromkeys(cells["method"]))
+    splits = list(dict.fromkeys(cells["split"]))
+    for (dataset, metric), group in cells.groupby(["dataset", "metric"], sort=False):
+        table = group.pivot_table(index="method", columns="split", values="expected",
+                                  aggfunc="mean")
+        table = table.reindex([m for m in methods if m in table.index],
+                              columns=[s for s in splits if s in table.columns])
+        lines = [f"\n**{dataset}: test {metric} (%), as the reference expects**", "",
+                 "| method | " + " | ".join(table.columns) + " |",
+                 "|---|" + "---|" * len(table.columns)]
+        lines += [f"| {method} | " + " | ".join("" if pd.isna(v) else f"{v:.1f}" for v in row)
+                  + " |" for method, row in table.iterrows()]
+        print("\n".join(lines))
     return 0
