@@ -221,10 +221,10 @@ class SplitSpec:
 def parse_split(spec: str) -> SplitSpec:
     """'dirichlet:0.1' -> SplitSpec('dirichlet', (('alpha', 0.1),)); also 'dirichlet:alpha=0.1'
     and 'dirichlet:0.1:min_size=5'."""
-    name, *args = spec.strip().split(":")
-    name = ALIASES.get(name.lower(), name.lower())
+    typed, *args = spec.strip().split(":")
+    name = ALIASES.get(typed.lower(), typed.lower())
     if name not in SPLITS:
-        raise DataError(f"unknown split {name!r}; valid choices: {', '.join(SPLITS)} "
+        raise DataError(f"unknown split {typed!r}; valid choices: {', '.join(SPLITS)} "
                         f"(pathological:<k> is classes:<k>)")
     kind = SPLITS[name]
     params: dict[str, object] = {}

@@ -35,6 +35,8 @@ only from the results folder the suite writes: like the code, trust that folder.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import datetime
 import os
 import sys
@@ -64,8 +66,9 @@ class RngState:
 
 
 def to_device(tree: Any, device) -> Any:
-    """`tree` (dicts, lists and tuples of tensors and other values) with every tensor on
-    `device`; `RngState`s and other objects are left as they are."""
+    """`tree` (dicts, lists, tuples and dataclasses of tensors and other values: a server
+    state such as SCAFFOLD's controls or the adaptive servers' moments is a dataclass) with
+    every tensor on `device`; `RngState`s and other objects are left as they are."""
     import torch
 
     if isinstance(tree, torch.Tensor):
@@ -74,6 +77,9 @@ def to_device(tree: Any, device) -> Any:
         return {k: to_device(v, device) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
         return type(tree)(to_device(v, device) for v in tree)
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, (type, RngState)):
+        return dataclasses.replace(tree, **{f.name: to_device(getattr(tree, f.name), device)
+                                            for f in dataclasses.fields(tree) if f.init})
     return tree
 
 

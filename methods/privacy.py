@@ -17,8 +17,9 @@ bootstrap replicates that resample images (one validation image scored by severa
 is drawn once for all of them).
 
 Every audit carries a null control: the same images attacked with the classifier attack on
-a network trained on neither set, but on the members' source (the run's recipe, 20 epochs
-on the other half of the validation split: `null_network`). It must read 0.5 within its 95 %
+a network trained on neither set, but on the members' source (the run's recipe on the other
+half of the validation split, as many epochs as the audited models, at most 20:
+`null_network`). It must read 0.5 within its 95 %
 interval (`Audit.null_holds`; by chance about one audit in twenty will not); if it does not,
 members and non-members differ in something besides membership (their source, their
 classes), and the audit says so. A network at its initialisation would be a weaker null: it
@@ -212,6 +213,8 @@ def _thresholds(non_members: np.ndarray, v: np.ndarray, fpr: float,
     the top at which more than floor(fpr x their weight) has been passed (scores above it are
     called members; ties with it stay below it); -inf when none is. `order`: the non-members'
     ascending argsort, when the caller has it."""
+    if v.shape[1] == 0:  # no non-member: nothing bounds the threshold
+        return np.full(len(v), -np.inf)
     order = np.argsort(non_members, kind="stable") if order is None else order
     desc = order[::-1]
     passed = np.cumsum(v[:, desc], axis=1)

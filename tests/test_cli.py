@@ -310,7 +310,11 @@ def test_a_fresh_clone_has_a_table_to_show(tmp_path, capsys):
                   and c["metric"] == "accuracy")
     row = next(line for line in out.splitlines() if line.startswith("| fedavg |"))
     assert f"{fedavg['expected']:.1f}" in row and "digits: test accuracy" in out
-    for name, needle in (("science", "holds claims, not numbers"), ("nope", "no reference")):
-        assert main(["table", "--reference", name]) == 2
+    for args, needle in ((["science"], "is a science reference"),
+                         (["paper"], "is a published reference"), (["nope"], "no reference"),
+                         (["smoke", "--on", "val"], "apply to stored runs")):
+        assert main(["table", "--reference", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err
+    assert main(["table", "--reference", "smoke", "--methods", "FedAvg"]) == 0  # any case
+    assert "| fedavg |" in capsys.readouterr().out

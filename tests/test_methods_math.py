@@ -117,8 +117,11 @@ def test_adaptive_server_optimisers_follow_algorithm_2(name, rule):
     from bench.methods.registry import METHODS
 
     cls = METHODS[name]
+    # tau = 2: v starts at 4 > Delta^2 (about 1), where Yogi's v falls and Adam's and
+    # Adagrad's do not (a Yogi without its sign would pass the first two cases)
     for given in ({}, {"server_lr": 0.5, "tau": 0.1, "beta1": 0.5,
-                       **({} if rule == "adagrad" else {"beta2": 0.9})}):
+                       **({} if rule == "adagrad" else {"beta2": 0.9})},
+                  {"tau": 2.0, **({} if rule == "adagrad" else {"beta2": 0.5})}):
         p = cls.Params(**given)
         method = cls(p)
         x, server, states = one_round(method, [2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=1)
@@ -149,6 +152,10 @@ def test_adaptive_servers_start_v_at_tau_squared_and_differ_in_v():
     assert vs["fedadagrad"] == pytest.approx(0.01 + 1.0)
     assert vs["fedadam"] == pytest.approx(0.99 * 0.01 + 0.01 * 1.0)
     assert vs["fedyogi"] == pytest.approx(0.01 + 0.01 * 1.0)
+    # Yogi where v > Delta^2 (tau = 2: v = 4): v falls by (1 - beta2) Delta^2
+    yogi = METHODS["fedyogi"](METHODS["fedyogi"].Params(tau=2.0))
+    _, server, _ = one_round(yogi, [2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=1)
+    assert float(server.v["w"]) == pytest.approx(4.0 - 0.01 * 1.0)
 
 
 def test_adaptive_servers_refuse_meaningless_settings():

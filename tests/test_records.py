@@ -117,7 +117,8 @@ def test_schema_2_records_give_the_smoke_references_cells_unchanged():
     records = [r for _, r in pairs]
     labels = {"digits": cached_dataset("digits", None).y_test.numpy()}
     smoke = json.loads((ROOT / "bench" / "references" / "smoke.json").read_text())["cells"]
-    # the two Dirichlet 1.0 runs left the default grid (and smoke) with its split
+    # two of the fixture's runs are Dirichlet 1.0 ones, which left the default grid (and smoke)
+    # with their split
     ids = {r.run_id for r in records} & {c["run_id"] for c in smoke}
 
     def key(c):

@@ -145,6 +145,23 @@ def test_a_resumed_state_moves_to_the_device_but_generator_states_stay_on_the_cp
         torch.Generator().set_state(state["batches"].tensor.to("meta"))
 
 
+def test_a_server_state_held_in_a_dataclass_moves_to_the_device_too():
+    """SCAFFOLD's controls and the adaptive servers' moments are dataclasses of tensor dicts:
+    left on the CPU by a resume, their first aggregate on a GPU would mix devices (a reviewer
+    found it; a resume on the CPU cannot show it)."""
+    from bench.methods.fedopt import Moments
+    from bench.methods.scaffold import ScaffoldServer
+
+    state = {"server": Moments({"w": torch.zeros(2)}, {"w": torch.ones(2)}),
+             "scaffold": ScaffoldServer({"w": torch.ones(3)}),
+             "rng": RngState(torch.get_rng_state())}
+    moved = to_device(state, torch.device("meta"))
+    assert isinstance(moved["server"], Moments) and isinstance(moved["scaffold"], ScaffoldServer)
+    assert moved["server"].m["w"].is_meta and moved["server"].v["w"].is_meta
+    assert moved["scaffold"].c["w"].is_meta
+    assert moved["rng"].tensor.device.type == "cpu"
+
+
 def test_a_checkpoint_of_another_clients_at_once_is_discarded(tmp_path, monkeypatch, capsys):
     """--clients-at-once changes the bits (vectorised clients equal looped ones to float
     tolerance only), so it is part of a checkpoint's identity (bench/runner.py)."""

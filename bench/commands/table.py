@@ -52,16 +52,20 @@ def _reference_table(args) -> int:
     from ..config import ConfigError
     from ..report.check import load_reference
 
+    if args.final or args.runs or args.on != "test":
+        raise ConfigError("--reference shows the test numbers a reference expects; --final, "
+                          "--runs and --on apply to stored runs: drop them or --reference")
     ref = load_reference(args.reference)
     cells = pd.DataFrame(ref.get("cells", []))
-    if cells.empty:
-        raise ConfigError(f"reference {args.reference!r} holds claims, not numbers "
-                          f"(`python -m bench check --reference {args.reference}` checks them); "
-                          f"a tripwire reference, such as smoke, has a table")
+    if ref.get("layer") != "tripwire" or cells.empty:
+        raise ConfigError(f"reference {args.reference!r} is a {ref.get('layer')} reference, "
+                          f"checked with `python -m bench check --reference {args.reference}`; "
+                          f"a tripwire reference (smoke, sensitivity, pneumonia) has a table")
+    datasets = [d.lower() for d in args.datasets or []]
+    methods = [m.lower() for m in args.methods or []]
     cells = cells[cells["metric"].isin(("accuracy", "auroc"))
-                  & (not args.datasets or cells["dataset"].isin(args.datasets or []))
-                  & (not args.methods or cells["method"].str.split("[").str[0]
-                     .isin(args.methods or []))]
+                  & (not datasets or cells["dataset"].str.lower().isin(datasets))
+                  & (not methods or cells["method"].str.split("[").str[0].isin(methods))]
     if cells.empty:
         raise DataError(f"reference {args.reference!r} has no cell that matches --datasets / "
                         f"--methods")
