@@ -36,7 +36,6 @@ only from the results folder the suite writes: like the code, trust that folder.
 from __future__ import annotations
 
 import dataclasses
-
 import datetime
 import os
 import sys

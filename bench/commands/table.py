@@ -75,13 +75,13 @@ def _reference_table(args) -> int:
           f"{made.get('numerics', {}).get('threads', '?')} thread(s) at "
           f"{str(made.get('git_commit', '?'))[:8]}; `python -m bench run --grid "
           f"{ref.get('grid', 'default')}` computes them")
-    methods = list(dict.fromkeys(cells["method"]))
-    splits = list(dict.fromkeys(cells["split"]))
+    rows = list(dict.fromkeys(cells["method"]))  # the reference's order
+    columns = list(dict.fromkeys(cells["split"]))
     for (dataset, metric), group in cells.groupby(["dataset", "metric"], sort=False):
         table = group.pivot_table(index="method", columns="split", values="expected",
                                   aggfunc="mean")
-        table = table.reindex([m for m in methods if m in table.index],
-                              columns=[s for s in splits if s in table.columns])
+        table = table.reindex([m for m in rows if m in table.index],
+                              columns=[s for s in columns if s in table.columns])
         lines = [f"\n**{dataset}: test {metric} (%), as the reference expects**", "",
                  "| method | " + " | ".join(table.columns) + " |",
                  "|---|" + "---|" * len(table.columns)]
