@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 
@@ -94,44 +95,85 @@ def _coerce(key: str, raw: str, like):
     return raw
 
 
-def parse_overrides(items: list[str]) -> Overrides:
-    out = Overrides()
+def _field(key: str) -> tuple[str, str, object]:
+    """Where a --set key goes (train | run | dp | METHOD) and its default, or a one-line
+    ConfigError that lists the valid keys."""
     train_fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     run_fields = {"resolution": 0, "n_clients": 0}
     dp_fields = {"epsilon": 1.0, **{f.name: f.default for f in dataclasses.fields(DPConfig)
                                     if f.name != "epsilon"}}
+    if key.startswith("dp."):
+        name = key[3:]
+        if name not in dp_fields:
+            raise ConfigError(f"--set {key}: unknown key; valid: "
+                              f"{', '.join('dp.' + k for k in dp_fields)}")
+        return "dp", name, dp_fields[name]
+    if key in train_fields:
+        return "train", key, train_fields[key]
+    if key in run_fields:
+        return "run", key, run_fields[key]
+    if "." in key and key.split(".", 1)[0] in registered():
+        name, param = key.split(".", 1)
+        defaults = method_params(name)
+        if param not in defaults:
+            raise ConfigError(f"--set {key}: {name} has no parameter {param!r}; valid: "
+                              f"{', '.join(defaults) or 'none'}")
+        return name, param, defaults[param]
+    if "." in key:
+        raise ConfigError(f"--set {key}: unknown method {key.split('.', 1)[0]!r}; valid "
+                          f"methods: {', '.join(registered())}")
+    owners = [f"{name}.{key}" for name in registered() if key in method_params(name)]
+    if owners:
+        raise ConfigError(f"--set {key}: a method's parameter is set as METHOD.{key}: "
+                          f"{' or '.join(owners)}")
+    valid = [*train_fields, *run_fields, "METHOD.PARAM", "dp.epsilon"]
+    raise ConfigError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
+
+
+def _split_item(item: str) -> tuple[str, str]:
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+    return key, raw
+
+
+def parse_overrides(items: list[str]) -> Overrides:
+    """The --set items of one setting (a later item wins over an earlier one of its key)."""
+    out = Overrides()
     for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        if key.startswith("dp."):
-            name = key[3:]
-            if name not in dp_fields:
-                raise ConfigError(f"--set {key}: unknown key; valid: "
-                                  f"{', '.join('dp.' + k for k in dp_fields)}")
-            out.dp[name] = _coerce(key, raw, dp_fields[name])
-        elif key in train_fields:
-            out.train[key] = _coerce(key, raw, train_fields[key])
-        elif key in run_fields:
-            out.run[key] = _coerce(key, raw, run_fields[key])
-        elif "." in key and key.split(".", 1)[0] in registered():
-            name, param = key.split(".", 1)
-            defaults = method_params(name)
-            if param not in defaults:
-                raise ConfigError(f"--set {key}: {name} has no parameter {param!r}; valid: "
-                                  f"{', '.join(defaults) or 'none'}")
-            out.method.setdefault(name, {})[param] = _coerce(key, raw, defaults[param])
-        elif "." in key:
-            raise ConfigError(f"--set {key}: unknown method {key.split('.', 1)[0]!r}; valid "
-                              f"methods: {', '.join(registered())}")
+        key, raw = _split_item(item)
+        where, name, default = _field(key)
+        value = _coerce(key, raw, default)
+        if where in ("train", "run", "dp"):
+            getattr(out, where)[name] = value
         else:
-            owners = [f"{name}.{key}" for name in registered() if key in method_params(name)]
-            if owners:
-                raise ConfigError(f"--set {key}: a method's parameter is set as METHOD.{key}: "
-                                  f"{' or '.join(owners)}")
-            valid = [*train_fields, *run_fields, "METHOD.PARAM", "dp.epsilon"]
-            raise ConfigError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
+            out.method.setdefault(where, {})[name] = value
     return out
+
+
+def swept_values(item: str) -> list[str] | None:
+    """The values a --set item sweeps (`lr=0.01,0.1`: ['0.01', '0.1']), or None where it sets
+    one value: no comma, or a key that holds a list itself (`exclude_clients=1,2`)."""
+    key, raw = _split_item(item)
+    if "," not in raw or isinstance(_field(key)[2], tuple):
+        return None
+    values = [v.strip() for v in raw.strip().strip("[]").split(",")]
+    if not all(values):
+        raise ConfigError(f"--set {item!r}: an empty value in the comma list; give "
+                          f"{key}=V1,V2,...")
+    return list(dict.fromkeys(values))
+
+
+def sweep_settings(items: list[str]) -> list[list[str]]:
+    """The --set items of every setting of a sweep: a comma list sweeps its key (two values of
+    `lr=0.01,0.1`: two settings; a list-valued key's comma list is one value); several swept
+    keys give every combination, in the order given. No comma list: one setting."""
+    choices = []
+    for item in items:
+        values = swept_values(item)
+        key = item.partition("=")[0]
+        choices.append([item] if values is None else [f"{key}={v}" for v in values])
+    return [list(combo) for combo in itertools.product(*choices)]
 
 
 def resolve(dataset: str, method: str, split: str, seed: int,

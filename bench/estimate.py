@@ -10,8 +10,8 @@ figures can be rescaled; measure it on your GPU with the benchmark suite
 (benchmarks/test_speed.py, rates in images/s) to replace the assumption.
 
 Dataset sizes and labels come from the data when present, else from the official sizes
-(MedMNIST's own `INFO`; CIFAR-10 and Fed-ISIC2019 below) with balanced labels, partitioned by
-the run's real split.
+(MedMNIST's own `INFO`; CIFAR-10, CIFAR-100, Fashion-MNIST, SVHN and Fed-ISIC2019 below)
+with balanced labels, partitioned by the run's real split.
 """
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ from .methods.registry import build_method
 # official (train + val, test) sizes where no package states them; train is split into train
 # and val by the loaders (10 % stratified), as here
 OFFICIAL = {"cifar10": {"train": 45_000, "val": 5_000, "test": 10_000},
+            "cifar100": {"train": 45_000, "val": 5_000, "test": 10_000},
+            "fashionmnist": {"train": 54_000, "val": 6_000, "test": 10_000},
+            "svhn": {"train": 65_931, "val": 7_326, "test": 26_032},  # 10 % of each class
             "isic2019": {"train": 16_737, "val": 1_860, "test": 4_650}}  # FLamby folds
 VAL_FRACTION = 0.1
 

@@ -8,7 +8,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-from .config import ConfigError, Overrides, RunConfig, parse_overrides, resolve
+from .config import (
+    ConfigError,
+    Overrides,
+    RunConfig,
+    parse_overrides,
+    resolve,
+    sweep_settings,
+)
 from .protocol import GRIDS, Grid
 
 
@@ -102,6 +109,10 @@ def grid_configs(name: str, overrides: list[str] = (), scale: str | None = None,
     if name not in GRIDS:
         raise ConfigError(f"unknown grid {name!r}; valid choices: {', '.join(GRIDS)}")
     grid = GRIDS[name]
-    return expand(*select(grid, datasets, methods, splits, seeds),
-                  parse_overrides([*grid.overrides, *overrides]), scale or grid.scale, grid.sweep,
-                  grid.epsilons)
+    configs: dict[str, RunConfig] = {}
+    # a comma list in --set is a sweep: the grid once per setting (bench/config.py)
+    for items in sweep_settings([*grid.overrides, *overrides]):
+        for c in expand(*select(grid, datasets, methods, splits, seeds), parse_overrides(items),
+                        scale or grid.scale, grid.sweep, grid.epsilons):
+            configs.setdefault(c.run_id, c)
+    return list(configs.values())

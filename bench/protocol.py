@@ -108,8 +108,8 @@ STUDY_SPLITS = ("iid", "dirichlet:0.1", "dirichlet:1.0", "silos")
 # DENSE 150 s, which the default grid's four-minute budget cannot hold.
 ONE_SHOT = (("federatedfactory", "fedcvae"), ("silos",))
 DEFAULT_BLOCKS = ((BASELINES, DEFAULT_SPLITS), ONE_SHOT)
-PEERS = ("feddyn", "fednova", "moon", "fedaws", "fedadam", "fedyogi", "fedadagrad", "fedcvae",
-         "dense")
+PEERS = ("feddyn", "fednova", "moon", "fedaws", "fedavgm", "fedadam", "fedyogi", "fedadagrad",
+         "fedcvae", "dense")
 # The paper's datasets; `--all` (`--grid paper`) runs them under silos for every method and
 # Dirichlet 0.1 for the baselines and, new here, FederatedFactory too, over five seeds.
 PAPER_DATASETS = ("cifar10", "isic2019", "bloodmnist", "pathmnist", "retinamnist")
@@ -148,8 +148,8 @@ GRIDS: dict[str, Grid] = {
                     seeds=(0, 1, 2), threads=1,
                     executor="joblib"),
     # the peers beside the runs their claims compare with (the science grid's, the same runs)
-    "peers": Grid("the peers (FedDyn, FedNova, MOON, FedAwS, FedAdam, FedYogi, FedAdagrad, "
-                  "FedCVAE-Ens, DENSE) on digits, "
+    "peers": Grid("the peers (FedDyn, FedNova, MOON, FedAwS, FedAvgM, FedAdam, FedYogi, "
+                  "FedAdagrad, FedCVAE-Ens, DENSE) on digits, "
                   "iid, Dirichlet 0.1 and 1.0 and silos, seeds 0-2, with centralized, FedAvg and "
                   "FederatedFactory", ("digits",), ((("centralized", "fedavg") + PEERS, STUDY_SPLITS),
                                 (("federatedfactory",), ("silos",))), seeds=(0, 1, 2),

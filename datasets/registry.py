@@ -1,8 +1,10 @@
 """The explicit registry of datasets: name -> facts, loader, files and how to get them.
 
-Registered: `digits` and `photos` (embedded), `cifar10`, `isic2019` (Fed-ISIC2019), and every MedMNIST 2D subset at every size
-(`bloodmnist`, `bloodmnist_64`, ...). The user's own data is named on the command line as
-`npz:PATH` or `folder:PATH` (datasets/userdata.py); its facts are inferred when it is loaded.
+Registered: `digits` and `photos` (embedded), `cifar10`, `cifar100`, `fashionmnist`
+(Fashion-MNIST), `svhn` (SVHN's cropped digits), `isic2019` (Fed-ISIC2019), and every
+MedMNIST 2D subset at every size (`bloodmnist`, `bloodmnist_64`, ...). The user's own data is
+named on the command line as `npz:PATH` or `folder:PATH` (datasets/userdata.py); its facts are
+inferred when it is loaded.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import cifar10, digits, isic2019, medmnist, photos, userdata
+from . import (cifar10, cifar100, digits, fashion_mnist, isic2019, medmnist, photos, svhn,
+               userdata)
 from .base import DataError, DatasetInfo, ImageDataset
 
 
@@ -55,6 +58,19 @@ _FIXED: dict[str, DatasetEntry] = {
                             f"python -m bench data --download cifar10  (or extract "
                             f"{cifar10.URL} into the data root)", files=cifar10.files,
                             family="cifar"),
+    "cifar100": DatasetEntry(cifar100.INFO, cifar100.load,
+                             f"python -m bench data --download cifar100  (or extract "
+                             f"{cifar100.URL} into the data root)", files=cifar100.files,
+                             family="cifar"),
+    "fashionmnist": DatasetEntry(fashion_mnist.INFO, fashion_mnist.load,
+                                 f"python -m bench data --download fashionmnist  (or the four "
+                                 f".gz files of {fashion_mnist.URL} in DATA_ROOT/"
+                                 f"{fashion_mnist.FOLDER.as_posix()})", files=fashion_mnist.files,
+                                 family="mnist"),
+    "svhn": DatasetEntry(svhn.INFO, svhn.load,
+                         f"python -m bench data --download svhn  (or train_32x32.mat and "
+                         f"test_32x32.mat of {svhn.URL} in DATA_ROOT/{svhn.FOLDER})",
+                         files=svhn.files, family="svhn"),
     "isic2019": DatasetEntry(isic2019.info(), isic2019.load,
                              f"download the ISIC 2019 training data ({isic2019.URL}) and FLamby's "
                              f"train_test_split into DATA_ROOT/isic2019, then `python -m bench "

@@ -27,6 +27,7 @@ from .dense import Dense
 from .fedadagrad import FedAdagrad
 from .fedadam import FedAdam
 from .fedavg import FedAvg
+from .fedavgm import FedAvgM
 from .fedaws import FedAwS
 from .fedcvae import FedCVAE
 from .feddyn import FedDyn
@@ -49,6 +50,7 @@ METHODS: dict[str, type] = {
     "fednova": FedNova,
     "moon": Moon,
     "fedaws": FedAwS,
+    "fedavgm": FedAvgM,
     "fedadam": FedAdam,
     "fedyogi": FedYogi,
     "fedadagrad": FedAdagrad,

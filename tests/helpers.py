@@ -104,19 +104,19 @@ def one_round(method, clients, x, server, states, lr, steps, n_total, weights=No
 
 
 def readme_example_class():
-    """The example method of README.md ("A method of your own", FedAvgM), as a class."""
+    """The example method of README.md ("A method of your own", FedExP), as a class."""
     import importlib.util
     import re
 
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"```python\n(.*?class FedAvgM.*?)```", text, re.S).group(1)
+    block = re.search(r"```python\n(.*?class FedExP.*?)```", text, re.S).group(1)
     source = "\n".join(line[2:] for line in block.splitlines())  # the block's indent
     source = source.replace("from .weight_averaging", "from bench.methods.weight_averaging")
-    spec = importlib.util.spec_from_loader("readme_fedavgm", loader=None)
+    spec = importlib.util.spec_from_loader("readme_fedexp", loader=None)
     module = importlib.util.module_from_spec(spec)
     exec(compile(source, "README.md", "exec"), module.__dict__)
-    sys.modules.pop("readme_fedavgm", None)
-    return module.FedAvgM
+    sys.modules.pop("readme_fedexp", None)
+    return module.FedExP
 
 
 # --- real datasets' official formats, written by the tests (no network) -----------------

@@ -39,7 +39,7 @@ from helpers import ROOT, run_cli, stored_records, tiny_overrides
     (["run", "--seeds", "2-0"], "a range goes from low to high, e.g. 0-2"),
     (["run", "--methods", "fedprox", "--set", "fedprox.mu=-1"], "fedprox.mu must be >= 0"),
     (["run", "--set", "mu=0.1"], "set as METHOD.mu: fedprox.mu or moon.mu"),
-    (["run", "--set", "fedavgm.beta=0.5"], "unknown method 'fedavgm'; valid methods:"),
+    (["run", "--set", "fedexq.beta=0.5"], "unknown method 'fedexq'; valid methods:"),
     (["run", "--methods", "federatedfactory", "--set", "federatedfactory.exclude_clients=[99]"],
      "clients [99] do not exist"),
     # a dry run and --write-config refuse what a real run refuses

@@ -21,7 +21,7 @@ def _block() -> str:
     import re
 
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"```python\n(.*?class FedAvgM.*?)```", text, re.S).group(1)
+    block = re.search(r"```python\n(.*?class FedExP.*?)```", text, re.S).group(1)
     return "\n".join(line[2:] for line in block.splitlines())
 
 
@@ -44,22 +44,22 @@ def test_an_entry_point_method_runs_by_name_and_its_edits_stale_its_records(tmp_
     info = site / "mymethods-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mymethods\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[flbench.methods]\nfedavgm = mymethods:FedAvgM\n")
+    (info / "entry_points.txt").write_text("[flbench.methods]\nfedexp = mymethods:FedExP\n")
 
     listed = bench("list", path=site, cwd=tmp_path)
-    assert listed.returncode == 0 and "fedavgm" in listed.stdout, listed.stderr
+    assert listed.returncode == 0 and "fedexp" in listed.stdout, listed.stderr
     out = tmp_path / "results"
-    done = bench("run", "--methods", "fedavg,fedavgm", "--set", "fedavgm.beta=0.5",
+    done = bench("run", "--methods", "fedavg,fedexp", "--set", "fedexp.eps=0.01",
                  "--out", str(out), *TINY, path=site, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     stored = records(out)
-    assert set(stored) == {"fedavg", "fedavgm"}
-    assert stored["fedavgm"]["config"]["method_params"] == {"beta": 0.5}
-    assert stored["fedavgm"]["metrics"] != stored["fedavg"]["metrics"]
+    assert set(stored) == {"fedavg", "fedexp"}
+    assert stored["fedexp"]["config"]["method_params"] == {"eps": 0.01}
+    assert stored["fedexp"]["metrics"] != stored["fedavg"]["metrics"]
     # an edit to what the method computes makes its record stale, not FedAvg's
     module = site / "mymethods" / "__init__.py"
-    module.write_text(module.read_text().replace("self.params.beta * v", "self.params.beta * v * 1"))
-    again = bench("run", "--methods", "fedavg,fedavgm", "--set", "fedavgm.beta=0.5",
+    module.write_text(module.read_text().replace("2 * (spread", "2.0 * (spread"))
+    again = bench("run", "--methods", "fedavg,fedexp", "--set", "fedexp.eps=0.01",
                   "--out", str(out), *TINY, path=site, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "1 stored runs were computed by other code" in again.stderr
@@ -69,10 +69,10 @@ def test_an_entry_point_method_runs_by_name_and_its_edits_stale_its_records(tmp_
 def test_a_module_class_method_runs_in_joblib_workers(tmp_path):
     (tmp_path / "mymethods.py").write_text(_block())
     out = tmp_path / "results"
-    done = bench("run", "--methods", "mymethods:FedAvgM,fedavg", "--out", str(out), *TINY,
+    done = bench("run", "--methods", "mymethods:FedExP,fedavg", "--out", str(out), *TINY,
                  path=tmp_path, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert set(records(out)) == {"fedavg", "fedavgm"}
+    assert set(records(out)) == {"fedavg", "fedexp"}
 
 
 @pytest.mark.parametrize("ref, says", [
@@ -94,7 +94,7 @@ def test_the_readme_method_keeps_the_contract(tmp_path, monkeypatch):
 
     (tmp_path / "readme_methods.py").write_text(_block())
     monkeypatch.syspath_prepend(str(tmp_path))
-    cls = importlib.import_module("readme_methods").FedAvgM
+    cls = importlib.import_module("readme_methods").FedExP
     checks = check_method(cls, workdir=tmp_path / "check")
     assert all(c.passed for c in checks) and "vectorises_clients" in {c.name for c in checks}
 

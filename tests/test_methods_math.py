@@ -74,16 +74,42 @@ def test_scaffold_uses_steps_actually_taken():
 
 
 def test_readme_example_method_is_one_subclass_and_does_what_it_says():
-    """FedAvgM with beta = 0.5 on one client, b = 2, lr 0.5, one step from 0: the client ends at
-    1, so round 1: v = 0 - 1 = -1, w = 1; round 2 (from 1, client ends at 1.5): v = 0.5 (-1) +
-    (1 - 1.5) = -1, w = 2. FedAvg would give 1 then 1.5."""
-    FedAvgM = readme_example_class()
-    method = FedAvgM(FedAvgM.Params(beta=0.5))
+    """FedExP with eps = 0.25, two clients of one sample each, b = 4 and -2, lr 0.5, one step
+    from 0: they end at 2 and -1, so D = -2 and 1, mean D = -0.5, sum p |D|^2 = 2.5 and the
+    step is max(1, 2.5 / (2 (0.25 + 0.25))) = 2.5: w = 2.5 * 0.5 = 1.25 (FedAvg: 0.5). With
+    b = 2 and 0 (ends at 1 and 0) the ratio is 0.5 / 1 and the step stays 1: w = 0.5."""
+    FedExP = readme_example_class()
+    method = FedExP(FedExP.Params(eps=0.25))
+    x, _, _ = one_round(method, [4.0, -2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=2)
+    assert x == pytest.approx(1.25, abs=1e-12)
+    x, _, _ = one_round(method, [2.0, 0.0], 0.0, None, {}, lr=0.5, steps=1, n_total=2)
+    assert x == pytest.approx(0.5, abs=1e-12)
+    # sample weights: 3 samples at b = 4 and 1 at -2 end at 2 and -1: mean D = -1.25,
+    # sum p |D|^2 = 3.25, step 3.25 / (2 (1.5625 + 0.25)) = 0.897 -> 1: w = 1.25
+    x, _, _ = one_round(method, [4.0, -2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=2,
+                        weights=[3, 1])
+    assert x == pytest.approx(1.25, abs=1e-12)
+
+
+def test_fedavgm_is_hsu_et_al_server_momentum():
+    """FedAvgM with beta = 0.5, eta = 0.5, one client, b = 2, lr 0.5, one step: round 1 from 0
+    (client at 1): v = 0 - 1 = -1, w = 0 + 0.5 = 0.5; round 2 from 0.5 (client at 1.25):
+    v = 0.5 (-1) + (0.5 - 1.25) = -1.25, w = 0.5 + 0.625 = 1.125. FedAvg gives 1 then 1.5;
+    beta = 0 and eta = 1 are FedAvg."""
+    from bench.methods.fedavgm import FedAvgM
+
+    method = FedAvgM(FedAvgM.Params(beta=0.5, server_lr=0.5))
     x, server, states = one_round(method, [2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=1)
-    assert x == pytest.approx(1.0, abs=1e-12)
+    assert x == pytest.approx(0.5, abs=1e-12) and float(server["w"]) == pytest.approx(-1.0)
     x, server, states = one_round(method, [2.0], x, server, states, lr=0.5, steps=1, n_total=1)
-    assert x == pytest.approx(2.0, abs=1e-12)
-    assert float(server["w"]) == pytest.approx(-1.0, abs=1e-12)
+    assert x == pytest.approx(1.125, abs=1e-12) and float(server["w"]) == pytest.approx(-1.25)
+    plain = FedAvgM(FedAvgM.Params(beta=0.0, server_lr=1.0))
+    x, server, states = one_round(plain, [2.0], 0.0, None, {}, lr=0.5, steps=1, n_total=1)
+    x, _, _ = one_round(plain, [2.0], x, server, states, lr=0.5, steps=1, n_total=1)
+    assert x == pytest.approx(1.5, abs=1e-12)
+    for bad in ({"beta": 1.0}, {"server_lr": 0.0}):
+        with pytest.raises(ValueError, match="fedavgm\\."):
+            FedAvgM.Params(**bad)
 
 
 def _algorithm_2(rule, eta, beta1, beta2, tau, deltas):

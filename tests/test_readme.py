@@ -67,7 +67,7 @@ def user_data(folder):
 
 @pytest.fixture
 def readme_method(monkeypatch):
-    """The README's FedAvgM, registered as its recipe says."""
+    """The README's FedExP, registered as its recipe says."""
     import sys
     import types
 
@@ -76,11 +76,11 @@ def readme_method(monkeypatch):
     cls = readme_example_class()
     module = types.ModuleType(cls.__module__, cls.aggregate.__globals__["__doc__"])
     monkeypatch.setitem(sys.modules, cls.__module__, module)  # `bench list` reads its docstring
-    mine = types.ModuleType("mymethods")  # the recipe's `mymethods:FedAvgM`
-    mine.FedAvgM = cls
+    mine = types.ModuleType("mymethods")  # the recipe's `mymethods:FedExP`
+    mine.FedExP = cls
     monkeypatch.setitem(sys.modules, "mymethods", mine)
     monkeypatch.setenv(registry.REFERENCES, "")  # the recipe adds to it; restored after
-    monkeypatch.setitem(registry.METHODS, "fedavgm", cls)
+    monkeypatch.setitem(registry.METHODS, "fedexp", cls)
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(c)[:60] for c in COMMANDS])

@@ -119,28 +119,42 @@ def stored(out: str) -> list[Record]:
 
 
 def print_tables(records: list[Record], out: Path, name: str, final: bool = False,
-                  on: str = "test") -> None:
+                  on: str = "test", tune: bool = False) -> None:
     from ..report.tables import (
+        choices_markdown,
         markdown,
         quality_frame,
         quality_markdown,
         records_frame,
         summarise,
+        tune_on_validation,
     )
 
     which = "final" if final else "selected"
-    summary = summarise(records_frame(records, which, on))
+    if tune:
+        frame, choices = tune_on_validation(records, which, on)
+    else:
+        frame, choices = records_frame(records, which, on), None
+    summary = summarise(frame)
     round_name = "final round" if final else "validation-selected round"
     text = markdown(summary, title=f"{on} {{metric}} (%), {round_name}")
+    if tune:
+        text += "\n" + (choices_markdown(choices) or "No cell holds runs of more than one "
+                         "setting: nothing to tune.\n")
     quality = quality_markdown(quality_frame(records))
     text += f"\n{quality}" if quality else ""
-    stem = f"{name}_{which}" + ("_val" if on == "val" else "")
+    stem = f"{name}_{which}" + ("_val" if on == "val" else "") + ("_tuned" if tune else "")
     tables = out / "tables"
     tables.mkdir(parents=True, exist_ok=True)
     write_text(tables / f"{stem}.csv", summary.to_csv(index=False))
     write_text(tables / f"{stem}.md", text)
     print(text)
     say(f"tables written to {tables}/{stem}.md and .csv")
+    several = frame.groupby(["dataset", "base", "split"])["setting"].nunique()
+    if not tune and (several > 1).any():
+        say(f"{int((several > 1).sum())} cells hold runs of several settings, shown as rows of "
+            f"their own; `--tune` keeps, per dataset, method and split, the setting best on "
+            f"validation")
 
 
 def warn_useless_samples(records: list[Record]) -> None:

@@ -3,7 +3,8 @@ that can be committed beside a paper and rerun (`bench run --config exp.toml`).
 
 Keys are the long options without their dashes (`data-root` or `data_root`); lists are TOML
 arrays; `--set` keys go in a `[set]` table, flat (`"fedprox.mu" = 0.1`) or nested
-(`[set.fedprox]`). The file's values come first and the command line's after them, so an
+(`[set.fedprox]`); a `[sweep]` table (`lr = [0.01, 0.1]`) runs every combination of its
+values, as a comma list in `--set` does, for `bench table --tune` to choose on validation. The file's values come first and the command line's after them, so an
 option given on the command line overrides the file (a `--set` key given in both takes the
 command line's value). `bench run ... --write-config exp.toml` writes the options of a command
 line as such a file; reading it back selects the same runs.
@@ -26,6 +27,7 @@ from .common import UsageError
 
 COMMAND_LINE_ONLY = ("help", "config", "write_config", "dry_run", "yes")
 SET_TABLE = "set"
+SWEEP_TABLE = "sweep"  # KEY = [V1, V2]: one run per value (bench/config.py)
 
 
 def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -39,7 +41,7 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 
 def _valid(parser) -> str:
-    return ", ".join([*_options(parser), SET_TABLE])
+    return ", ".join([*_options(parser), SET_TABLE, SWEEP_TABLE])
 
 
 def read(path: str, parser: argparse.ArgumentParser) -> list[str]:
@@ -59,6 +61,9 @@ def read(path: str, parser: argparse.ArgumentParser) -> list[str]:
             for k, v in _flatten(value).items():
                 tokens += ["--set", f"{k}={_text(v)}"]
             continue
+        if key == SWEEP_TABLE:
+            tokens += _sweep_tokens(path, value)
+            continue
         action = options.get(key.replace("_", "-"))
         if action is None:
             raise UsageError(f"--config {path}: unknown key {key!r}; valid keys: "
@@ -70,6 +75,30 @@ def read(path: str, parser: argparse.ArgumentParser) -> list[str]:
             tokens += [flag] if value else []
         else:
             tokens += [flag, _text(value)]
+    return tokens
+
+
+def _sweep_tokens(path: str, table) -> list[str]:
+    """A [sweep] table (KEY = [V1, V2, ...]) as --set comma lists: one run per combination."""
+    from ..config import ConfigError, swept_values
+
+    if not isinstance(table, dict):
+        raise UsageError(f"--config {path}: `{SWEEP_TABLE}` must be a table of KEY = [V1, V2] "
+                         f"(e.g. [sweep] lr = [0.01, 0.1])")
+    tokens = []
+    for k, v in _flatten(table).items():
+        if not isinstance(v, list) or not v:
+            raise UsageError(f"--config {path}: [{SWEEP_TABLE}] {k} must be a list of values, "
+                             f"e.g. {k} = [{_text(v)}]")
+        item = f"{k}={_text(v)}"
+        try:
+            sweeps = len(v) == 1 or swept_values(item) is not None
+        except ConfigError as e:
+            raise UsageError(f"--config {path}: {e}") from None
+        if not sweeps:
+            raise UsageError(f"--config {path}: [{SWEEP_TABLE}] {k} holds a list itself and "
+                             f"cannot be swept; set one value in [{SET_TABLE}]")
+        tokens += ["--set", item]
     return tokens
 
 
@@ -124,12 +153,20 @@ def write(path: str, args: argparse.Namespace, parser: argparse.ArgumentParser) 
         if value is None or (value == parser.get_default(action.dest) and key != "grid"):
             continue
         body[key] = value
-    sets = {}
+    from ..config import swept_values
+
+    sets, sweeps = {}, {}
     for item in args.overrides:
         k, _, v = item.partition("=")
-        sets[k] = _value(v)
+        values = swept_values(item)
+        if values is None:
+            sets[k] = _value(v)
+        else:
+            sweeps[k] = [_value(x) for x in values]
     if sets:
         body[SET_TABLE] = sets
+    if sweeps:
+        body[SWEEP_TABLE] = sweeps
     header = ("# an experiment of flbench: `python -m bench run --config "
               f"{target.name}` (options given on the command line override these)\n")
     write_text(target, header + tomli_w.dumps(body))

@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
                         help="metrics of the tables (accuracy, balanced_accuracy, auroc, "
                              "f1_macro, worst_client_accuracy, p10_client_accuracy, "
                              "membership_auc, membership_tpr, membership_auc_received)")
+    report.add_argument("--tune", action="store_true",
+                        help="tables of the setting best on validation where a sweep ran "
+                             "several (as `bench table --tune`); figures keep every run")
     out_option(report)
 
 
@@ -30,12 +33,14 @@ def _report(args) -> int:
     from ..report.figures import all_figures
     from ..report.tables import (
         SCALAR_METRICS,
+        choices_markdown,
         latex,
         markdown,
         quality_frame,
         quality_markdown,
         records_frame,
         summarise,
+        tune_on_validation,
     )
 
     bad = [m for m in args.metrics if m not in SCALAR_METRICS]
@@ -44,17 +49,26 @@ def _report(args) -> int:
     records = stored(args.out)
     folder = Path(args.out) / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    summary = summarise(records_frame(records))
+    if args.tune:
+        frame, choices = tune_on_validation(records)
+        chosen = choices_markdown(choices)
+        write_text(folder / "tuning.md", chosen or "No cell holds runs of more than one "
+                                                   "setting: nothing to tune.\n")
+    else:
+        frame, chosen = records_frame(records), ""
+    summary = summarise(frame)
     write_text(folder / "summary.csv", summary.to_csv(index=False))
-    write_text(folder / "tables.md", markdown(summary, args.metrics))
+    write_text(folder / "tables.md", markdown(summary, args.metrics) + (
+        f"\n{chosen}" if chosen else ""))
     write_text(folder / "tables.tex", latex(summary, args.metrics))
     quality = quality_markdown(quality_frame(records))
     if quality:
         write_text(folder / "sample_quality.md", quality)
     figures = all_figures(records, RecordStore(args.out, warn=say), folder / "figures")
-    print(markdown(summary, args.metrics) + (f"\n{quality}" if quality else ""))
+    print(markdown(summary, args.metrics) + (f"\n{chosen}" if chosen else "")
+          + (f"\n{quality}" if quality else ""))
     warn_useless_samples(records)
     say(f"{len(records)} runs -> {folder}/tables.md, tables.tex, summary.csv"
-        f"{', sample_quality.md' if quality else ''} and "
+        f"{', sample_quality.md' if quality else ''}{', tuning.md' if args.tune else ''} and "
         f"{len(figures) // 2} figures (PNG + PDF) in {folder}/figures")
     return 0

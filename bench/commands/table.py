@@ -16,6 +16,10 @@ def add_parser(sub) -> None:
                        help="last-round metrics instead of the validation-selected round")
     table.add_argument("--on", choices=("test", "val"), default="test",
                        help="report test metrics (default) or the validation ones used to tune")
+    table.add_argument("--tune", action="store_true",
+                       help="where runs of several settings share a cell (a sweep: --set "
+                            "lr=0.01,0.1), keep the setting with the best mean validation score "
+                            "and say which won; test numbers take no part")
     out_option(table)
 
     table.add_argument("--runs", action="store_true",
@@ -35,12 +39,16 @@ def main(args) -> int:
     if not records:
         raise DataError(f"no stored runs under {args.out} match --datasets / --methods")
     if args.runs:
-        from ..report.tables import records_frame
+        from ..report.tables import records_frame, tune_on_validation
 
-        frame = records_frame(records, "final" if args.final else "selected", args.on)
+        which = "final" if args.final else "selected"
+        frame = tune_on_validation(records, which, args.on)[0] if args.tune else \
+            records_frame(records, which, args.on)
+        frame = frame.drop(columns=["base", "setting", "selection_metric"])
         print(frame.sort_values(["dataset", "method", "split", "seed"]).to_string(index=False))
         return 0
-    print_tables(records, Path(args.out), "summary", final=args.final, on=args.on)
+    print_tables(records, Path(args.out), "summary", final=args.final, on=args.on,
+                 tune=args.tune)
     return 0
 
 
@@ -52,9 +60,9 @@ def _reference_table(args) -> int:
     from ..config import ConfigError
     from ..report.check import load_reference
 
-    if args.final or args.runs or args.on != "test":
+    if args.final or args.runs or args.tune or args.on != "test":
         raise ConfigError("--reference shows the test numbers a reference expects; --final, "
-                          "--runs and --on apply to stored runs: drop them or --reference")
+                          "--runs, --tune and --on apply to stored runs: drop them or --reference")
     ref = load_reference(args.reference)
     cells = pd.DataFrame(ref.get("cells", []))
     if ref.get("layer") != "tripwire" or cells.empty:

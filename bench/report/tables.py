@@ -59,43 +59,56 @@ def _settings(config: RunConfig) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
-def variant_labels(records: list[Record]) -> list[str]:
-    """The settings of each record that differ between runs of the same dataset and method,
-    as a suffix of its method label (so that runs of different settings never share a cell)."""
+def variant_settings(records: list[Record]) -> list[dict]:
+    """The settings of each record that differ between runs of the same dataset and method
+    (so that runs of different settings never share a cell)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r.config.dataset, r.method), []).append(_settings(r.config))
-    labels = []
+    out = []
     for r in records:
         c = r.config
         settings = groups[(c.dataset, c.method)]
         keys = set().union(*settings)
         differing = sorted(k for k in keys if len({s.get(k) for s in settings}) > 1)
         mine = _settings(c)
-        suffix = ", ".join(f"{k.split('.', 1)[-1]}={mine.get(k)}" for k in differing)
-        labels.append(f" ({suffix})" if suffix else "")
-    return labels
+        out.append({k: mine.get(k) for k in differing})
+    return out
+
+
+def _suffix(settings: dict) -> str:
+    text = ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in settings.items())
+    return f" ({text})" if text else ""
+
+
+def variant_labels(records: list[Record]) -> list[str]:
+    """variant_settings as a suffix of each record's method label."""
+    return [_suffix(s) for s in variant_settings(records)]
 
 
 def records_frame(records: list[Record], which: str = "selected",
                   on: str = "test") -> pd.DataFrame:
     """One row per model of a run (records.label: federatedfactory gives one per downstream
     variant): its identity and its `which` (selected | final) metrics on `on` (test | val).
-    Runs of one method with different settings get different method labels."""
+    Runs of one method with different settings get different method labels; `base` is the
+    label without the settings that a sweep tunes (all but DP's), `setting` those settings
+    and `selection_metric` the validation metric that tunes them (the dataset's)."""
     rows = []
-    for r, suffix in zip(records, variant_labels(records)):
+    for r, differing in zip(records, variant_settings(records)):
         c = r.config
         stale = is_stale(r)
         # what a method says holds of a run, e.g. DENSE without its L_BN term
         qualifier = r.extra.get("qualifier")
+        tuned = {k: v for k, v in differing.items() if k != "dp"}
+        private = {k: v for k, v in differing.items() if k == "dp"}
         for name, variant, evaluation in r.variants():
             m = getattr(evaluation, which) or {}  # None: diverged before any finite round
             m = m.get("val", {}) if on == "val" else m
             shared = _audit(r, f"{SHARED}/{variant}", fallback=SHARED)
-            name += (f" ({qualifier})" if qualifier else "") + suffix
-            rows.append({"dataset": c.dataset, "method": name, "split": c.split,
-                         "seed": c.seed, "n_clients": c.n_clients, "run_id": r.run_id,
-                         "stale": stale, **_scalars(m),
+            name += f" ({qualifier})" if qualifier else ""
+            rows.append({"dataset": c.dataset, "method": name + _suffix(differing),
+                         "split": c.split, "seed": c.seed, "n_clients": c.n_clients,
+                         "run_id": r.run_id, "stale": stale, **_scalars(m),
                          # the epsilon the run spent and its target (methods/dp.py);
                          # None: no DP
                          "epsilon": r.dp.epsilon if r.dp else None,
@@ -104,10 +117,60 @@ def records_frame(records: list[Record], which: str = "selected",
                          # what its variant adds (FederatedFactory's local classifiers)
                          "membership_auc": shared.auc,
                          "membership_tpr": shared.tpr_at_1pct_fpr,
-                         "membership_auc_received": _audit(r, RECEIVED).auc})
+                         "membership_auc_received": _audit(r, RECEIVED).auc,
+                         "base": name + _suffix(private), "setting": _suffix(tuned)[2:-1],
+                         "selection_metric": r.dataset_info.get("metric", "accuracy")})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", "stale", "epsilon", "epsilon_target",
-                                       *SCALAR_METRICS])
+                                       *SCALAR_METRICS, "base", "setting", "selection_metric"])
+
+
+TUNED = " (tuned)"  # the method label of a tuned row (bench table --tune)
+
+
+def tune_on_validation(records: list[Record], which: str = "selected",
+                       on: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Where runs of several settings of one method share a dataset and split (a sweep: a
+    comma list in --set), keep the setting whose mean validation score over seeds is best
+    (the dataset's metric at each run's `which` round; ties: the first setting in sorted
+    order) and drop the others. Test numbers take no part in the choice. Returns the rows
+    of `on` for the kept runs (tuned methods labelled `METHOD (tuned)`, different DP targets
+    kept apart) and the choices: dataset, method, split, setting, val (%), candidates."""
+    shown = records_frame(records, which, on)
+    val = records_frame(records, which, "val")
+    score = [row[row["selection_metric"]] for row in val.to_dict("records")]
+    shown["val_score"] = pd.to_numeric(pd.Series(score, index=shown.index), errors="coerce")
+    keep = pd.Series(True, index=shown.index)
+    choices = []
+    for (dataset, base, split), group in shown.groupby(["dataset", "base", "split"], sort=True):
+        means = group.groupby("setting")["val_score"].mean()
+        if len(means) < 2:
+            continue
+        best = means.fillna(float("-inf")).sort_index(kind="stable").idxmax()
+        keep[group.index] = group["setting"] == best
+        choices.append({"dataset": dataset, "method": base, "split": split, "setting": best,
+                        "val": 100 * means[best],
+                        "candidates": "; ".join(f"{s}: {100 * v:.1f}"
+                                                for s, v in means.sort_index().items())})
+    tuned_bases = {(c["dataset"], c["method"]) for c in choices}
+    out = shown[keep].copy()
+    out["method"] = [b + TUNED if (d, b) in tuned_bases else m
+                     for d, b, m in zip(out["dataset"], out["base"], out["method"])]
+    return out.drop(columns="val_score"), pd.DataFrame(
+        choices, columns=["dataset", "method", "split", "setting", "val", "candidates"])
+
+
+def choices_markdown(choices: pd.DataFrame) -> str:
+    """The settings that tuning chose, one line per dataset, method and split."""
+    if choices.empty:
+        return ""
+    lines = ["**Settings chosen on validation** (mean validation score over seeds, %; "
+             "test numbers take no part)", "", "| dataset | method | split | chosen | "
+             "validation of each setting |", "|---|---|---|---|---|"]
+    for c in choices.to_dict("records"):
+        lines.append(f"| {c['dataset']} | {c['method']} | {c['split']} | {c['setting']} "
+                     f"({c['val']:.1f}) | {c['candidates']} |")
+    return "\n".join(lines) + "\n"
 
 
 def split_order(split: str) -> tuple:
