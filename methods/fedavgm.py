@@ -1,7 +1,9 @@
 """FedAvgM: FedAvg with server momentum (Hsu, Qi and Brown, "Measuring the Effects of
 Non-Identical Data Distribution for Federated Visual Classification", arXiv 1909.06335, 2019,
-Sec. 3; the FedAvgM of Reddi et al., ICLR 2021, Sec. 5). Clients train from x_t as in FedAvg;
-the server treats FedAvg's step as a gradient and adds momentum to it:
+Sec. 3; the FedAvgM of Reddi et al., ICLR 2021, Sec. 5).
+
+Clients train from x_t as in FedAvg; the server treats FedAvg's step as a gradient and adds
+momentum to it:
     Delta_t = x_t - sum_k (n_k / n) x_k           (FedAvg's step, negated)
     v_t = beta v_{t-1} + Delta_t,  v_{-1} = 0     (Hsu et al., Sec. 3)
     x_{t+1} = x_t - eta v_t

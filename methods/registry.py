@@ -24,6 +24,7 @@ import os
 from .base import Method
 from .centralized import Centralized
 from .dense import Dense
+from .ditto import Ditto
 from .fedadagrad import FedAdagrad
 from .fedadam import FedAdam
 from .fedavg import FedAvg
@@ -33,6 +34,8 @@ from .fedcvae import FedCVAE
 from .feddyn import FedDyn
 from .federatedfactory import FederatedFactory
 from .fednova import FedNova
+from .fedper import FedPer
+from .fedrep import FedRep
 from .fedyogi import FedYogi
 from .fedprox import FedProx
 from .local_only import LocalOnly
@@ -54,6 +57,9 @@ METHODS: dict[str, type] = {
     "fedadam": FedAdam,
     "fedyogi": FedYogi,
     "fedadagrad": FedAdagrad,
+    "ditto": Ditto,
+    "fedrep": FedRep,
+    "fedper": FedPer,
     "federatedfactory": FederatedFactory,
     "fedcvae": FedCVAE,
     "dense": Dense,
