@@ -65,6 +65,10 @@ def add_parser(sub) -> None:
     where.add_argument("--tensorboard", metavar="DIR",
                        help="also write every run's live scalars for TensorBoard under DIR "
                             "(pip install tensorboard)")
+    where.add_argument("--mlflow", nargs="?", const="", metavar="URI",
+                       help="also log every run of the selection to MLflow once stored: "
+                            "config, per-round and final metrics (default URI: "
+                            "sqlite:///<out>/mlflow.db; pip install mlflow-skinny)")
     how.add_argument("--executor", choices=EXECUTORS,
                      help="sequential, joblib (worker processes on this machine) or ray (a "
                           "local or existing Ray cluster; docs/scaling.md); default: the "
@@ -167,6 +171,11 @@ def main(args) -> int:
         return 0
     if args.tensorboard:
         tensorboard_writer()  # its package is there, or one line now rather than in a worker
+    if args.mlflow is not None:
+        from ..tracking import client, default_uri
+
+        args.mlflow = args.mlflow or default_uri(args.out)
+        client(args.mlflow)  # its package is there, or one line now rather than after the grid
     if execution.clients_at_once > 1 and any(
             c.train.norm == "batch" and method_class(c.method).capabilities.vectorises_clients
             for c in configs):
@@ -242,6 +251,13 @@ def main(args) -> int:
         say(f"{len(todo)} runs in {time.perf_counter() - t:.0f} s")
     print_tables([records[c.run_id] for c in configs], Path(args.out), "last_run")
     warn_useless_samples([records[c.run_id] for c in configs])
+    if args.mlflow:
+        from ..tracking import log_records
+
+        logged = log_records([records[c.run_id] for c in configs],
+                             {c.run_id: store.log_path(c) for c in configs}, args.mlflow)
+        say(f"mlflow: {logged} runs logged to {args.mlflow} ({len(configs) - logged} were "
+            f"already there)")
     return 0
 
 
