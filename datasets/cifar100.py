@@ -31,7 +31,7 @@ CLASS_NAMES = (
     "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
     "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
     "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
-    "oak_tree", "orange", "orchard", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
     "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
     "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
     "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
@@ -69,6 +69,9 @@ def read_batch(p: Path) -> tuple[np.ndarray, np.ndarray]:
                         f"the folder and download again") from None
     if len(x) != len(y):
         raise DataError(f"{p}: {len(x)} images but {len(y)} labels")
+    if len(y) and not 0 <= y.min() <= y.max() < len(CLASS_NAMES):
+        raise DataError(f"{p}: fine labels outside 0..{len(CLASS_NAMES) - 1}; not the official "
+                        f"archive")
     return x, y
 
 

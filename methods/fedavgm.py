@@ -9,9 +9,11 @@ momentum to it:
     x_{t+1} = x_t - eta v_t
 beta = 0 and eta = 1 give FedAvg exactly. The momentum is kept for the network's parameters;
 buffers (batch-norm statistics) take FedAvg's mean, as in the adaptive servers
-(methods/fedopt.py). Hsu et al. sweep beta with eta; Reddi et al. fix beta = 0.9. Here
-beta = 0.5 and eta = 0.5, an effective step eta / (1 - beta) of 1: of beta in {0.5, 0.9} x eta
-in {0.1, 0.5, 1.0}, the best mean validation accuracy over iid and silos on digits, seed 0
+(methods/fedopt.py). Hsu et al. apply the momentum with the server step eta = 1 (their
+effective rate eta / (1 - beta) is the clients' learning rate scaled by 1 / (1 - beta));
+Reddi et al.'s FedAvgM adds a server learning rate eta and fixes beta = 0.9. Here beta = 0.5
+and eta = 0.5 (FedAvg's step in the long run, eta / (1 - beta) = 1): of beta in {0.5, 0.9} x
+eta in {0.1, 0.5, 1.0}, the best mean validation accuracy over iid and silos on digits, seed 0
 (99.5 / 94.0 %, tied with eta = 1.0; beta = 0.9 gave 98.1 / 80.6 at eta 0.1, 99.1 / 93.5 at
 0.5, 99.1 / 55.6 at 1.0: over 15 rounds a momentum of 0.9 has little time to build and then
 overshoots; 2026-12-05, `python -m bench run --methods fedavgm --splits iid,silos --set

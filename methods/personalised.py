@@ -145,14 +145,16 @@ def run_personalised(method: Personalised, ctx: RunContext) -> MethodResult:
     elif evaluation.diverged_at is not None:
         audit = {SHARED: not_audited(f"the run diverged at round {evaluation.diverged_at}")}
     else:
-        received = returned.same_images("rounds/received")
-        model.load_state_dict(global_state)
-        for k in sorted(last_round):
-            received.observe(k, model)
-        audit = {SHARED: returned.result("each client's trained copy of the global model in the "
-                                         "last round it takes part in, as the server receives "
-                                         "it"),
-                 RECEIVED: received.result("the final global model (every client receives it)")}
+        with timed(timings, "privacy"):
+            received = returned.same_images("rounds/received")
+            model.load_state_dict(global_state)
+            for k in sorted(last_round):
+                received.observe(k, model)
+            audit = {SHARED: returned.result("each client's trained copy of the global model in "
+                                             "the last round it takes part in, as the server "
+                                             "receives it"),
+                     RECEIVED: received.result("the final global model (every client receives "
+                                               "it)")}
     return MethodResult(Metrics.single(evaluation), selection.curves,
                         {MODEL: comm.summary(cfg.rounds)}, timings, audit=audit)
 

@@ -261,3 +261,15 @@ def test_dry_run_and_data_listing_name_the_new_datasets(tmp_path, capsys):
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
     assert all(f"\n  {name} " in listed for name in NEW)
+
+
+def test_cifar100_names_are_the_official_fine_labels():
+    """Written out here, not from the loader (the meta check compares with the loader's own
+    list, so a typo there would pass every file the tests write and refuse the real one)."""
+    from bench.datasets import cifar100
+
+    official = {0: "apple", 1: "aquarium_fish", 19: "cattle", 41: "lawn_mower",
+                54: "orchid", 58: "pickup_truck", 83: "sweet_pepper", 99: "worm"}
+    assert len(cifar100.CLASS_NAMES) == 100 == len(set(cifar100.CLASS_NAMES))
+    assert {i: cifar100.CLASS_NAMES[i] for i in official} == official
+    assert list(cifar100.CLASS_NAMES) == sorted(cifar100.CLASS_NAMES)

@@ -99,3 +99,25 @@ def test_recipe(argv, tmp_path, monkeypatch, capsys, readme_method):
         argv = [*argv, "--dry-run"]
     rc = main(argv)
     assert rc == 0, capsys.readouterr().err
+
+
+def _first_table(text: str, after: str) -> list[str]:
+    """The lines of the first Markdown table after the line that starts with `after`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(after))
+    table = []
+    for line in lines[start + 1:]:
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
+    return table
+
+
+def test_the_readme_headline_is_the_science_findings_table():
+    """One source: the README's headline is docs/findings/science.md's accuracy table, as
+    `bench table` printed it from the same records (a rerun that changes one must change
+    both)."""
+    science = (ROOT / "docs" / "findings" / "science.md").read_text()
+    headline = _first_table(README, "## Headline")
+    assert len(headline) > 5 and headline == _first_table(science, "**digits: test accuracy")

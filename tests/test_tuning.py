@@ -57,6 +57,10 @@ def test_a_sweep_runs_each_setting_and_its_file_selects_the_same_runs(tmp_path, 
     (tmp_path / "bad.toml").write_text('[sweep]\n"federatedfactory.exclude_clients" = [1, 2]\n')
     assert main(["run", "--config", "bad.toml", "--dry-run"]) == 2
     assert "cannot be swept" in capsys.readouterr().err
+    # a list under [set] for a key of one value is refused, pointing to [sweep]
+    (tmp_path / "set.toml").write_text('[set]\nlr = [0.01, 0.1]\n')
+    assert main(["run", "--config", "set.toml", "--dry-run"]) == 2
+    assert "goes in [sweep]" in capsys.readouterr().err
 
 
 def _evaluation(val: float, test: float) -> Evaluation:
@@ -127,7 +131,58 @@ def test_bench_table_tune_says_which_setting_won(tmp_path, capsys):
     assert main(["table", "--tune", "--out", str(store.root)]) == 0
     out = capsys.readouterr().out
     assert "| fedavg (tuned) | 90.0 (n=1) | 70.0 ± 0.0 (n=3) |" in out
-    assert "| digits | fedavg | silos | lr=0.01 (89.0) | lr=0.01: 89.0; lr=0.1: 80.0 |" in out
+    assert "| digits | fedavg | silos | lr=0.01 (89.0) | lr=0.01: 89.0 (n=3); lr=0.1: 80.0 (n=3) |" \
+        in out
     assert main(["report", "--tune", "--out", str(store.root)]) == 0
     assert "lr=0.01 (89.0)" in (store.root / "report" / "tuning.md").read_text()
     assert "fedavg (tuned)" in (store.root / "report" / "tables.md").read_text()
+
+
+def test_a_partial_or_failed_setting_never_wins_on_its_luckiest_seed(tmp_path):
+    """lr=0.1 run on one seed of three (val 0.99) and lr=1 diverged on two (NaN) are not
+    candidates: lr=0.01, complete, is chosen and the choices say why the others were not."""
+    runs = [("fedavg", "silos", ["lr=0.01"], s, 0.85, 0.8) for s in range(3)] + \
+        [("fedavg", "silos", ["lr=0.1"], 0, 0.99, 0.9)] + \
+        [("fedavg", "silos", ["lr=1"], s, v, 0.5) for s, v in ((0, 0.95), (1, None),
+                                                                  (2, None))]
+    records = list(_store(tmp_path, runs).all_records())
+    rows, choices = tune_on_validation(records)
+    assert set(rows["accuracy"]) == {0.8} and len(rows) == 3
+    text = choices.iloc[0]["candidates"]
+    assert "lr=0.1: 1 of 3 seeds, not a candidate" in text
+    assert "lr=1.0: 1 of 3 seeds, not a candidate" in text
+
+
+def test_a_tuned_method_is_labelled_in_every_split_and_a_qualifier_does_not_split_it(tmp_path):
+    runs = [("fedavg", "silos", ["lr=0.01"], 0, 0.9, 0.7), ("fedavg", "silos", ["lr=0.1"], 0,
+                                                            0.8, 0.9),
+            ("fedavg", "iid", ["lr=0.01"], 0, 0.95, 0.96)]
+    records = list(_store(tmp_path, runs).all_records())
+    records = [r.replace(extra={"qualifier": "note"}) for r in records]
+    rows, choices = tune_on_validation(records)
+    assert set(rows["method"]) == {"fedavg (note) (tuned)"}
+    only = choices[choices["split"] == "iid"].iloc[0]
+    assert only["setting"] == "lr=0.01" and only["candidates"] == "the only setting run"
+
+
+def test_personalised_methods_are_tuned_on_each_clients_own_accuracy(tmp_path):
+    """Ditto's lam=0.1 has the better global validation accuracy, lam=1 the better accuracy
+    of the clients on their own labels: lam=1 is chosen."""
+    runs = [("ditto", "silos", ["ditto.lam=0.1"], 0, 0.5, 0.5),
+            ("ditto", "silos", ["ditto.lam=1"], 0, 0.2, 0.2)]
+    records = list(_store(tmp_path, runs).all_records())
+    own = {0.1: 0.7, 1.0: 0.95}
+    for r in records:
+        v = r.metrics.variants["model"].selected["val"]
+        v["per_client"] = {"accuracy": {"mean": own[r.config.method_params["lam"]]}}
+    rows, choices = tune_on_validation(records)
+    assert list(rows["accuracy"]) == [0.2]
+    assert choices.iloc[0]["setting"] == "lam=1.0" and choices.iloc[0]["val"] == 95.0
+
+
+def test_runs_of_two_client_counts_are_two_settings(tmp_path):
+    runs = [("fedavg", "dirichlet:0.1", ["n_clients=5"], 0, 0.9, 0.8),
+            ("fedavg", "dirichlet:0.1", ["n_clients=10"], 0, 0.8, 0.9)]
+    records = list(_store(tmp_path, runs).all_records())
+    rows, choices = tune_on_validation(records)
+    assert list(rows["n_clients"]) == [5] and choices.iloc[0]["setting"] == "n_clients=5"

@@ -59,6 +59,9 @@ def read(path: str, parser: argparse.ArgumentParser) -> list[str]:
                 raise UsageError(f"--config {path}: `{SET_TABLE}` must be a table of KEY = VALUE "
                                  f"(e.g. [set] rounds = 30)")
             for k, v in _flatten(value).items():
+                if isinstance(v, list) and _sweeps(path, f"{k}={_text(v)}"):
+                    raise UsageError(f"--config {path}: [{SET_TABLE}] {k} holds one value; "
+                                     f"a list of values to try goes in [{SWEEP_TABLE}]")
                 tokens += ["--set", f"{k}={_text(v)}"]
             continue
         if key == SWEEP_TABLE:
@@ -78,10 +81,18 @@ def read(path: str, parser: argparse.ArgumentParser) -> list[str]:
     return tokens
 
 
-def _sweep_tokens(path: str, table) -> list[str]:
-    """A [sweep] table (KEY = [V1, V2, ...]) as --set comma lists: one run per combination."""
+def _sweeps(path: str, item: str) -> bool:
+    """Whether the --set item's comma list is a sweep (not one list-valued setting)."""
     from ..config import ConfigError, swept_values
 
+    try:
+        return swept_values(item) is not None
+    except ConfigError as e:
+        raise UsageError(f"--config {path}: {e}") from None
+
+
+def _sweep_tokens(path: str, table) -> list[str]:
+    """A [sweep] table (KEY = [V1, V2, ...]) as --set comma lists: one run per combination."""
     if not isinstance(table, dict):
         raise UsageError(f"--config {path}: `{SWEEP_TABLE}` must be a table of KEY = [V1, V2] "
                          f"(e.g. [sweep] lr = [0.01, 0.1])")
@@ -91,11 +102,7 @@ def _sweep_tokens(path: str, table) -> list[str]:
             raise UsageError(f"--config {path}: [{SWEEP_TABLE}] {k} must be a list of values, "
                              f"e.g. {k} = [{_text(v)}]")
         item = f"{k}={_text(v)}"
-        try:
-            sweeps = len(v) == 1 or swept_values(item) is not None
-        except ConfigError as e:
-            raise UsageError(f"--config {path}: {e}") from None
-        if not sweeps:
+        if len(v) > 1 and not _sweeps(path, item):
             raise UsageError(f"--config {path}: [{SWEEP_TABLE}] {k} holds a list itself and "
                              f"cannot be swept; set one value in [{SET_TABLE}]")
         tokens += ["--set", item]

@@ -39,12 +39,12 @@ def main(args) -> int:
     if not records:
         raise DataError(f"no stored runs under {args.out} match --datasets / --methods")
     if args.runs:
-        from ..report.tables import records_frame, tune_on_validation
+        from ..report.tables import FRAME_ONLY, records_frame, tune_on_validation
 
         which = "final" if args.final else "selected"
         frame = tune_on_validation(records, which, args.on)[0] if args.tune else \
             records_frame(records, which, args.on)
-        frame = frame.drop(columns=["base", "setting", "selection_metric"])
+        frame = frame.drop(columns=FRAME_ONLY)
         print(frame.sort_values(["dataset", "method", "split", "seed"]).to_string(index=False))
         return 0
     print_tables(records, Path(args.out), "summary", final=args.final, on=args.on,

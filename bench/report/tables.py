@@ -44,16 +44,20 @@ SCALAR_METRICS = (*MODEL_METRICS, "worst_client_accuracy", "p10_client_accuracy"
 
 
 def _scalars(m: dict) -> dict:
-    """The table's scalar metrics of one entry (test or validation metrics)."""
+    """The table's scalar metrics of one entry (test or validation metrics), and the mean
+    over clients of their accuracy on their own label distributions (what a personalised
+    method is tuned on)."""
     clients = (m.get("per_client") or {}).get("accuracy") or {}
     return {**{k: m.get(k) for k in MODEL_METRICS},
             "worst_client_accuracy": clients.get("worst"),
-            "p10_client_accuracy": clients.get("p10")}
+            "p10_client_accuracy": clients.get("p10"),
+            "client_accuracy": clients.get("mean")}
 
 
 def _settings(config: RunConfig) -> dict:
     """The settings of a run other than its dataset, method, split and seed, flattened."""
-    flat = {"resolution": config.resolution, **dataclasses.asdict(config.train),
+    flat = {"resolution": config.resolution, "n_clients": config.n_clients,
+            **dataclasses.asdict(config.train),
             **{f"{config.method}.{k}": v for k, v in config.method_params.items()},
             "dp": config.dp.label if config.dp else NOT_PRIVATE}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
@@ -61,18 +65,24 @@ def _settings(config: RunConfig) -> dict:
 
 def variant_settings(records: list[Record]) -> list[dict]:
     """The settings of each record that differ between runs of the same dataset and method
-    (so that runs of different settings never share a cell)."""
+    (so that runs of different settings never share a cell); the client count only where it
+    differs within a split (silos sets it to the class count, so it differs between splits
+    of a dataset whose class count is not 10)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r.config.dataset, r.method), []).append(_settings(r.config))
+        c = r.config
+        for key in ((c.dataset, c.method), (c.dataset, c.method, c.split)):
+            groups.setdefault(key, []).append(_settings(c))
     out = []
     for r in records:
         c = r.config
-        settings = groups[(c.dataset, c.method)]
-        keys = set().union(*settings)
-        differing = sorted(k for k in keys if len({s.get(k) for s in settings}) > 1)
         mine = _settings(c)
-        out.append({k: mine.get(k) for k in differing})
+        differing = set()
+        for key, keys in (((c.dataset, c.method), set(mine) - {"n_clients"}),
+                          ((c.dataset, c.method, c.split), {"n_clients"})):
+            settings = groups[key]
+            differing |= {k for k in keys if len({s.get(k) for s in settings}) > 1}
+        out.append({k: mine.get(k) for k in sorted(differing)})
     return out
 
 
@@ -86,27 +96,41 @@ def variant_labels(records: list[Record]) -> list[str]:
     return [_suffix(s) for s in variant_settings(records)]
 
 
+def selection_metric(record: Record) -> str:
+    """What tuning compares on validation for this run: a personalised method's mean accuracy
+    of each client on its own label distribution (a global score favours its least personal
+    settings), else the dataset's metric (accuracy; ISIC2019's balanced accuracy)."""
+    from ..methods.personalised import Personalised
+    from ..methods.registry import method_class
+
+    try:
+        personal = issubclass(method_class(record.method), Personalised)
+    except ValueError:  # a method of the user's own, not registered in this process
+        personal = False
+    return "client_accuracy" if personal else record.dataset_info.get("metric", "accuracy")
+
+
 def records_frame(records: list[Record], which: str = "selected",
                   on: str = "test") -> pd.DataFrame:
     """One row per model of a run (records.label: federatedfactory gives one per downstream
     variant): its identity and its `which` (selected | final) metrics on `on` (test | val).
     Runs of one method with different settings get different method labels; `base` is the
-    label without the settings that a sweep tunes (all but DP's), `setting` those settings
-    and `selection_metric` the validation metric that tunes them (the dataset's)."""
+    label without the settings a sweep tunes (all but DP's) and without what the method
+    says of the run (`qualifier`), `setting` those settings, `selection_metric` what tunes
+    them (`selection_metric` above)."""
     rows = []
     for r, differing in zip(records, variant_settings(records)):
         c = r.config
         stale = is_stale(r)
         # what a method says holds of a run, e.g. DENSE without its L_BN term
-        qualifier = r.extra.get("qualifier")
+        qualifier = f" ({r.extra['qualifier']})" if r.extra.get("qualifier") else ""
         tuned = {k: v for k, v in differing.items() if k != "dp"}
         private = {k: v for k, v in differing.items() if k == "dp"}
         for name, variant, evaluation in r.variants():
             m = getattr(evaluation, which) or {}  # None: diverged before any finite round
             m = m.get("val", {}) if on == "val" else m
             shared = _audit(r, f"{SHARED}/{variant}", fallback=SHARED)
-            name += f" ({qualifier})" if qualifier else ""
-            rows.append({"dataset": c.dataset, "method": name + _suffix(differing),
+            rows.append({"dataset": c.dataset, "method": name + qualifier + _suffix(differing),
                          "split": c.split, "seed": c.seed, "n_clients": c.n_clients,
                          "run_id": r.run_id, "stale": stale, **_scalars(m),
                          # the epsilon the run spent and its target (methods/dp.py);
@@ -118,58 +142,89 @@ def records_frame(records: list[Record], which: str = "selected",
                          "membership_auc": shared.auc,
                          "membership_tpr": shared.tpr_at_1pct_fpr,
                          "membership_auc_received": _audit(r, RECEIVED).auc,
-                         "base": name + _suffix(private), "setting": _suffix(tuned)[2:-1],
-                         "selection_metric": r.dataset_info.get("metric", "accuracy")})
+                         "base": name + _suffix(private), "qualifier": qualifier,
+                         "setting": _suffix(tuned)[2:-1], "selection_metric": selection_metric(r)})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", "stale", "epsilon", "epsilon_target",
-                                       *SCALAR_METRICS, "base", "setting", "selection_metric"])
+                                       *SCALAR_METRICS, "client_accuracy", "base", "qualifier",
+                                       "setting", "selection_metric"])
 
 
 TUNED = " (tuned)"  # the method label of a tuned row (bench table --tune)
+FRAME_ONLY = ["client_accuracy", "base", "qualifier", "setting", "selection_metric"]
 
 
 def tune_on_validation(records: list[Record], which: str = "selected",
                        on: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Where runs of several settings of one method share a dataset and split (a sweep: a
     comma list in --set), keep the setting whose mean validation score over seeds is best
-    (the dataset's metric at each run's `which` round; ties: the first setting in sorted
-    order) and drop the others. Test numbers take no part in the choice. Returns the rows
-    of `on` for the kept runs (tuned methods labelled `METHOD (tuned)`, different DP targets
-    kept apart) and the choices: dataset, method, split, setting, val (%), candidates."""
+    (`selection_metric`, at each run's `which` round; ties: the first setting in sorted
+    order) and drop the others. Test numbers take no part. A setting competes only with
+    every seed of the cell run, finite and computed by this code (a seed missing, diverged
+    before any finite round or stale rules it out: a partial sweep must not win on its
+    luckiest seed). Returns the rows of `on` for the kept runs (a tuned method labelled
+    `METHOD (tuned)` in every split, runs at different DP targets kept apart) and the
+    choices: dataset, method, split, setting, val (%), candidates."""
     shown = records_frame(records, which, on)
     val = records_frame(records, which, "val")
     score = [row[row["selection_metric"]] for row in val.to_dict("records")]
     shown["val_score"] = pd.to_numeric(pd.Series(score, index=shown.index), errors="coerce")
     keep = pd.Series(True, index=shown.index)
     choices = []
-    for (dataset, base, split), group in shown.groupby(["dataset", "base", "split"], sort=True):
-        means = group.groupby("setting")["val_score"].mean()
-        if len(means) < 2:
+    groups = shown.groupby(["dataset", "base", "split"], sort=True)
+    for (dataset, base, split), group in groups:
+        settings = sorted(set(group["setting"]))
+        if len(settings) < 2:
             continue
-        best = means.fillna(float("-inf")).sort_index(kind="stable").idxmax()
+        seeds = set(group["seed"])
+        means, notes = {}, {}
+        for s in settings:
+            rows = group[group["setting"] == s]
+            by_seed = rows.groupby("seed")["val_score"].mean()
+            if rows["stale"].any():
+                notes[s] = "stale, not a candidate"
+            elif set(by_seed.index) != seeds or by_seed.isna().any():
+                notes[s] = f"{int(by_seed.notna().sum())} of {len(seeds)} seeds, not a candidate"
+            else:
+                means[s] = float(by_seed.mean())
+                notes[s] = f"{100 * means[s]:.1f} (n={len(by_seed)})"
+        if not means:
+            continue  # nothing complete to choose from: every setting stays a row of its own
+        best = max(sorted(means), key=lambda s: means[s])
         keep[group.index] = group["setting"] == best
         choices.append({"dataset": dataset, "method": base, "split": split, "setting": best,
                         "val": 100 * means[best],
-                        "candidates": "; ".join(f"{s}: {100 * v:.1f}"
-                                                for s, v in means.sort_index().items())})
-    tuned_bases = {(c["dataset"], c["method"]) for c in choices}
+                        "candidates": "; ".join(f"{s}: {notes[s]}" for s in settings)})
+    tuned = {(c["dataset"], c["method"]) for c in choices}
+    chosen = {(c["dataset"], c["method"], c["split"]) for c in choices}
+    for (dataset, base, split), group in groups:  # a tuned method's splits of one setting
+        if (dataset, base) in tuned and (dataset, base, split) not in chosen:
+            choices.append({"dataset": dataset, "method": base, "split": split,
+                            "setting": group["setting"].iloc[0], "val": float("nan"),
+                            "candidates": "the only setting run"})
     out = shown[keep].copy()
-    out["method"] = [b + TUNED if (d, b) in tuned_bases else m
-                     for d, b, m in zip(out["dataset"], out["base"], out["method"])]
-    return out.drop(columns="val_score"), pd.DataFrame(
-        choices, columns=["dataset", "method", "split", "setting", "val", "candidates"])
+    out["method"] = [b + q + TUNED if (d, b) in tuned else m for d, b, q, m in
+                     zip(out["dataset"], out["base"], out["qualifier"], out["method"])]
+    choices = pd.DataFrame(choices, columns=["dataset", "method", "split", "setting", "val",
+                                             "candidates"])
+    return out.drop(columns="val_score"), choices.sort_values(
+        ["dataset", "method", "split"], key=lambda col: col.map(
+            lambda v: split_order(v) if col.name == "split" else v), ignore_index=True)
 
 
 def choices_markdown(choices: pd.DataFrame) -> str:
     """The settings that tuning chose, one line per dataset, method and split."""
     if choices.empty:
         return ""
-    lines = ["**Settings chosen on validation** (mean validation score over seeds, %; "
-             "test numbers take no part)", "", "| dataset | method | split | chosen | "
-             "validation of each setting |", "|---|---|---|---|---|"]
+    lines = ["**Settings chosen on validation** (mean validation score over seeds, %: the "
+             "dataset's metric, or each client's accuracy on its own labels for a personalised "
+             "method; test numbers take no part)", "",
+             "| dataset | method | split | chosen | validation of each setting |",
+             "|---|---|---|---|---|"]
     for c in choices.to_dict("records"):
-        lines.append(f"| {c['dataset']} | {c['method']} | {c['split']} | {c['setting']} "
-                     f"({c['val']:.1f}) | {c['candidates']} |")
+        val = "" if pd.isna(c["val"]) else f" ({c['val']:.1f})"
+        lines.append(f"| {c['dataset']} | {c['method']} | {c['split']} | {c['setting']}{val} "
+                     f"| {c['candidates']} |")
     return "\n".join(lines) + "\n"
 
 
