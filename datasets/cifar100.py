@@ -5,7 +5,7 @@ Read from the official python archive, extracted as `<data root>/cifar-100-pytho
 `test`, `meta`), or downloaded through torchvision (`python -m bench data --download
 cifar100`). The batches are pickled as CIFAR-10's, with the label key `fine_labels`; they
 have a reader of their own, since a loader's source is part of its runs' fingerprint
-(bench/provenance.py) and CIFAR-10's stored runs must not go stale. The class names are the official fine label names, in the archive's
+(methods/provenance.py) and CIFAR-10's stored runs must not go stale. The class names are the official fine label names, in the archive's
 (alphabetical) order; when `meta` is present its `fine_label_names` must be the same. The
 source has no validation split: a stratified 10 % of the training images (5,000, 50 per
 class) is carved with a fixed seed; the official test set is kept.

@@ -84,7 +84,9 @@ def run_personalised(method: Personalised, ctx: RunContext) -> MethodResult:
     model = ctx.new_model()
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     shared = method.shared_keys(model)
-    personal = {k: method.init_personal(model, global_state) for k in range(n)}
+    # each client's own state lives in host memory (100 clients' ResNet-50 would not fit a
+    # GPU beside the run), copied to the device by load_state_dict when the client trains
+    personal = {k: to_host(method.init_personal(model, global_state)) for k in range(n)}
     schedule = client_schedule(ctx.streams.numpy("client_sampling"), n, cfg)
     last_round = {k: r for r, chosen in enumerate(schedule) for k in chosen}
     returned = ClassifierAudit(ctx, range(n), "rounds")
@@ -114,8 +116,9 @@ def run_personalised(method: Personalised, ctx: RunContext) -> MethodResult:
             acc, losses = WeightedMean.like(down), []
             with timed(timings, "train"):
                 for k in schedule[r]:
-                    sent, personal[k], stats = method.local_update(
+                    sent, kept, stats = method.local_update(
                         model, ctx, k, r, lr, global_state, personal[k])
+                    personal[k] = to_host(kept)
                     comm.client(tensor_bytes(down), tensor_bytes(sent))
                     acc.add(sent, len(ctx.clients[k]))
                     losses.append(stats.mean_loss)
@@ -155,8 +158,10 @@ def run_personalised(method: Personalised, ctx: RunContext) -> MethodResult:
                                              "receives it"),
                      RECEIVED: received.result("the final global model (every client receives "
                                                "it)")}
+    # what `bench table --tune` compares: each client's validation accuracy on its own labels
     return MethodResult(Metrics.single(evaluation), selection.curves,
-                        {MODEL: comm.summary(cfg.rounds)}, timings, audit=audit)
+                        {MODEL: comm.summary(cfg.rounds)}, timings,
+                        extra={"tuned_on": "client_accuracy"}, audit=audit)
 
 
 def evaluate_clients(method: Personalised, model: nn.Module, ctx: RunContext,
@@ -167,13 +172,14 @@ def evaluate_clients(method: Personalised, model: nn.Module, ctx: RunContext,
     prediction."""
     d = ctx.data
     n_classes = d.info.n_classes
+    y_val, y_test = d.y_val.cpu().numpy(), d.y_test.cpu().numpy()
     entries = []
     for k in range(len(ctx.clients)):
         model.load_state_dict(method.personal_model(global_state, personal[k]))
         p_val, p_test = predict_proba(model, d, d.x_val), predict_proba(model, d, d.x_test)
         selection.check_finite(step, p_val, p_test)
-        val = classification_metrics(p_val, d.y_val.cpu().numpy(), n_classes, detail=False)
-        test = classification_metrics(p_test, d.y_test.cpu().numpy(), n_classes)
+        val = classification_metrics(p_val, y_val, n_classes, detail=False)
+        test = classification_metrics(p_test, y_test, n_classes)
         entries.append({**test, "round": step, "val": val})
     summary = summarise_clients(entries)
     test = {k: v for k, v in summary.items() if k != "val"}
@@ -234,11 +240,17 @@ def frozen(model: nn.Module, names: set[str]):
 class _Frozen:
     def __init__(self, params: list[torch.Tensor]):
         self.params = params
+        self.before = [p.requires_grad for p in params]
 
     def __enter__(self):
         for p in self.params:
             p.requires_grad_(False)
 
     def __exit__(self, *exc):
-        for p in self.params:
-            p.requires_grad_(True)
+        for p, flag in zip(self.params, self.before):
+            p.requires_grad_(flag)
+
+
+def to_host(state: State) -> State:
+    """A state dict's tensors in host memory (copies where they are on a device)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}

@@ -104,6 +104,7 @@ def test_personalised_runs_report_each_clients_own_model_and_send_no_head():
     own = per_client(selected, counts)["accuracy"]
     assert own["worst"] == 1.0 and selected["accuracy"] < 0.2
     assert len(selected["clients"]) == 10
+    assert result.extra["tuned_on"] == "client_accuracy"  # what bench table --tune reads
     model = ctx.new_model()
     body = sum(t.numel() * t.element_size() for n, t in model.state_dict().items()
                if not n.startswith("head.3."))

@@ -68,7 +68,7 @@ def add_parser(sub) -> None:
     where.add_argument("--mlflow", nargs="?", const="", metavar="URI",
                        help="also log every run of the selection to MLflow once stored: "
                             "config, per-round and final metrics (default URI: "
-                            "sqlite:///<out>/mlflow.db; pip install mlflow-skinny)")
+                            "sqlite:///<out>/mlflow.db; pip install -e '.[mlflow]')")
     how.add_argument("--executor", choices=EXECUTORS,
                      help="sequential, joblib (worker processes on this machine) or ray (a "
                           "local or existing Ray cluster; docs/scaling.md); default: the "
@@ -171,11 +171,11 @@ def main(args) -> int:
         return 0
     if args.tensorboard:
         tensorboard_writer()  # its package is there, or one line now rather than in a worker
+    tracker = None
     if args.mlflow is not None:
-        from ..tracking import client, default_uri
+        from ..tracking import Tracker, default_uri
 
-        args.mlflow = args.mlflow or default_uri(args.out)
-        client(args.mlflow)  # its package is there, or one line now rather than after the grid
+        tracker = Tracker(args.mlflow or default_uri(args.out))  # or one line now
     if execution.clients_at_once > 1 and any(
             c.train.norm == "batch" and method_class(c.method).capabilities.vectorises_clients
             for c in configs):
@@ -216,7 +216,7 @@ def main(args) -> int:
         store.retire(c)
     from tqdm.auto import tqdm
 
-    done, t, elsewhere = 0, time.perf_counter(), []
+    done, t, elsewhere, logged = 0, time.perf_counter(), [], 0
     every = 0 if sys.stderr.isatty() else args.progress_every
 
     def logs():
@@ -232,6 +232,8 @@ def main(args) -> int:
                     continue
                 records[c.run_id] = rec
                 done += 1
+                if tracker is not None:
+                    logged += tracker.log(rec)
                 if path is None:
                     tqdm.write(f"[{done}/{len(todo)}] {c.label}: computed by another process",
                                file=sys.stderr)
@@ -251,12 +253,9 @@ def main(args) -> int:
         say(f"{len(todo)} runs in {time.perf_counter() - t:.0f} s")
     print_tables([records[c.run_id] for c in configs], Path(args.out), "last_run")
     warn_useless_samples([records[c.run_id] for c in configs])
-    if args.mlflow:
-        from ..tracking import log_records
-
-        logged = log_records([records[c.run_id] for c in configs],
-                             {c.run_id: store.log_path(c) for c in configs}, args.mlflow)
-        say(f"mlflow: {logged} runs logged to {args.mlflow} ({len(configs) - logged} were "
+    if tracker is not None:  # the runs found stored, and any another process computed
+        logged += sum(tracker.log(records[c.run_id]) for c in configs)
+        say(f"mlflow: {logged} runs logged to {tracker.uri} ({len(configs) - logged} were "
             f"already there)")
     return 0
 

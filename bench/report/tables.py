@@ -51,7 +51,7 @@ def _scalars(m: dict) -> dict:
     return {**{k: m.get(k) for k in MODEL_METRICS},
             "worst_client_accuracy": clients.get("worst"),
             "p10_client_accuracy": clients.get("p10"),
-            "client_accuracy": clients.get("mean")}
+            "client_accuracy": clients.get("mean"), "loss": m.get("loss")}
 
 
 def _settings(config: RunConfig) -> dict:
@@ -86,8 +86,13 @@ def variant_settings(records: list[Record]) -> list[dict]:
     return out
 
 
+def _setting_text(settings: dict) -> str:
+    """'lr=0.1, mu=0.01': settings by their short names (a method's without its prefix)."""
+    return ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in settings.items())
+
+
 def _suffix(settings: dict) -> str:
-    text = ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in settings.items())
+    text = _setting_text(settings)
     return f" ({text})" if text else ""
 
 
@@ -97,17 +102,15 @@ def variant_labels(records: list[Record]) -> list[str]:
 
 
 def selection_metric(record: Record) -> str:
-    """What tuning compares on validation for this run: a personalised method's mean accuracy
-    of each client on its own label distribution (a global score favours its least personal
-    settings), else the dataset's metric (accuracy; ISIC2019's balanced accuracy)."""
-    from ..methods.personalised import Personalised
-    from ..methods.registry import method_class
+    """What tuning compares on validation for this run: what its method says in the record
+    (`extra["tuned_on"]`: a personalised method's `client_accuracy`, each client on its own
+    labels, since a global score favours its least personal settings), else the dataset's
+    metric (accuracy; ISIC2019's balanced accuracy)."""
+    return record.extra.get("tuned_on") or record.dataset_info.get("metric", "accuracy")
 
-    try:
-        personal = issubclass(method_class(record.method), Personalised)
-    except ValueError:  # a method of the user's own, not registered in this process
-        personal = False
-    return "client_accuracy" if personal else record.dataset_info.get("metric", "accuracy")
+
+# columns of records_frame that tables do not show: what tuning reads
+FRAME_ONLY = ["client_accuracy", "loss", "base", "qualifier", "setting", "selection_metric"]
 
 
 def records_frame(records: list[Record], which: str = "selected",
@@ -143,41 +146,57 @@ def records_frame(records: list[Record], which: str = "selected",
                          "membership_tpr": shared.tpr_at_1pct_fpr,
                          "membership_auc_received": _audit(r, RECEIVED).auc,
                          "base": name + _suffix(private), "qualifier": qualifier,
-                         "setting": _suffix(tuned)[2:-1], "selection_metric": selection_metric(r)})
+                         "setting": _setting_text(tuned), "selection_metric": selection_metric(r)})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", "stale", "epsilon", "epsilon_target",
-                                       *SCALAR_METRICS, "client_accuracy", "base", "qualifier",
-                                       "setting", "selection_metric"])
+                                       *SCALAR_METRICS, *FRAME_ONLY])
 
 
 TUNED = " (tuned)"  # the method label of a tuned row (bench table --tune)
-FRAME_ONLY = ["client_accuracy", "base", "qualifier", "setting", "selection_metric"]
+
+
+def _natural(setting: str) -> tuple:
+    """'lam=2.0, mu=0.1' as a key that orders numbers by value (lam=2 before lam=10)."""
+    parts = [x.partition("=")[2] for x in setting.split(", ")]
+    return tuple((0, float(v), "") if _number(v) else (1, 0.0, v) for v in parts)
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def tune_on_validation(records: list[Record], which: str = "selected",
                        on: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Where runs of several settings of one method share a dataset and split (a sweep: a
     comma list in --set), keep the setting whose mean validation score over seeds is best
-    (`selection_metric`, at each run's `which` round; ties: the first setting in sorted
-    order) and drop the others. Test numbers take no part. A setting competes only with
-    every seed of the cell run, finite and computed by this code (a seed missing, diverged
-    before any finite round or stale rules it out: a partial sweep must not win on its
-    luckiest seed). Returns the rows of `on` for the kept runs (a tuned method labelled
-    `METHOD (tuned)` in every split, runs at different DP targets kept apart) and the
-    choices: dataset, method, split, setting, val (%), candidates."""
+    (`selection_metric`, at each run's `which` round; ties: the lower mean validation loss,
+    then the first setting in order of value) and drop the others. Test numbers take no
+    part. A setting competes only with every seed of the cell run, finite and computed by
+    this code (a seed missing, diverged before any finite round or stale rules it out: a
+    partial sweep must not win on its luckiest seed); a cell without such a setting keeps
+    every setting as a row of its own. Returns the rows of `on` for the kept runs (a tuned
+    method labelled `METHOD (tuned)` in its tuned and single-setting splits, runs at
+    different DP targets kept apart) and the choices: dataset, method, split, setting,
+    val (%), candidates."""
     shown = records_frame(records, which, on)
     val = records_frame(records, which, "val")
     score = [row[row["selection_metric"]] for row in val.to_dict("records")]
     shown["val_score"] = pd.to_numeric(pd.Series(score, index=shown.index), errors="coerce")
+    shown["val_loss"] = pd.to_numeric(val["loss"], errors="coerce").to_numpy()
     keep = pd.Series(True, index=shown.index)
-    choices = []
+    relabel = pd.Series(False, index=shown.index)
+    choices, undecided = [], {}
     groups = shown.groupby(["dataset", "base", "split"], sort=True)
     for (dataset, base, split), group in groups:
-        settings = sorted(set(group["setting"]))
+        settings = sorted(set(group["setting"]), key=_natural)
         if len(settings) < 2:
             continue
         seeds = set(group["seed"])
-        means, notes = {}, {}
+        means, losses, notes = {}, {}, {}
         for s in settings:
             rows = group[group["setting"] == s]
             by_seed = rows.groupby("seed")["val_score"].mean()
@@ -187,27 +206,42 @@ def tune_on_validation(records: list[Record], which: str = "selected",
                 notes[s] = f"{int(by_seed.notna().sum())} of {len(seeds)} seeds, not a candidate"
             else:
                 means[s] = float(by_seed.mean())
+                loss = rows.groupby("seed")["val_loss"].mean().mean()
+                losses[s] = float("inf") if pd.isna(loss) else float(loss)
                 notes[s] = f"{100 * means[s]:.1f} (n={len(by_seed)})"
-        if not means:
-            continue  # nothing complete to choose from: every setting stays a row of its own
-        best = max(sorted(means), key=lambda s: means[s])
+        candidates = "; ".join(f"{s}: {notes[s]}" for s in settings)
+        if not means:  # nothing complete to choose from: every setting stays a row of its own
+            undecided[(dataset, base, split)] = candidates
+            continue
+        best = min(means, key=lambda s: (-means[s], losses[s], settings.index(s)))
         keep[group.index] = group["setting"] == best
+        relabel[group.index] = True
+        tie = [s for s in means if means[s] == means[best] and s != best]
         choices.append({"dataset": dataset, "method": base, "split": split, "setting": best,
                         "val": 100 * means[best],
-                        "candidates": "; ".join(f"{s}: {notes[s]}" for s in settings)})
+                        "candidates": candidates + (f" (tied with {', '.join(tie)}: the lower "
+                                                    f"validation loss chose)" if tie else "")})
     tuned = {(c["dataset"], c["method"]) for c in choices}
     chosen = {(c["dataset"], c["method"], c["split"]) for c in choices}
-    for (dataset, base, split), group in groups:  # a tuned method's splits of one setting
-        if (dataset, base) in tuned and (dataset, base, split) not in chosen:
-            choices.append({"dataset": dataset, "method": base, "split": split,
-                            "setting": group["setting"].iloc[0], "val": float("nan"),
-                            "candidates": "the only setting run"})
+    for (dataset, base, split), group in groups:  # a tuned method's other splits
+        if (dataset, base) not in tuned or (dataset, base, split) in chosen:
+            continue
+        if (dataset, base, split) in undecided:
+            note = f"no setting complete, every one a row of its own: " \
+                   f"{undecided[(dataset, base, split)]}"
+            setting = ""
+        else:
+            note, setting = "the only setting run", group["setting"].iloc[0]
+            relabel[group.index] = True
+        choices.append({"dataset": dataset, "method": base, "split": split,
+                        "setting": setting, "val": float("nan"), "candidates": note})
     out = shown[keep].copy()
-    out["method"] = [b + q + TUNED if (d, b) in tuned else m for d, b, q, m in
-                     zip(out["dataset"], out["base"], out["qualifier"], out["method"])]
+    flags = relabel[keep]
+    out["method"] = [b + q + TUNED if f else m for b, q, m, f in
+                     zip(out["base"], out["qualifier"], out["method"], flags)]
     choices = pd.DataFrame(choices, columns=["dataset", "method", "split", "setting", "val",
                                              "candidates"])
-    return out.drop(columns="val_score"), choices.sort_values(
+    return out.drop(columns=["val_score", "val_loss"]), choices.sort_values(
         ["dataset", "method", "split"], key=lambda col: col.map(
             lambda v: split_order(v) if col.name == "split" else v), ignore_index=True)
 
