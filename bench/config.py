@@ -214,16 +214,18 @@ def resolve(dataset: str, method: str, split: str, seed: int,
     try:
         given = {**proto["method_params"].get(method, {}), **overrides.method.get(method, {})}
         params = method_params(method, given)
-        build_method(method, params)
+        built = build_method(method, params)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
-    dp = _dp(overrides.dp, cls, train)
+    dp = _dp(overrides.dp, built, train)
     return RunConfig(dataset, canonical, n_clients, method, params, train, resolution, int(seed),
                      dp)
 
 
-def _dp(given: dict, cls, train: TrainConfig) -> DPConfig | None:
-    """The run's DP settings, checked against what the method supports (None: no DP)."""
+def _dp(given: dict, method, train: TrainConfig) -> DPConfig | None:
+    """The run's DP settings, checked against what the method, with its parameters,
+    supports (None: no DP)."""
+    cls = type(method)
     if not given:
         return None
     if "epsilon" not in given:
@@ -243,6 +245,9 @@ def _dp(given: dict, cls, train: TrainConfig) -> DPConfig | None:
     if dp.level == "example" and train.norm == "batch":
         raise ConfigError("DP needs per-example gradients and batch norm mixes the examples "
                           "of a batch: --set norm=group")
+    refusal = method.dp_refusal(dp)
+    if refusal:
+        raise ConfigError(refusal)
     return dp
 
 

@@ -217,6 +217,11 @@ class Method(abc.ABC):
         """What the method resolves to for data of that shape (`bench run --dry-run`)."""
         return None
 
+    def dp_refusal(self, dp: DPConfig) -> str | None:
+        """Why this method, with its parameters, cannot run with `dp` at a level it declares
+        (`capabilities.dp_levels`), as a one-line error that says what to do; None: it can."""
+        return None
+
     def parts(self, ctx: RunContext, device_type: str | None = None) -> list[Part]:
         """With `capabilities.parts`: the run's independent pieces not yet in ctx.cache_dir
         when done on `device_type` (runs that share a piece give equal parts); the parallel

@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Method, MethodResult, RunContext, timed
+from .base import Capabilities, Method, MethodResult, RunContext, timed
 from .cost import Cost, Phase, Workload, classifier_training
+from .dp import account, sample_rate, steps_per_epoch
 from .checkpoints import RngState, resumable
 from .privacy import SHARED, audit_classifiers
 from .results import MODEL, Communication, Metrics
@@ -120,6 +121,10 @@ def generator_loss(teacher: torch.Tensor, student: torch.Tensor, target: torch.T
 
 class Dense(Method):
     name = "dense"
+    # DP at the example level: DP-SGD for each client's classifier, the one thing a client
+    # sends (methods/dp.py); the generator and the student only read the uploaded classifiers
+    # (post-processing)
+    capabilities = Capabilities(dp_levels=("example",))
 
     @dataclass(frozen=True)
     class Params:
@@ -143,6 +148,13 @@ class Dense(Method):
             if self.classifier_norm not in ("table", "batch"):
                 raise ValueError(f"classifier_norm {self.classifier_norm!r}: valid choices: "
                                  f"table, batch")
+
+    def dp_refusal(self, dp) -> str | None:
+        if self.params.classifier_norm == "batch":
+            return ("dense.classifier_norm=batch with DP: batch norm mixes the images of a "
+                    "batch and its running statistics are not privatised; leave "
+                    "dense.classifier_norm=table")
+        return None
 
     def cost(self, work: Workload) -> Cost:
         """The clients' local training, then per epoch: generator steps (G, the clients'
@@ -169,6 +181,15 @@ class Dense(Method):
 
         # 1. local models, uploaded once
         local_epochs, n = cfg.rounds * cfg.local_epochs, len(ctx.clients)
+        spent, sigma = None, {}
+        if ctx.dp is not None:  # DP-SGD: each client accounted over its local epochs
+            with timed(timings, "dp_accounting"):
+                trained = [k for k in range(n) if len(ctx.clients[k])]
+                spent = account(ctx.dp, [
+                    (f"client {k}", sample_rate(len(ctx.clients[k]), cfg.batch_size),
+                     local_epochs * steps_per_epoch(len(ctx.clients[k]), cfg.batch_size))
+                    for k in trained])
+                sigma = {k: row["noise_multiplier"] for k, row in zip(trained, spent.parties)}
         finished: list[dict] = []  # the clients' trained classifiers, client after client
         with ctx.progress(n * local_epochs, "client epochs") as bar, timed(timings, "clients"):
             def load(saved: dict) -> None:
@@ -180,7 +201,8 @@ class Dense(Method):
                                lambda done: f"client {done} of {n} trained"):
                 model = ctx.new_model()  # the same initialisation for all, as in FL
                 fit(model, data, ctx.clients[k], cfg, local_epochs, ctx.streams,
-                    f"batches/c{k}", lambda epoch, stats: bar.update(1))
+                    f"batches/c{k}", lambda epoch, stats: bar.update(1),
+                    private=(ctx.dp.clip, sigma[k]) if ctx.dp and k in sigma else None)
                 finished.append(model.state_dict())
         teachers = []
         for weights in finished:
@@ -275,4 +297,4 @@ class Dense(Method):
                                    "ensemble_test_accuracy": ensemble_accuracy,
                                    # tables name the run by it (bench/report/tables.py)
                                    "qualifier": None if bn.active else "no L_BN"},
-                            audit={SHARED: privacy})
+                            audit={SHARED: privacy}, dp=spent)

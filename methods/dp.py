@@ -58,6 +58,10 @@ class DPConfig:
     level: str = "example"  # example | client
     clip: float = 1.0  # the L2 clipping norm C: of each image's gradient, or of a client's update
     accountant: str = "rdp"  # rdp | prv (Opacus's accountants)
+    # DPDM's noise multiplicity (Dockhorn et al. 2022, Sec. 3.2): a diffusion module's loss of
+    # each image averaged over this many noise draws before its gradient is clipped (less
+    # variance, no privacy cost); methods without diffusion modules ignore it
+    noise_draws: int = 1
 
     def validate(self) -> None:
         """Raises ValueError with what to do."""
@@ -69,6 +73,8 @@ class DPConfig:
             raise ValueError(f"dp.level must be one of {', '.join(LEVELS)}, got {self.level!r}")
         if not self.clip > 0:
             raise ValueError(f"dp.clip must be > 0, got {self.clip}")
+        if not (isinstance(self.noise_draws, int) and self.noise_draws >= 1):
+            raise ValueError(f"dp.noise_draws must be an integer >= 1, got {self.noise_draws}")
         if self.accountant not in ACCOUNTANTS:
             raise ValueError(f"dp.accountant must be one of {', '.join(ACCOUNTANTS)}, got "
                              f"{self.accountant!r}")
@@ -80,7 +86,8 @@ class DPConfig:
         default = DPConfig(self.epsilon)
         return " ".join([f"eps={self.epsilon:g}", self.level,
                          *(f"{k}={getattr(self, k):g}" if k != "accountant" else
-                           f"{k}={self.accountant}" for k in ("delta", "clip", "accountant")
+                           f"{k}={self.accountant}"
+                           for k in ("delta", "clip", "accountant", "noise_draws")
                            if getattr(self, k) != getattr(default, k))])
 
 
@@ -113,9 +120,16 @@ def noise_multiplier(dp: DPConfig, sample_rate: float, steps: int) -> tuple[floa
 
 def spent(dp: DPConfig, sigma: float, sample_rate: float, steps: int) -> float:
     """The epsilon at `dp.delta` of `steps` steps at noise `sigma` and `sample_rate`."""
+    return composed(dp, [(sigma, sample_rate, steps)])
+
+
+def composed(dp: DPConfig, history: list[tuple[float, float, int]]) -> float:
+    """The epsilon at `dp.delta` of the sampled Gaussian mechanisms in `history` (sigma,
+    sample rate, steps) applied in turn to the same images (sequential composition, in the
+    accountant's own terms: RDP adds the orders' divergences)."""
     _, accountants = _opacus()
     accountant = accountants[dp.accountant]()
-    accountant.history = [(sigma, sample_rate, steps)]
+    accountant.history = list(history)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return float(accountant.get_epsilon(dp.delta, **_orders(dp)))
@@ -177,20 +191,40 @@ def private_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: 
     clipped to L2 norm `clip`, summed, plus N(0, (sigma clip)^2) per coordinate drawn from
     `gen`, over `expected_batch`; in the order of `model.parameters()`. An empty batch gives
     the noise alone. (No loss: a DP run releases none, methods/training.py.)"""
+    def one(call, xi, yi):
+        return F.cross_entropy(call(xi[None]), yi[None])
+
+    return clipped_noisy_gradients(model, one, (x, y), clip, sigma, expected_batch, gen)
+
+
+def clipped_noisy_gradients(model: nn.Module, loss_of_one, batch: tuple[torch.Tensor, ...],
+                            clip: float, sigma: float, expected_batch: float,
+                            gen: torch.Generator) -> list[torch.Tensor]:
+    """The sampled Gaussian mechanism on gradients: `loss_of_one(call, *example)` is one
+    example's loss, where `call(*inputs)` runs `model` (with the parameters being
+    differentiated) and `example` holds the example's slice of each tensor in `batch`; each
+    example's gradient (all parameters together) is clipped to L2 norm `clip`, the clipped
+    gradients are summed, N(0, (sigma clip)^2) per coordinate drawn from `gen` is added, and
+    the sum is divided by `expected_batch`. In the order of `model.parameters()`; an empty
+    batch gives the noise alone. Per-example gradients: `torch.func`'s vmap of grad."""
     from torch.func import functional_call, grad, vmap
 
     names = [n for n, _ in model.named_parameters()]
     params = {n: p.detach() for n, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
 
-    def one(p, xi, yi):
-        return F.cross_entropy(functional_call(model, (p, buffers), (xi[None],)), yi[None])
+    def one(p, *example):
+        return loss_of_one(lambda *inputs: functional_call(model, (p, buffers), inputs),
+                           *example)
 
-    if len(y):
-        per = vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
+    if len(batch[0]):
+        with warnings.catch_warnings():  # attention layers have no batching rule yet: slower
+            warnings.filterwarnings("ignore", "There is a performance drop")
+            per = vmap(grad(one), in_dims=(None, *[0] * len(batch)),
+                       randomness="different")(params, *batch)
         norms = torch.sqrt(sum(per[n].flatten(1).pow(2).sum(1) for n in names))
-        # an image whose gradient is not finite contributes nothing (norm 0 <= clip), so
-        # that no image can turn the sum into NaN
+        # an example whose gradient is not finite contributes nothing (norm 0 <= clip), so
+        # that no example can turn the sum into NaN
         finite = torch.isfinite(norms)
         scale = torch.where(finite, (clip / (norms + 1e-6)).clamp(max=1.0), 0.0)
         summed = [torch.einsum("b,b...->...", scale,

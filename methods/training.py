@@ -108,10 +108,13 @@ def train_local_private(model: nn.Module, data: DeviceData, indices: torch.Tenso
 
 def fit(model: nn.Module, data: DeviceData, indices: torch.Tensor, cfg: TrainConfig, epochs: int,
         streams, purpose: str, on_epoch, checkpoint: Checkpoint | None = None,
-        selection: Selection | None = None) -> None:
+        selection: Selection | None = None,
+        private: tuple[float, float] | None = None) -> None:
     """Train for `epochs` epochs, cosine (or constant) over epochs, calling
     `on_epoch(epoch, stats)` after each; the batches of epoch e come from stream
-    `{purpose}/e{e}`. Stops early when `on_epoch` raises Diverged.
+    `{purpose}/e{e}`. Stops early when `on_epoch` raises Diverged. With `private` = (clip,
+    sigma), every epoch is DP-SGD's (`train_local_private`), its noise from stream
+    `dp/noise/{purpose}/e{e}`: `epochs` * steps_per_epoch steps to account.
 
     With a `checkpoint` and the `selection` that `on_epoch` feeds (all `on_epoch` may change
     besides the model), the loop saves (model, selection, epoch) as phase `purpose` when due
@@ -129,8 +132,12 @@ def fit(model: nn.Module, data: DeviceData, indices: torch.Tensor, cfg: TrainCon
 
     for e in resumable(checkpoint, purpose, epochs, save, load,
                        lambda done: f"epoch {done} of {epochs}"):
-        stats = train_local(model, data, indices, cfg, cfg.lr_at(e, epochs), 1,
-                            streams.torch(f"{purpose}/e{e}"))
+        gen = streams.torch(f"{purpose}/e{e}")
+        if private is None:
+            stats = train_local(model, data, indices, cfg, cfg.lr_at(e, epochs), 1, gen)
+        else:
+            stats = train_local_private(model, data, indices, cfg, cfg.lr_at(e, epochs), 1, gen,
+                                        streams.torch(f"dp/noise/{purpose}/e{e}"), *private)
         try:
             on_epoch(e + 1, stats)
         except Diverged:

@@ -63,3 +63,24 @@ def per_image_loss(unet, schedule, x0: torch.Tensor, level: float, noise: torch.
                    device=x0.device, dtype=torch.int64)
     xt = schedule.add_noise(x0, noise, t)
     return (unet(xt, t).sample.float() - noise.float()).square().flatten(1).mean(1)
+
+
+def loss_of_one(p: FFParams, schedule):
+    """(call, x0, levels, draws) -> one image's training loss averaged over its K noise draws
+    (DPDM's noise multiplicity, private.py): `x0` (C, R, R), `levels` (K,) (EDM's sigmas or
+    DDPM's timesteps), `draws` (K, C, R, R); `call(x, levels)` runs the network. The loss of
+    the formulation, per image, as `edm_loss` and `epsilon_loss` average it over a batch."""
+    def edm(call, x0, levels, draws):
+        k = levels.shape[0]
+        x = x0[None].expand(k, *x0.shape).float()
+        sigma = levels.view(k, 1, 1, 1)
+        sd = p.edm_sigma_data
+        weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
+        d = denoise(call, schedule, x + draws * sigma, sigma)
+        return (weight * (d - x) ** 2).mean()
+
+    def ddpm(call, x0, levels, draws):
+        x = x0[None].expand(levels.shape[0], *x0.shape)
+        return F.mse_loss(call(schedule.add_noise(x, draws, levels), levels).sample.float(),
+                          draws.float())
+    return edm if p.formulation == "edm" else ddpm

@@ -26,6 +26,8 @@ and 3) and the local mode.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +52,8 @@ from .audit import NOISE_LEVELS, module_scores
 from .cache import ContentCache, content_key
 from .cost import ff_cost
 from .experts import ProductOfExperts, label_prior
-from .modules import train_module, training_steps
+from .modules import ModulePrivacy, train_module, training_steps
+from .private import Plan, plan
 from .network import describe, generator_resolution
 from .params import PRESETS, FFParams
 from .sampler import load_unet, network_evaluations, sample
@@ -91,6 +94,7 @@ class ModuleJob:
     images: torch.Tensor  # uint8 at the generator's resolution, on the CPU (what the keys hash)
     identity: str  # the work by content: settings, seed, images (no process numerics)
     key: str  # its cache entry: the identity's content and this process's numerics
+    privacy: ModulePrivacy | None = None  # DPDM's settings in a DP run (private.py)
 
     @property
     def client(self) -> int:
@@ -117,8 +121,11 @@ class FederatedFactory(OneShotGenerative):
     GENERATOR_PHASE = "modules"
     SERVER_VARIANT = "server"
     # its generators: parts(), do_part()
+    # DP at the example level: DPDM for the modules, DP-SGD for local mode's classifiers
+    # (private.py)
     capabilities = Capabilities(unlearns=True, parts=True,
-                                variants=("server", "local", "local_plain"))
+                                variants=("server", "local", "local_plain"),
+                                dp_levels=("example",))
     Params = FFParams
     PRESETS = PRESETS
 
@@ -189,15 +196,21 @@ class FederatedFactory(OneShotGenerative):
         images = resize_uint8(ctx.data.x_train[index.to(ctx.data.x_train.device)].cpu(),
                               self._gen_resolution(ctx))
         settings = self._settings("generator", ctx, GENERATOR_CODE)
+        privacy = None
+        if ctx.dp is not None:  # a private module is another module (its own cache entry)
+            privacy = ModulePrivacy(ctx.dp.clip, self._plan(ctx).modules[(work.client, work.cls)],
+                                    ctx.dp.noise_draws, self._gen_streams(ctx).int_seed(
+                                        f"ff/dp/noise/k{work.client}/c{work.cls}"))
+            settings = {**settings, "dp": dataclasses.asdict(privacy)}
         identity = content_key({"module": settings, "seed": work.seed}, images)
         key = content_key({"module": self._keyed(settings, ctx, device_type),
                            "seed": work.seed}, images)
-        return ModuleJob(work, images, identity, key)
+        return ModuleJob(work, images, identity, key, privacy)
 
-    def _module_jobs(self, ctx: RunContext, device_type: str | None = None) -> list[ModuleJob]:
-        """One job per (member client, class it holds at least min_class_samples of)."""
+    def _module_works(self, ctx: RunContext) -> list[ModuleWork]:
+        """One per (member client, class it holds at least min_class_samples of)."""
         p, data, streams = self.params, ctx.data, self._gen_streams(ctx)
-        jobs = []
+        works = []
         for k in range(len(ctx.clients)):
             if k in set(p.exclude_clients):
                 continue
@@ -205,10 +218,27 @@ class FederatedFactory(OneShotGenerative):
             for c in range(ctx.n_classes):
                 idx = ctx.clients[k][labels == c]
                 if len(idx) >= p.min_class_samples:
-                    work = ModuleWork(k, c, tuple(idx.cpu().tolist()),
-                                      streams.int_seed(f"ff/module/k{k}/c{c}"))
-                    jobs.append(self._job(ctx, work, device_type or ctx.device.type))
-        return jobs
+                    works.append(ModuleWork(k, c, tuple(idx.cpu().tolist()),
+                                            streams.int_seed(f"ff/module/k{k}/c{c}")))
+        return works
+
+    def _module_jobs(self, ctx: RunContext, device_type: str | None = None) -> list[ModuleJob]:
+        return [self._job(ctx, work, device_type or ctx.device.type)
+                for work in self._module_works(ctx)]
+
+    def _plan(self, ctx: RunContext) -> Plan:
+        """A DP run's noise for every module and local classifier (private.py), from the
+        sizes of what they train on: the clients' sizes are public, as in every DP run here."""
+        works = self._module_works(ctx)
+        modules = tuple(((w.client, w.cls), len(w.indices)) for w in works)
+        held = {w.cls for w in works}
+        # a local classifier's training set: the client's images and the synthetic images of
+        # the classes others hold a module of (samples_per_class each)
+        clients = tuple((k, len(ctx.clients[k]) + self.params.samples_per_class
+                         * len(held - {w.cls for w in works if w.client == k}))
+                        for k in sorted({w.client for w in works}))
+        return _planned(self.params, ctx.dp, modules, clients, ctx.train.batch_size,
+                        "local" in self.params.modes)
 
     def _module(self, job: ModuleJob, cache: ContentCache, ctx: RunContext,
                 bar=None) -> tuple[dict, bool]:
@@ -223,7 +253,7 @@ class FederatedFactory(OneShotGenerative):
         checkpoint = ctx.checkpoint.derive(cache.checkpoint_path("modules", job.key),
                                            {"module": job.key})
         x = job.images.to(ctx.device).float().mul(2 / 255).sub(1)
-        state = train_module(self.params, x, job.work.seed, bar, checkpoint)
+        state = train_module(self.params, x, job.work.seed, bar, checkpoint, job.privacy)
         cache.put("modules", job.key, state)
         checkpoint.clear()
         return state, False
@@ -254,6 +284,12 @@ class FederatedFactory(OneShotGenerative):
 
     def modes(self) -> tuple[str, ...]:
         return self.params.modes
+
+    def run(self, ctx: RunContext):
+        """The one-shot pipeline (methods/oneshot.py); a DP run's record keeps what its plan
+        spends (private.py)."""
+        result = super().run(ctx)
+        return dataclasses.replace(result, dp=self._plan(ctx).spent) if ctx.dp else result
 
     def audit(self, ctx: RunContext, members: list[int], gens: Generators) -> Audit:
         """Each module attacked with its denoising loss at fixed noise levels: members are its
@@ -343,6 +379,8 @@ class FederatedFactory(OneShotGenerative):
         prior-corrected product ("local") and the paper's plain one ("local_plain"), each
         with its epoch chosen on validation data."""
         d, n_classes, epochs = ctx.data, ctx.n_classes, self.params.classifier_epochs
+        # DP-SGD for each client's classifier in a DP run (private.py)
+        sigmas = self._plan(ctx).classifiers if ctx.dp else {}
         val = [ProductOfExperts(len(d.y_val), n_classes) for _ in range(epochs)]
         test = [ProductOfExperts(len(d.y_test), n_classes) for _ in range(epochs)]
         models = []
@@ -370,6 +408,9 @@ class FederatedFactory(OneShotGenerative):
                 idx = ctx.clients[k]  # the real images stay on the device
                 x = torch.cat([d.x_train[idx], synth_x[keep].to(ctx.device)])
                 y = torch.cat([d.y_train[idx], synth_y[keep].to(ctx.device)])
+                if ctx.dp and len(y) != self._plan(ctx).spent_sizes[k]:
+                    raise RuntimeError(f"client {k}'s local training set has {len(y)} images, "
+                                       f"its DP accounting assumed another number")
                 prior = label_prior(y, n_classes)
                 data = d.with_train(x, y)
                 model = ctx.new_model()
@@ -385,7 +426,8 @@ class FederatedFactory(OneShotGenerative):
                     test[epoch - 1].add(pt, prior)
                     bar.update(1)
                 fit(model, data, torch.arange(len(y), device=ctx.device), ctx.train, epochs,
-                    ctx.streams, f"ff/local/c{k}", on_epoch)
+                    ctx.streams, f"ff/local/c{k}", on_epoch,
+                    private=(ctx.dp.clip, sigmas[k]) if ctx.dp else None)
                 models.append(model)
         # the target prior is over the classes the member clients hold (an unlearned class
         # that nobody holds any more gets 0, not the boost its smoothed expert priors imply)
@@ -425,3 +467,10 @@ class FederatedFactory(OneShotGenerative):
         return {"server": Communication(1, up, classifier * n, **shared),
                 "local": Communication(1, up + classifier * n, local_down, **shared)}
 
+
+
+@functools.lru_cache(maxsize=16)
+def _planned(p: FFParams, dp, modules: tuple, clients: tuple, batch: int, local: bool) -> Plan:
+    """`plan` of the given sizes, computed once per process (listing parts, training, the
+    local mode and the record all ask for it; the accountant takes a while per mechanism)."""
+    return plan(p, dp, dict(modules), dict(clients), batch, local)

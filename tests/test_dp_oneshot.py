@@ -1,0 +1,152 @@
+"""Differential privacy for the one-shot methods: FederatedFactory's modules by DPDM (each
+image's diffusion loss averaged over its noise draws, then clipped and noised), its local
+classifiers and DENSE's uploaded classifiers by DP-SGD, and how a FederatedFactory client's
+epsilon composes over what it sends (methods/federatedfactory/private.py).
+
+Pitfalls named here: a DP module served from the cache of a module trained without DP (the
+same images and seed), a client's epsilon taken as its modules' alone when its local
+classifier trains on the same images, and a classifier accounted at its real images' rate when
+the synthetic images dilute its batches."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.methods.dp import DPConfig, clipped_noisy_gradients, composed, noise_multiplier
+from bench.methods.federatedfactory.loss import loss_of_one
+from bench.methods.federatedfactory.network import build_unet, denoise
+from bench.methods.federatedfactory.params import FFParams
+from bench.methods.federatedfactory.private import plan
+from bench.methods.federatedfactory.schedule import edm_schedule, training_schedule
+from helpers import TINY_FF_CLI, stored_records, tiny_overrides
+
+
+@pytest.mark.parametrize("formulation", ["edm", "ddpm"])
+def test_dpdm_clips_each_images_gradient_of_its_loss_over_its_noise_draws(formulation):
+    """Each image's loss is the formulation's loss averaged over its K draws (computed here
+    from the schedule's own formulas, batch by batch); its gradient, taken by autograd one
+    image at a time, is clipped to C; the clipped gradients are summed and divided by the
+    expected batch. With sigma 0 that is all of DPDM's step."""
+    torch.manual_seed(0)
+    p = FFParams(formulation=formulation, sampler="heun" if formulation == "edm" else "ddim")
+    unet = build_unet(p, 1, 8)
+    schedule = edm_schedule(p) if formulation == "edm" else training_schedule(p.train_timesteps)
+    x0 = torch.rand(3, 1, 8, 8) * 2 - 1
+    k = 2
+    levels = (torch.rand(3, k) * 3 + 0.1) if formulation == "edm" else \
+        torch.randint(0, p.train_timesteps, (3, k))
+    draws = torch.randn(3, k, 1, 8, 8)
+    clip = 0.05  # small enough that every image's gradient is clipped
+
+    def image_loss(i):  # the batch formulas of loss.py on the image's K copies
+        x = x0[i][None].expand(k, 1, 8, 8)
+        if formulation == "edm":
+            sigma = levels[i].view(k, 1, 1, 1)
+            sd = p.edm_sigma_data
+            weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
+            return (weight * (denoise(unet, schedule, x + draws[i] * sigma, sigma) - x) ** 2
+                    ).mean()
+        xt = schedule.add_noise(x, draws[i], levels[i])
+        return ((unet(xt, levels[i]).sample - draws[i]) ** 2).mean()
+
+    expected = [torch.zeros_like(q) for q in unet.parameters()]
+    norms = []
+    for i in range(3):
+        grads = torch.autograd.grad(image_loss(i), list(unet.parameters()))
+        norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+        norms.append(float(norm))
+        for e, g in zip(expected, grads):
+            e += g * min(1.0, clip / float(norm)) / 5.0
+    assert min(norms) > clip
+    got = clipped_noisy_gradients(unet, loss_of_one(p, schedule), (x0, levels, draws), clip,
+                                  0.0, 5.0, torch.Generator().manual_seed(0))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-7)
+
+
+def test_a_clients_epsilon_composes_its_modules_in_parallel_and_its_classifier_in_turn():
+    """Server mode: a client's modules see disjoint images, so its epsilon is its largest
+    module's, each module calibrated to the whole target. Local mode: each image trains a
+    module and the classifier, so the target is split and the client's epsilon is the
+    composition, under the target and above either part (a client's epsilon taken as its
+    modules' alone understates it). The classifier is accounted at the rate of its whole
+    training set, real and synthetic images together."""
+    p = FFParams()
+    dp = DPConfig(epsilon=4.0)
+    modules = {(0, 0): 60, (0, 1): 200, (1, 1): 120}
+    sizes = {0: 260 + 300, 1: 120 + 600}
+    server = plan(p, dp, modules, sizes, 64, local_mode=False)
+    rows = {r["party"]: r for r in server.spent.parties}
+    assert set(server.modules) == set(modules) and not server.classifiers
+    assert all(3.9 <= rows[f"client {k} class {c} module"]["epsilon"] <= 4.0
+               for k, c in modules)
+    assert rows["client 0"]["epsilon"] == max(rows["client 0 class 0 module"]["epsilon"],
+                                              rows["client 0 class 1 module"]["epsilon"])
+    assert rows["client 0 class 0 module"]["sample_rate"] == 1.0  # 60 images, batch 64
+    assert rows["client 0 class 1 module"]["sample_rate"] == pytest.approx(64 / 200)
+    assert server.spent.epsilon == max(rows["client 0"]["epsilon"], rows["client 1"]["epsilon"])
+
+    local = plan(p, dp, modules, sizes, 64, local_mode=True)
+    rows = {r["party"]: r for r in local.spent.parties}
+    assert rows["client 1 classifier"]["sample_rate"] == pytest.approx(64 / 720)
+    assert rows["client 1 classifier"]["steps"] == p.classifier_epochs * 12  # ceil(720 / 64)
+    module, classifier = rows["client 1 class 1 module"], rows["client 1 classifier"]
+    assert module["epsilon"] <= 2.0 and classifier["epsilon"] <= 2.0
+    both = composed(dp, [(module["noise_multiplier"], module["sample_rate"], module["steps"]),
+                         (classifier["noise_multiplier"], classifier["sample_rate"],
+                          classifier["steps"])])
+    assert rows["client 1"]["epsilon"] == pytest.approx(min(both, module["epsilon"]
+                                                            + classifier["epsilon"]))
+    assert max(module["epsilon"], classifier["epsilon"]) < rows["client 1"]["epsilon"] <= 4.0
+    assert local.spent.epsilon <= 4.0
+    # the split costs noise: each module needs more than with the whole target
+    assert local.modules[(1, 1)] > server.modules[(1, 1)]
+    sigma, _ = noise_multiplier(dataclasses.replace(dp, epsilon=2.0, delta=5e-6),
+                                64 / 120, p.gen_images_seen // p.gen_batch_size)
+    assert local.modules[(1, 1)] == pytest.approx(sigma)
+
+
+def test_a_dp_federatedfactory_run_trains_its_own_modules_and_records_what_it_spent(tmp_path):
+    """A DP run beside a run without DP in one folder: its modules are trained anew (a
+    cache hit would serve modules trained without noise), the record holds every module's,
+    every classifier's and every client's epsilon, and the numbers differ."""
+    args = ["run", "--methods", "federatedfactory", "--splits", "classes:2", "--executor",
+            "sequential", "--out", str(tmp_path), *TINY_FF_CLI,
+            "--set", "federatedfactory.gen_images_seen=256"]
+    assert main(args) == 0
+    assert main([*args, "--set", "dp.epsilon=8", "--set", "dp.noise_draws=2"]) == 0
+    records = {bool(r.dp): r for r in stored_records(tmp_path)}
+    plain, private = records[False], records[True]
+    assert all(m["cache"] == "miss" for m in private.extra["modules"])
+    assert {m["key"] for m in private.extra["modules"]}.isdisjoint(
+        {m["key"] for m in plain.extra["modules"]})
+    parties = {r["party"]: r for r in private.dp.parties}
+    n_modules = len(private.extra["modules"])
+    assert sum(name.endswith("module") for name in parties) == n_modules
+    assert sum(name.endswith("classifier") for name in parties) == 10
+    clients = [r["epsilon"] for name, r in parties.items() if name.count(" ") == 1]
+    assert len(clients) == 10 and private.dp.epsilon == max(clients) <= 8.0
+    assert private.config.dp.noise_draws == 2
+    assert private.metrics != plain.metrics
+
+
+def test_a_dp_dense_run_privatises_the_uploaded_classifiers(tmp_path, capsys):
+    """DENSE's clients train their classifiers by DP-SGD, each accounted over its epochs; the
+    generator and the student only read them. BatchNorm classifiers cannot be privatised."""
+    args = ["run", "--methods", "dense", "--splits", "silos", "--executor", "sequential",
+            "--out", str(tmp_path), *tiny_overrides(rounds=1),
+            "--set", "dense.epochs=2", "--set", "dp.epsilon=4"]
+    assert main(args) == 0
+    (rec,) = stored_records(tmp_path)
+    assert len(rec.dp.parties) == 10 and 3.9 <= rec.dp.epsilon <= 4.0
+    # one round of one epoch over about 120 images in batches of 64: two DP-SGD steps each
+    assert all(r["steps"] == 2 for r in rec.dp.parties)
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "bn"), "--set",
+                 "dense.classifier_norm=batch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "classifier_norm=batch with DP" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "bn").exists()
