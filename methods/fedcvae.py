@@ -18,19 +18,28 @@ Very High Statistical Heterogeneity", ICLR 2023, Section 3.1 and Algorithm 1).
 
 Exact unlearning as in FederatedFactory: `exclude_clients` leaves a client's decoder out and
 the classifier is retrained from the others (`bench unlearn`).
+
+With DP (`--set dp.epsilon=E`, example level): each client's whole CVAE trains by DP-SGD
+(Abadi et al. 2016; methods/dp.py): Poisson-sampled batches, each image's negative ELBO
+gradient clipped and noised, Adam on the privatised gradients; the decoder it sends is
+post-processing. Each client is accounted over its epochs at its own rate. The label counts
+it sends are public, as every client's size is in a DP run here (docs/privacy.md).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import RunContext
+from .base import Capabilities, MethodResult, RunContext
 from .checkpoints import resumable
 from .communication import tensor_bytes
 from .cost import Cost, Workload, classifier_training
+from .dp import DPSpent, account, clipped_noisy_gradients, poisson_batches, sample_rate, \
+    steps_per_epoch
 from .oneshot import Generators, OneShotGenerative
 from .privacy import not_audited
 from .results import Communication
@@ -48,13 +57,22 @@ class ConditionalVAE(nn.Module):
                                      nn.Linear(hidden, hidden), nn.ReLU(),
                                      nn.Linear(hidden, pixels))
 
+    def onehot(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """F.one_hot's values, by comparison (vmap, which DP-SGD's per-image gradients use,
+        cannot take F.one_hot's data-dependent size)."""
+        return (y[:, None] == torch.arange(self.n_classes, device=y.device)).to(dtype)
+
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Bernoulli logits of the pixels."""
-        return self.decoder(torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], 1))
+        return self.decoder(torch.cat([z, self.onehot(y, z.dtype)], 1))
+
+    def forward(self, x01: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The loss (what DP-SGD's per-image gradients differentiate)."""
+        return self.loss(x01, y, eps)
 
     def loss(self, x01: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """The negative ELBO per image (x01: flattened images in [0, 1])."""
-        onehot = F.one_hot(y, self.n_classes).to(x01.dtype)
+        onehot = self.onehot(y, x01.dtype)
         mu, logvar = self.encoder(torch.cat([x01, onehot], 1)).chunk(2, dim=1)
         z = mu + (0.5 * logvar).exp() * eps
         return elbo_loss(self.decode(z, y), x01, mu, logvar)
@@ -75,6 +93,8 @@ class FedCVAE(OneShotGenerative):
     name = "fedcvae"
     PURPOSE = "fedcvae"
     GENERATOR_PHASE = "decoders"
+    # DP at the example level: DP-SGD for each client's CVAE (the module's docstring)
+    capabilities = Capabilities(unlearns=True, dp_levels=("example",))
 
     @dataclass(frozen=True)
     class Params:
@@ -92,10 +112,32 @@ class FedCVAE(OneShotGenerative):
         return Cost(tuple(classifier_training(work, self.params.classifier_epochs, images=synth,
                                               phase="server classifier")))
 
+    def _epochs(self, ctx: RunContext) -> int:
+        return self.params.vae_epochs or ctx.train.rounds * ctx.train.local_epochs
+
+    def _private(self, ctx: RunContext, members: list[int]) -> DPSpent:
+        """A DP run's noise per member client (`parties` in the members' order), each
+        accounted over its epochs of Poisson-sampled batches."""
+        b = ctx.train.batch_size
+        return account(ctx.dp, [(f"client {k}", sample_rate(len(ctx.clients[k]), b),
+                                 self._epochs(ctx) * steps_per_epoch(len(ctx.clients[k]), b))
+                                for k in members])
+
+    def run(self, ctx: RunContext) -> MethodResult:
+        """The one-shot pipeline (methods/oneshot.py); a DP run's record keeps what it spent."""
+        result = super().run(ctx)
+        if ctx.dp is None:
+            return result
+        return dataclasses.replace(result, dp=self._private(ctx, self.members(ctx)))
+
     def train_generators(self, ctx: RunContext, members: list[int]) -> Generators:
         """Step 1: a conditional VAE per member client, on its own images."""
         p, data, n_classes, cfg = self.params, ctx.data, ctx.n_classes, ctx.train
-        epochs = p.vae_epochs or cfg.rounds * cfg.local_epochs
+        epochs = self._epochs(ctx)
+        sigma = {}
+        if ctx.dp is not None:
+            spent = self._private(ctx, members)
+            sigma = {k: row["noise_multiplier"] for k, row in zip(members, spent.parties)}
         pixels = data.info.channels * data.resolution * data.resolution
         done: dict[int, dict] = {}  # the finished clients' weights
         vae = opt = None  # the client in training's
@@ -132,6 +174,13 @@ class FedCVAE(OneShotGenerative):
                     vae, opt = new(k)
                 idx = ctx.clients[k]
                 gen = ctx.streams.torch(f"fedcvae/batches/k{k}/e{e}")
+                if ctx.dp is not None and len(idx):
+                    self._private_epoch(ctx, vae, opt, idx, gen, sigma[k],
+                                        ctx.streams.torch(f"dp/noise/fedcvae/k{k}/e{e}"))
+                    bar.update(1)
+                    if e == epochs - 1:
+                        done[k] = vae.state_dict()
+                    continue
                 for x, y in data.batches(idx, cfg.batch_size, gen, train=False):
                     x01 = x.reshape(len(x), -1).add(1).div(2)
                     eps = torch.randn(len(x), p.latent_dim, generator=gen).to(ctx.device)
@@ -153,6 +202,25 @@ class FedCVAE(OneShotGenerative):
                     holders[c][k] = int(counts[c])
                     log.append({"client": k, "class": c, "images": int(counts[c])})
         return Generators(vaes, holders, log)
+
+    def _private_epoch(self, ctx: RunContext, vae: ConditionalVAE, opt, idx: torch.Tensor,
+                       gen: torch.Generator, sigma: float, noise: torch.Generator) -> None:
+        """One epoch of DP-SGD: ceil(n / batch_size) Poisson-sampled batches (from `gen`,
+        which also draws the reparameterisation noise), each image's negative-ELBO gradient
+        clipped to dp.clip, Gaussian noise of std sigma * clip (from `noise`), over the
+        expected batch; Adam steps on the result."""
+        b, latent = ctx.train.batch_size, self.params.latent_dim
+        expected = sample_rate(len(idx), b) * len(idx)
+        for batch in poisson_batches(idx, b, gen):
+            x, y = ctx.data.batch(batch, gen, train=False)
+            x01 = x.flatten(1).add(1).div(2)  # flatten: a Poisson batch may be empty
+            eps = torch.randn(len(x), latent, generator=gen).to(ctx.device)
+            grads = clipped_noisy_gradients(
+                vae, lambda call, xi, yi, ei: call(xi[None], yi[None], ei[None]),
+                (x01, y, eps), ctx.dp.clip, sigma, expected, noise)
+            for q, g in zip(vae.parameters(), grads):
+                q.grad = g
+            opt.step()
 
     def synthesise(self, ctx: RunContext, members: list[int],
                    gens: Generators) -> tuple[torch.Tensor, torch.Tensor]:

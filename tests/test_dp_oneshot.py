@@ -1,6 +1,6 @@
 """Differential privacy for the one-shot methods: FederatedFactory's modules by DPDM (each
 image's diffusion loss averaged over its noise draws, then clipped and noised), its local
-classifiers and DENSE's uploaded classifiers by DP-SGD, and how a FederatedFactory client's
+classifiers, DENSE's uploaded classifiers and FedCVAE-Ens's CVAEs by DP-SGD, and how a FederatedFactory client's
 epsilon composes over what it sends (methods/federatedfactory/private.py).
 
 Pitfalls named here: a DP module served from the cache of a module trained without DP (the
@@ -113,9 +113,9 @@ def test_a_dp_federatedfactory_run_trains_its_own_modules_and_records_what_it_sp
     """A DP run beside a run without DP in one folder: its modules are trained anew (a
     cache hit would serve modules trained without noise), the record holds every module's,
     every classifier's and every client's epsilon, and the numbers differ."""
-    args = ["run", "--methods", "federatedfactory", "--splits", "classes:2", "--executor",
+    args = ["run", "--methods", "federatedfactory", "--splits", "silos", "--executor",
             "sequential", "--out", str(tmp_path), *TINY_FF_CLI,
-            "--set", "federatedfactory.gen_images_seen=256"]
+            "--set", "federatedfactory.gen_images_seen=128"]
     assert main(args) == 0
     assert main([*args, "--set", "dp.epsilon=8", "--set", "dp.noise_draws=2"]) == 0
     records = {bool(r.dp): r for r in stored_records(tmp_path)}
@@ -150,3 +150,20 @@ def test_a_dp_dense_run_privatises_the_uploaded_classifiers(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "classifier_norm=batch with DP" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "bn").exists()
+
+
+def test_a_dp_fedcvae_run_trains_each_cvae_by_dp_sgd(tmp_path):
+    """Each client's CVAE by DP-SGD over its epochs (the negative ELBO's per-image gradients:
+    the one-hot labels by comparison, since vmap cannot take F.one_hot); the record keeps
+    each client's epsilon, and the noise changes the decoders."""
+    args = ["run", "--methods", "fedcvae", "--splits", "silos", "--executor", "sequential",
+            "--out", str(tmp_path), *tiny_overrides(rounds=1),
+            "--set", "fedcvae.classifier_epochs=2", "--set", "fedcvae.samples_per_class=16"]
+    assert main(args) == 0
+    assert main([*args, "--set", "dp.epsilon=4"]) == 0
+    records = {bool(r.dp): r for r in stored_records(tmp_path)}
+    plain, private = records[False], records[True]
+    assert [r["party"] for r in private.dp.parties] == [f"client {k}" for k in range(10)]
+    assert all(r["steps"] == 2 for r in private.dp.parties)  # 1 epoch, about 120 images, 64
+    assert 3.9 <= private.dp.epsilon <= 4.0
+    assert private.metrics != plain.metrics
