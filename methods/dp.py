@@ -46,6 +46,8 @@ LEVELS = ("example", "client")
 RDP_ORDERS = (*range(2, 65), 80, 96, 128, 192, 256)
 ACCOUNTANTS = ("rdp", "prv")
 NOT_PRIVATE = "no DP"  # what tables and records say of a run without DP
+# the most memory the per-example gradients of one chunk of a batch take (float32 bytes)
+PER_EXAMPLE_BYTES = 2 ** 31
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class DPConfig:
             raise ValueError(f"dp.level must be one of {', '.join(LEVELS)}, got {self.level!r}")
         if not self.clip > 0:
             raise ValueError(f"dp.clip must be > 0, got {self.clip}")
-        if not (isinstance(self.noise_draws, int) and self.noise_draws >= 1):
+        if not (type(self.noise_draws) is int and self.noise_draws >= 1):
             raise ValueError(f"dp.noise_draws must be an integer >= 1, got {self.noise_draws}")
         if self.accountant not in ACCOUNTANTS:
             raise ValueError(f"dp.accountant must be one of {', '.join(ACCOUNTANTS)}, got "
@@ -217,21 +219,28 @@ def clipped_noisy_gradients(model: nn.Module, loss_of_one, batch: tuple[torch.Te
         return loss_of_one(lambda *inputs: functional_call(model, (p, buffers), inputs),
                            *example)
 
-    if len(batch[0]):
+    summed = [torch.zeros_like(params[n]) for n in names]
+    # per-example gradients hold a copy of the parameters per example: chunks of at most
+    # PER_EXAMPLE_BYTES of them (DP-SGD's virtual steps; the sum, and so the privacy, is the
+    # same); the chunk depends on the model's size alone, so the bits do not depend on the
+    # machine (a digits model's DP batches fit in one chunk)
+    chunk = max(1, PER_EXAMPLE_BYTES // (4 * sum(p.numel() for p in params.values())))
+    for start in range(0, len(batch[0]), chunk):
+        part = tuple(t[start:start + chunk] for t in batch)
         with warnings.catch_warnings():  # attention layers have no batching rule yet: slower
             warnings.filterwarnings("ignore", "There is a performance drop")
-            per = vmap(grad(one), in_dims=(None, *[0] * len(batch)),
-                       randomness="different")(params, *batch)
+            per = vmap(grad(one), in_dims=(None, *[0] * len(part)),
+                       randomness="different")(params, *part)
         norms = torch.sqrt(sum(per[n].flatten(1).pow(2).sum(1) for n in names))
         # an example whose gradient is not finite contributes nothing (norm 0 <= clip), so
         # that no example can turn the sum into NaN
         finite = torch.isfinite(norms)
         scale = torch.where(finite, (clip / (norms + 1e-6)).clamp(max=1.0), 0.0)
-        summed = [torch.einsum("b,b...->...", scale,
-                               torch.where(finite.view(-1, *[1] * (per[n].dim() - 1)),
-                                           per[n], 0.0)) for n in names]
-    else:
-        summed = [torch.zeros_like(params[n]) for n in names]
+        for s, n in zip(summed, names):
+            s += torch.einsum("b,b...->...", scale,
+                              torch.where(finite.view(-1, *[1] * (per[n].dim() - 1)), per[n],
+                                          0.0))
+        del per
     return [(s + sigma * clip * torch.randn(s.shape, generator=gen, device="cpu").to(s.device))
             / expected_batch for s in summed]
 

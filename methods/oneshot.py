@@ -124,7 +124,10 @@ class OneShotGenerative(Method):
             real_x, real_y = data.x_train[own].cpu(), data.y_train[own].cpu()
             memo = memorisation(synth_x, synth_y, real_x, real_y, data.x_test.cpu(),
                                 data.y_test.cpu(), n_classes)
-            grid = sample_grid(synth_x, synth_y, real_x, real_y, n_classes)
+            # a DP run publishes no training image: its grid shows validation images beside
+            # the synthetic ones
+            grid = sample_grid(synth_x, synth_y, real_x, real_y, n_classes) if ctx.dp is None \
+                else sample_grid(synth_x, synth_y, data.x_val.cpu(), data.y_val.cpu(), n_classes)
             quality = sample_quality(data, own, synth_x, synth_y, ctx.streams,
                                      f"{self.PURPOSE}/reference", ctx.progress)
         with timed(timings, "privacy"):

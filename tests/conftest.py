@@ -31,7 +31,7 @@ LONGEST_FIRST = {
     "test_executors.py": 192, "test_cli.py": 124, "test_conformance.py": 111,
     "test_checkpoints.py": 107, "test_gpu_paths.py": 86, "test_sample_quality.py": 78,
     "test_privacy.py": 69, "test_live.py": 50, "test_numerics.py": 46,
-    "test_extending.py": 46, "test_peers.py": 45, "test_dp.py": 75,
+    "test_extending.py": 46, "test_peers.py": 45, "test_dp.py": 75, "test_dp_oneshot.py": 60,
 }
 
 

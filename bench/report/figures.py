@@ -316,7 +316,13 @@ def privacy_utility(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]
                 ax.set_ylabel(ylabel)
                 ax.set_title(split)
                 ax.grid(alpha=0.3)
-        axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        # every method once, whichever split it ran under (not only the first row's)
+        handles = {}
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, handle)
+        axes[0][-1].legend(handles.values(), handles.keys(), fontsize=8, loc="upper left",
+                           bbox_to_anchor=(1.02, 1.0))
         fig.subplots_adjust(right=1 - 1.8 / fig.get_figwidth(), hspace=0.45, wspace=0.3,
                             top=1 - 0.75 / fig.get_figheight())
         fig.suptitle(f"{dataset}: privacy against utility (DP at the level each run records)")

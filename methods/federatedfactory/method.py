@@ -236,7 +236,7 @@ class FederatedFactory(OneShotGenerative):
         # the classes others hold a module of (samples_per_class each)
         clients = tuple((k, len(ctx.clients[k]) + self.params.samples_per_class
                          * len(held - {w.cls for w in works if w.client == k}))
-                        for k in sorted({w.client for w in works}))
+                        for k in self.members(ctx))
         return _planned(self.params, ctx.dp, modules, clients, ctx.train.batch_size,
                         "local" in self.params.modes)
 

@@ -22,7 +22,12 @@ accountant's composition of the two mechanisms and the sum of their epsilons. A 
 The run's epsilon is the largest client's. The server's classifier trains on synthetic images
 only (post-processing). The sample quality's reference classifier, the memorisation
 indicator and the membership audit read the real images: diagnostics outside the guarantee
-(docs/privacy.md).
+(docs/privacy.md); the sample grid of a DP run shows validation images, not training ones.
+
+Public, as every client's size is in a DP run here: each client's class counts. They decide
+which modules exist (`min_class_samples`), each module's rate and noise, the synthetic
+shares, the local classifiers' training-set sizes and label priors, and the record lists
+them (`extra.modules`).
 """
 from __future__ import annotations
 
@@ -65,8 +70,8 @@ def plan(p: FFParams, dp: DPConfig, module_sizes: dict, client_sizes: dict,
         rows.append({"party": f"client {k} class {c} module", "noise_multiplier": sigma,
                      "sample_rate": q, "steps": steps, "epsilon": eps})
     classifier_eps = {}
-    if local_mode:
-        for k in sorted(mechanisms):
+    if local_mode:  # every member client sends a classifier, with modules or without
+        for k in sorted(client_sizes):
             n = client_sizes[k]
             q = sample_rate(n, classifier_batch)
             steps = p.classifier_epochs * steps_per_epoch(n, classifier_batch)
@@ -75,10 +80,11 @@ def plan(p: FFParams, dp: DPConfig, module_sizes: dict, client_sizes: dict,
             rows.append({"party": f"client {k} classifier", "noise_multiplier": sigma,
                          "sample_rate": q, "steps": steps, "epsilon": eps})
     per_client = []
-    for k, by_class in sorted(mechanisms.items()):
-        if local_mode:  # each image: its class's module, then the classifier
-            eps = max(min(composed(dp, [mech, classifiers[k]]), e + classifier_eps[k])
-                      for mech, e in by_class.values())
+    for k in sorted(set(mechanisms) | (set(client_sizes) if local_mode else set())):
+        by_class = mechanisms.get(k, {})
+        if local_mode:  # each image: its class's module (if any), then the classifier
+            eps = max([min(composed(dp, [mech, classifiers[k]]), e + classifier_eps[k])
+                       for mech, e in by_class.values()] + [classifier_eps[k]])
         else:  # disjoint images: the largest module's
             eps = max(e for _, e in by_class.values())
         per_client.append(eps)
