@@ -278,7 +278,8 @@ def accuracy_against_leakage(frame: pd.DataFrame, dataset: str, path: Path) -> l
 def privacy_utility(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]:
     """Privacy against utility: test accuracy, worst-client accuracy and the membership
     audit's AUC against each DP run's target epsilon (methods/dp.py; the epsilon spent is
-    within 0.01 below it, and differs between seeds), the runs without DP at the right ("no
+    at most the target: within 0.01 below it for one mechanism, further below where
+    mechanisms compose, as in FederatedFactory's local mode; it differs between seeds), the runs without DP at the right ("no
     DP"), mean ± std over seeds; one row of panels per split. Drawn when the dataset has DP
     runs."""
     part = frame[(frame["dataset"] == dataset) & (frame["split"] != NO_SPLIT)].copy()
