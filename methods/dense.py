@@ -45,7 +45,7 @@ from torch import nn
 
 from .base import Capabilities, Method, MethodResult, RunContext, timed
 from .cost import Cost, Phase, Workload, classifier_training
-from .dp import account, sample_rate, steps_per_epoch
+from .dp import account_clients
 from .checkpoints import RngState, resumable
 from .privacy import SHARED, audit_classifiers
 from .results import MODEL, Communication, Metrics
@@ -184,12 +184,9 @@ class Dense(Method):
         spent, sigma = None, {}
         if ctx.dp is not None:  # DP-SGD: each client accounted over its local epochs
             with timed(timings, "dp_accounting"):
-                trained = [k for k in range(n) if len(ctx.clients[k])]
-                spent = account(ctx.dp, [
-                    (f"client {k}", sample_rate(len(ctx.clients[k]), cfg.batch_size),
-                     local_epochs * steps_per_epoch(len(ctx.clients[k]), cfg.batch_size))
-                    for k in trained])
-                sigma = {k: row["noise_multiplier"] for k, row in zip(trained, spent.parties)}
+                spent, sigma = account_clients(
+                    ctx.dp, {k: (len(ctx.clients[k]), local_epochs) for k in range(n)
+                             if len(ctx.clients[k])}, cfg.batch_size)
         finished: list[dict] = []  # the clients' trained classifiers, client after client
         with ctx.progress(n * local_epochs, "client epochs") as bar, timed(timings, "clients"):
             def load(saved: dict) -> None:

@@ -31,6 +31,7 @@ which DP allows. Which methods support which level is declared in their `Capabil
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import asdict, dataclass
@@ -108,9 +109,11 @@ def _opacus():
     return get_noise_multiplier, {"rdp": RDPAccountant, "prv": PRVAccountant}
 
 
+@functools.lru_cache(maxsize=4096)
 def noise_multiplier(dp: DPConfig, sample_rate: float, steps: int) -> tuple[float, float]:
     """(sigma, the epsilon it spends): the smallest noise multiplier whose epsilon after
-    `steps` steps of the sampled Gaussian mechanism at `sample_rate` reaches the target."""
+    `steps` steps of the sampled Gaussian mechanism at `sample_rate` reaches the target.
+    Cached: a pure function of its arguments, asked again by a run's record and its parts."""
     get_noise_multiplier, _ = _opacus()
     with warnings.catch_warnings():  # "optimal order is the largest alpha": a looser bound
         warnings.simplefilter("ignore", UserWarning)
@@ -164,6 +167,18 @@ class DPSpent:
     @classmethod
     def from_dict(cls, d: dict) -> "DPSpent":
         return cls(**{**d, "parties": tuple(d["parties"])})
+
+
+def account_clients(dp: DPConfig, clients: dict[int, tuple[int, int]],
+                    batch_size: int) -> tuple[DPSpent, dict[int, float]]:
+    """DP-SGD in every client: `clients[k]` = (its images n_k, its epochs); each epoch is
+    ceil(n_k / batch_size) steps at sampling rate batch_size / n_k (`poisson_batches`).
+    Returns what the run spends (a party "client k" each, in the order given) and each
+    client's noise multiplier."""
+    spent = account(dp, [(f"client {k}", sample_rate(n, batch_size),
+                          epochs * steps_per_epoch(n, batch_size))
+                         for k, (n, epochs) in clients.items()])
+    return spent, {k: row["noise_multiplier"] for k, row in zip(clients, spent.parties)}
 
 
 def account(dp: DPConfig, parties: list[tuple[str, float, int]]) -> DPSpent:

@@ -38,8 +38,8 @@ from .base import Capabilities, MethodResult, RunContext
 from .checkpoints import resumable
 from .communication import tensor_bytes
 from .cost import Cost, Workload, classifier_training
-from .dp import DPSpent, account, clipped_noisy_gradients, poisson_batches, sample_rate, \
-    steps_per_epoch
+from .dp import DPSpent, account_clients, clipped_noisy_gradients, poisson_batches, \
+    sample_rate
 from .oneshot import Generators, OneShotGenerative
 from .privacy import not_audited
 from .results import Communication
@@ -115,29 +115,25 @@ class FedCVAE(OneShotGenerative):
     def _epochs(self, ctx: RunContext) -> int:
         return self.params.vae_epochs or ctx.train.rounds * ctx.train.local_epochs
 
-    def _private(self, ctx: RunContext, members: list[int]) -> DPSpent:
-        """A DP run's noise per member client (`parties` in the members' order), each
-        accounted over its epochs of Poisson-sampled batches."""
-        b = ctx.train.batch_size
-        return account(ctx.dp, [(f"client {k}", sample_rate(len(ctx.clients[k]), b),
-                                 self._epochs(ctx) * steps_per_epoch(len(ctx.clients[k]), b))
-                                for k in members])
+    def _private(self, ctx: RunContext, members: list[int]) -> tuple[DPSpent, dict]:
+        """A DP run's spending and noise multiplier per member client, each accounted over
+        its epochs of Poisson-sampled batches (the accountant's answers are cached, so the
+        run and its record ask once)."""
+        return account_clients(ctx.dp, {k: (len(ctx.clients[k]), self._epochs(ctx))
+                                        for k in members}, ctx.train.batch_size)
 
     def run(self, ctx: RunContext) -> MethodResult:
         """The one-shot pipeline (methods/oneshot.py); a DP run's record keeps what it spent."""
         result = super().run(ctx)
         if ctx.dp is None:
             return result
-        return dataclasses.replace(result, dp=self._private(ctx, self.members(ctx)))
+        return dataclasses.replace(result, dp=self._private(ctx, self.members(ctx))[0])
 
     def train_generators(self, ctx: RunContext, members: list[int]) -> Generators:
         """Step 1: a conditional VAE per member client, on its own images."""
         p, data, n_classes, cfg = self.params, ctx.data, ctx.n_classes, ctx.train
         epochs = self._epochs(ctx)
-        sigma = {}
-        if ctx.dp is not None:
-            spent = self._private(ctx, members)
-            sigma = {k: row["noise_multiplier"] for k, row in zip(members, spent.parties)}
+        sigma = self._private(ctx, members)[1] if ctx.dp is not None else {}
         pixels = data.info.channels * data.resolution * data.resolution
         done: dict[int, dict] = {}  # the finished clients' weights
         vae = opt = None  # the client in training's

@@ -22,7 +22,7 @@ from .privacy import RECEIVED, SHARED, ClassifierAudit, not_audited
 from .results import MODEL, Metrics
 from .communication import CommLog, tensor_bytes
 from .evaluation import Diverged, Selection
-from .dp import ClippedSum, DPSpent, account, sample_rate, steps_per_epoch
+from .dp import ClippedSum, DPSpent, account, account_clients
 from .training import train_local, train_local_private
 from .vectorized import load_client, train_clients
 
@@ -154,13 +154,10 @@ class Private:
             return cls(dp.level, dp.clip, {"server": spent.parties[0]["noise_multiplier"]},
                        spent, q * n)
         rounds = {k: sum(k in chosen for chosen in schedule) for k in range(len(ctx.clients))}
-        clients = [k for k in rounds if rounds[k] and len(ctx.clients[k])]
-        spent = account(dp, [(f"client {k}", sample_rate(len(ctx.clients[k]), cfg.batch_size),
-                              cfg.local_epochs * rounds[k]
-                              * steps_per_epoch(len(ctx.clients[k]), cfg.batch_size))
-                             for k in clients])
-        return cls(dp.level, dp.clip, {k: row["noise_multiplier"]
-                                       for k, row in zip(clients, spent.parties)}, spent)
+        spent, sigma = account_clients(dp, {k: (len(ctx.clients[k]), cfg.local_epochs * r)
+                                            for k, r in rounds.items()
+                                            if r and len(ctx.clients[k])}, cfg.batch_size)
+        return cls(dp.level, dp.clip, sigma, spent)
 
 
 def client_phase(method: Any, model, ctx: RunContext, chosen: list[int], r: int, lr: float,
