@@ -32,7 +32,7 @@ def cpu_model() -> str:
 
 
 def environment(device: torch.device) -> dict:
-    import sklearn
+    from importlib.metadata import version  # not `import sklearn`: a second, for a string
 
     return {
         "device": str(device),
@@ -42,7 +42,7 @@ def environment(device: torch.device) -> dict:
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "sklearn": sklearn.__version__,
+        "sklearn": version("scikit-learn"),
         "platform": platform.platform(),
         "git_commit": git_commit(),
     }

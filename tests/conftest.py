@@ -23,15 +23,17 @@ def shared_data() -> Path:
 # Under `-n`, pytest-xdist hands each worker whole files (`--dist loadfile`) in collection
 # order (`--no-loadscope-reorder`, pyproject.toml). Starting the longest files first balances
 # the two workers (longest processing time first); without it, the order of names left one
-# worker idle for minutes at the end. Seconds of one worker per file, `python -m pytest -q -n 2
-# --durations=0` on a 2-core AMD EPYC, 2026-12-04 (docs/ci.md); files not listed follow, in
-# their own order. Remeasure when a file's cost changes by minutes.
+# worker idle for minutes at the end. Seconds of one worker per file (the 120 longest tests of
+# `python -m pytest -q -n 2 --durations=120`, summed per file) on a 2-core AMD EPYC, 2026-12-05
+# (docs/findings/measurements.md); files not listed follow, in their own order. Remeasure when
+# a file's cost changes by minutes.
 LONGEST_FIRST = {
-    "test_check_sensitivity.py": 548, "test_federatedfactory.py": 408,
-    "test_executors.py": 192, "test_cli.py": 124, "test_conformance.py": 111,
-    "test_checkpoints.py": 107, "test_gpu_paths.py": 86, "test_sample_quality.py": 78,
-    "test_privacy.py": 69, "test_live.py": 50, "test_numerics.py": 46,
-    "test_extending.py": 46, "test_peers.py": 45, "test_dp.py": 75, "test_dp_oneshot.py": 60,
+    "test_check_sensitivity.py": 308, "test_federatedfactory.py": 228,
+    "test_executors.py": 172, "test_cli.py": 98, "test_checkpoints.py": 91,
+    "test_gpu_paths.py": 66, "test_conformance.py": 65, "test_extending.py": 58,
+    "test_sample_quality.py": 52, "test_numerics.py": 48, "test_dp_oneshot.py": 39,
+    "test_vectorized.py": 37, "test_resume.py": 35, "test_live.py": 32, "test_peers.py": 27,
+    "test_provenance.py": 23, "test_privacy.py": 22, "test_dp.py": 14,
 }
 
 

@@ -259,15 +259,20 @@ def test_list_shows_whole_descriptions_and_a_methods_set_keys(capsys):
     assert len(err.splitlines()) == 1 and "valid choices: centralized" in err
 
 
-def test_help_imports_no_torch_and_commands_import_no_optional_extras():
+def test_help_imports_no_torch_and_commands_import_no_optional_extras(tmp_path):
     """`python -m bench --help` lists the commands from their one-line help alone (torch takes
     seconds to import); `list` and `status` import torch but no Ray, TensorBoard, seaborn or
-    diffusers (benchmarks/test_budget.py times the import)."""
+    diffusers (benchmarks/test_budget.py times the import), and neither does a FedAvg run,
+    whose record names diffusers' version (read from its metadata: importing diffusers to
+    read it cost every run half a second)."""
     code = ("import sys\nfrom bench.cli import main\ntry:\n    main(sys.argv[1:])\n"
             "except SystemExit:\n    pass\n"
             "print(sorted(m for m in ('torch', 'ray', 'tensorboard', 'seaborn', 'diffusers')"
             " if m in sys.modules))")
-    for argv, loaded in ((["--help"], "[]"), (["list"], "['torch']"), (["status"], "['torch']")):
+    fedavg = ["run", "--methods", "fedavg", "--splits", "iid", "--set", "rounds=1", "--set",
+              "local_epochs=1", "--executor", "sequential", "--out", str(tmp_path)]
+    for argv, loaded in ((["--help"], "[]"), (["list"], "['torch']"), (["status"], "['torch']"),
+                         (fedavg, "['torch']")):
         out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
                              text=True, cwd=ROOT, check=True)
         assert out.stdout.strip().splitlines()[-1] == loaded, (argv, out.stdout[-300:])

@@ -238,20 +238,19 @@ def test_unlearn_rejects_bad_input(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_unlearn_refuses_a_run_computed_by_other_code(tmp_path, capsys, monkeypatch):
+def test_unlearn_refuses_a_run_computed_by_other_code(unlearned, tmp_path, capsys, monkeypatch):
     out = tmp_path / "results"
-    assert main(["run", "--methods", "federatedfactory", "--splits", "silos", "--out", str(out),
-                 *TINY_FF_CLI]) == 0
+    shutil.copytree(unlearned[-1], out)  # the proof's run, as stored before it was unlearned
+    run_id = ff_config(extra=["federatedfactory.classifier_epochs=10"]).run_id
     capsys.readouterr()
     # clients it does not have, or all of them: one line, exit 2, nothing trained
     for clients, needle in (("99", "--clients: clients [99] do not exist"),
                             (",".join(map(str, range(10))), "leaves out all 10 clients")):
-        assert main(["unlearn", "--run", ff_config().run_id, "--clients", clients,
-                     "--out", str(out)]) == 2
+        assert main(["unlearn", "--run", run_id, "--clients", clients, "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
     monkeypatch.setattr("bench.provenance.code_fingerprint", lambda method, dataset: "changed code")
-    assert main(["unlearn", "--run", ff_config().run_id, "--clients", "3", "--out", str(out)]) == 2
+    assert main(["unlearn", "--run", run_id, "--clients", "3", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "computed by other code" in err[0]
 
