@@ -100,7 +100,9 @@ class Phase:
         if self.bar is not None:
             self.bar.update(n)
         now = time.monotonic()
-        if now - self.last_line >= self.log_.heartbeat and self.n < self.total:
+        # a heartbeat once a step is done: `resumable` calls update(0) when nothing is resumed,
+        # and before a first step there is no rate to estimate the time left from
+        if self.n and now - self.last_line >= self.log_.heartbeat and self.n < self.total:
             self.last_line = now
             self.log_.event("progress", phase=self.desc, step=self.n, total=self.total,
                             eta_s=round(self.eta(now), 1))

@@ -102,6 +102,20 @@ def test_a_diverging_step_is_logged_not_raised(tmp_path):
     assert step["train_loss"] is None and step["val_accuracy"] == 0.1
 
 
+def test_a_loop_that_starts_after_the_heartbeat_with_nothing_resumed_logs_no_eta(tmp_path):
+    """`resumable` moves the bar past resumed steps with update(start), update(0) when nothing
+    is resumed. A phase whose set-up outlasted the heartbeat (a generator part under load, in
+    CI's Ray test) then wrote a progress line with no rate to estimate from and crashed on
+    round(None)."""
+    log = RunLog(tmp_path / "e.log.jsonl", "run", "e" * 16, heartbeat=0.0)
+    with log.progress(4, "generator steps") as bar:
+        time.sleep(0.01)
+        bar.update(0)
+        bar.update(1)
+    progress = [e for e in events(tmp_path / "e.log.jsonl") if e["event"] == "progress"]
+    assert [(e["step"], e["eta_s"] is not None) for e in progress] == [(1, True)]
+
+
 def test_latest_reads_the_last_attempt_and_skips_a_torn_line(tmp_path):
     path = tmp_path / "x.log.jsonl"
     first = RunLog(path, "run", "x" * 16)
