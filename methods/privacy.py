@@ -20,10 +20,16 @@ Every audit carries a null control: the same images attacked with the classifier
 a network trained on neither set, but on the members' source (the run's recipe on the other
 half of the validation split, as many epochs as the audited models, at most 20:
 `null_network`). It must read 0.5 within its 95 %
-interval (`Audit.null_holds`; by chance about one audit in twenty will not); if it does not,
+interval (`Audit.null_holds`; by chance about one seed in twenty will not: the audits of a
+seed share the validation halves and the null's network); if it does not,
 members and non-members differ in something besides membership (their source, their
 classes), and the audit says so. A network at its initialisation would be a weaker null: it
-does not see a source (tests/test_privacy.py).
+does not see a source (tests/test_privacy.py). Beside it, the excess over the null
+(`excess_over_null`): the audit's AUC minus the null's on the same images, with a paired
+interval; where the null fails (PneumoniaMNIST: docs/protocol.md), it is the number that
+measures membership, and an interval that holds 0 finds no leak beyond the source's effect.
+For the diffusion modules the null is still the classifier attack (a module trained on neither
+set would cost as much as the run's own): their excess compares two attacks, and says less.
 
 The attacks, one per kind of artefact:
 - Classifiers (weight averaging: each client's trained model of the last round it takes part
@@ -80,12 +86,18 @@ class Audit:
     null_auc: float | None = None
     null_auc_ci: tuple[float, float] | None = None
     null_artefact: str | None = None
+    # the excess over the null control: the audit's AUC minus the null's on the same images,
+    # with a paired 95 % interval (both attacks scored on the same resampled images in every
+    # replicate); where the null control fails, the number to read (`leaks_beyond_null`)
+    excess_auc: float | None = None
+    excess_auc_ci: tuple[float, float] | None = None
     non_members_from: str = "validation"  # the split the non-members come from
     bootstrap: int = 0  # replicates behind the intervals
     settings: dict = field(default_factory=dict)  # the attack's own (noise levels, ...)
     not_audited: str | None = None  # why not
 
-    TUPLES = ("auc_ci", "tpr_ci", "per_artefact_auc", "per_artefact_tpr", "null_auc_ci")
+    TUPLES = ("auc_ci", "tpr_ci", "per_artefact_auc", "per_artefact_tpr", "null_auc_ci",
+              "excess_auc_ci")
 
     @classmethod
     def of(cls, attack: str, artefact: str, metrics: dict, settings: dict | None = None,
@@ -102,6 +114,14 @@ class Audit:
         if self.null_auc_ci is None:
             return None
         return self.null_auc_ci[0] <= 0.5 <= self.null_auc_ci[1]
+
+    @property
+    def leaks_beyond_null(self) -> bool | None:
+        """Whether the audit's AUC exceeds the null control's on the same images, its paired
+        interval above 0 (None: no excess measured, as in audits before 2026-12-05)."""
+        if self.excess_auc_ci is None:
+            return None
+        return self.excess_auc_ci[0] > 0
 
     def to_dict(self) -> dict:
         """Its fields (tuples as lists), those left empty omitted but `attack` (None: not
@@ -422,8 +442,37 @@ def audit_of(attack: str, artefact: str, scores: list, null: list, ids: tuple,
     (members into the training set, non-members into the validation set)."""
     metrics = attack_metrics([a for a, _ in scores], [b for _, b in scores], rng, *ids)
     control = attack_metrics([a for a, _ in null], [b for _, b in null], rng, *ids)
+    excess, excess_ci = excess_over_null(scores, null, rng, *ids)
     return Audit.of(attack, artefact, metrics, settings, null_auc=control["auc"],
-                    null_auc_ci=tuple(control["auc_ci"]), null_artefact=NULL_CONTROL)
+                    null_auc_ci=tuple(control["auc_ci"]), null_artefact=NULL_CONTROL,
+                    excess_auc=excess, excess_auc_ci=excess_ci)
+
+
+def excess_over_null(scores: list, null: list, rng: np.random.Generator,
+                     member_ids: list[np.ndarray] | None = None,
+                     non_member_ids: list[np.ndarray] | None = None
+                     ) -> tuple[float, tuple[float, float]]:
+    """The audit's headline AUC minus the null control's, on the same (member, non-member)
+    score pairs per artefact, and its paired 95 % bootstrap interval: each replicate draws the
+    images once (as `attack_metrics` does) and weighs both attacks' scores of them alike, so
+    what both see (a difference of source between members and non-members, a split's harder
+    images) cancels as far as both see it alike, and what only the audited artefact sees
+    (membership) remains. Drawn after the
+    audit's and the null's own intervals, which stay as they were. A blind baseline's role in
+    Das et al. (2024, "Blind baselines beat membership inference attacks for foundation
+    models"): an attack says nothing about membership unless it beats an attacker that never
+    saw the members."""
+    member_ids = member_ids or _distinct([a for a, _ in scores])
+    non_member_ids = non_member_ids or _distinct([b for _, b in scores])
+    weights = list(zip(_counts(member_ids, rng), _counts(non_member_ids, rng)))
+    ones = [(np.ones((1, len(a))), np.ones((1, len(b)))) for a, b in scores]
+
+    def auc(pairs, w):
+        return _headline([a for a, _ in pairs], [b for _, b in pairs], w)[0]
+
+    point = float(auc(scores, ones)[0] - auc(null, ones)[0])
+    lo, hi = np.nanpercentile(auc(scores, weights) - auc(null, weights), [2.5, 97.5])
+    return point, (float(lo), float(hi))
 
 
 def audit_classifiers(ctx, models: dict[int, torch.nn.Module], artefact: str,

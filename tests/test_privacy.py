@@ -13,7 +13,8 @@ from bench.methods.federatedfactory.audit import module_scores
 from bench.methods.federatedfactory.modules import train_module
 from bench.methods.federatedfactory.params import FFParams
 from bench.methods.models import build_model
-from bench.methods.privacy import _tpr_at, attack_metrics, balanced, classifier_scores
+from bench.methods.privacy import (Audit, _tpr_at, attack_metrics, balanced, classifier_scores,
+                                   excess_over_null)
 from bench.runner import cached_dataset
 from helpers import stored_records, tiny_overrides
 
@@ -148,6 +149,38 @@ def test_the_null_control_reads_half_and_catches_non_members_from_another_source
     assert null_of(ctx.new_model("x")).null_holds  # an untrained network is blind to it
 
 
+def test_the_excess_over_the_null_cancels_a_source_effect_and_keeps_a_leak():
+    """Members and non-members from two sources: every member image reads 1 higher, to the
+    audited artefact and to the null network alike (the source effect both see), each attack
+    with noise of its own. The null control fails; the excess over it holds 0 in its paired
+    interval. A planted leak (members 1 higher again, to the audited artefact only) shows in
+    the excess. The pairing matters: its interval is narrower than the two attacks' own
+    intervals on average, where the difference of two independent draws is wider than either
+    (a planted unpaired draw fails here)."""
+    gen = np.random.default_rng(1)
+    n = 300
+    source = np.r_[np.ones(n), np.zeros(n)] + gen.normal(size=2 * n)  # what the images are
+
+    def attack(extra=0.0):  # one attack's scores of the same images
+        s = source + 0.3 * gen.normal(size=2 * n)
+        return s[:n] + extra, s[n:]
+
+    null, blind, leaky = attack(), attack(), attack(extra=1.0)
+    rng = np.random.default_rng(0)
+    control = attack_metrics([null[0]], [null[1]], rng)
+    assert not Audit("x", null_auc_ci=tuple(control["auc_ci"])).null_holds
+    excess, (lo, hi) = excess_over_null([blind], [null], rng)
+    audit = Audit("x", auc=0.0, excess_auc=excess, excess_auc_ci=(lo, hi))
+    assert lo < 0 < hi and not audit.leaks_beyond_null, (excess, lo, hi)
+    apart = attack_metrics([blind[0]], [blind[1]], rng)["auc_ci"]
+    assert hi - lo < 0.5 * ((apart[1] - apart[0]) + (control["auc_ci"][1] - control["auc_ci"][0]))
+    excess, (lo, hi) = excess_over_null([leaky], [null], rng)
+    assert lo > 0.1, (excess, lo, hi)
+    same = excess_over_null([null], [null], rng)  # the null against itself: exactly 0
+    assert same == (0.0, (0.0, 0.0))
+    assert Audit("x").leaks_beyond_null is None  # audits before the excess: not measured
+
+
 def test_members_and_non_members_are_balanced_class_by_class():
     y_train = torch.tensor([0, 0, 0, 1, 1, 2])
     y_val = torch.tensor([0, 1, 1, 1, 3])
@@ -213,12 +246,17 @@ def test_records_carry_the_audit_and_the_table_a_membership_column(tmp_path, cap
     assert fed.bootstrap >= 1000 and len(fed.per_artefact_tpr) == len(fed.per_artefact_auc)
     assert fed.null_artefact.startswith("the classifier attack on a network trained")
     assert fed.null_holds, fed  # the null control is in every audit, and reads 0.5
+    assert fed.excess_auc == pytest.approx(fed.auc - fed.null_auc)
+    assert fed.excess_auc_ci[0] <= fed.excess_auc <= fed.excess_auc_ci[1]
     assert records["local_only"].not_audited == "it shares nothing"
     assert "images themselves" in records["centralized"].not_audited
     capsys.readouterr()
     assert main(["table", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.split("membership-inference AUC")[1]
     assert f"| fedavg | {100 * fed.auc:.1f} (n=1) |" in out and "local_only" not in out
+    assert main(["report", "--out", str(tmp_path), "--metrics", "membership_excess"]) == 0
+    out = capsys.readouterr().out
+    assert "minus its null control's" in out and f"{100 * fed.excess_auc:.1f} (n=1)" in out
 
 
 

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
                         default=["accuracy", "auroc", "worst_client_accuracy", "membership_auc"],
                         help="metrics of the tables (accuracy, balanced_accuracy, auroc, "
                              "f1_macro, worst_client_accuracy, p10_client_accuracy, "
-                             "membership_auc, membership_tpr, membership_auc_received)")
+                             "membership_auc, membership_tpr, membership_auc_received, "
+                             "membership_excess)")
     report.add_argument("--tune", action="store_true",
                         help="tables of the setting best on validation where a sweep ran "
                              "several (as `bench table --tune`); figures keep every run")

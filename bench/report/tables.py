@@ -24,7 +24,9 @@ from ..records import Record, parse_label
 # failing, and any value is a lower bound on leakage; FederatedFactory's local-mode rows attack
 # the local classifiers that mode sends (the server row: the generative modules);
 # membership_auc_received: the same on what every client receives (weight averaging: the
-# final global model, where membership_auc attacks each client's returned model)
+# final global model, where membership_auc attacks each client's returned model);
+# membership_excess: membership_auc minus its null control's AUC on the same images
+# (methods/privacy.py, excess_over_null): where the null control fails, the one to read
 TABLE_METRICS = ("accuracy", "auroc", "worst_client_accuracy", "membership_auc")
 # how a table title names a metric (others: by their key)
 METRIC_TITLES = {"worst_client_accuracy": "worst-client accuracy (each client on its own "
@@ -37,10 +39,14 @@ RUN_TITLES = {"membership_auc": "membership-inference AUC (%) of what the method
                                 "positives, of what the method shares (1: the attack fails)",
               "membership_auc_received": "membership-inference AUC (%) of what every client "
                                          "receives (weight averaging: the final global "
-                                         "model)"}
+                                         "model)",
+              "membership_excess": "membership-inference AUC of what the method shares, "
+                                   "minus its null control's on the same images (points; 0: "
+                                   "no leak beyond what a network that saw neither set reads)"}
 MODEL_METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1_macro")
 SCALAR_METRICS = (*MODEL_METRICS, "worst_client_accuracy", "p10_client_accuracy",
-                  "membership_auc", "membership_tpr", "membership_auc_received")
+                  "membership_auc", "membership_tpr", "membership_auc_received",
+                  "membership_excess")
 
 
 def _scalars(m: dict) -> dict:
@@ -111,6 +117,14 @@ def selection_metric(record: Record) -> str:
 
 # columns of records_frame that tables do not show: what tuning reads
 FRAME_ONLY = ["client_accuracy", "loss", "base", "qualifier", "setting", "selection_metric"]
+# whether the audit behind a membership metric failed its null control (methods/privacy.py,
+# `Audit.null_holds`): a table marks those cells NULL_MARK
+NULL_FAILED = {"membership_auc": "shared_null_failed", "membership_tpr": "shared_null_failed",
+               "membership_auc_received": "received_null_failed"}
+NULL_MARK = "‡"
+NULL_NOTE = (f"{NULL_MARK} the audit's null control failed (a network that saw neither set "
+             f"separates the same members and non-members): they differ in more than "
+             f"membership; read `membership_excess` (docs/protocol.md, \"Membership inference\")")
 
 
 def records_frame(records: list[Record], which: str = "selected",
@@ -145,11 +159,15 @@ def records_frame(records: list[Record], which: str = "selected",
                          "membership_auc": shared.auc,
                          "membership_tpr": shared.tpr_at_1pct_fpr,
                          "membership_auc_received": _audit(r, RECEIVED).auc,
+                         "membership_excess": shared.excess_auc,
+                         "shared_null_failed": shared.null_holds is False,
+                         "received_null_failed": _audit(r, RECEIVED).null_holds is False,
                          "base": name + _suffix(private), "qualifier": qualifier,
                          "setting": _setting_text(tuned), "selection_metric": selection_metric(r)})
     return pd.DataFrame(rows, columns=["dataset", "method", "split", "seed", "n_clients",
                                        "run_id", "stale", "epsilon", "epsilon_target",
-                                       *SCALAR_METRICS, *FRAME_ONLY])
+                                       *SCALAR_METRICS, *FRAME_ONLY,
+                                       *sorted(set(NULL_FAILED.values()))])
 
 
 TUNED = " (tuned)"  # the method label of a tuned row (bench table --tune)
@@ -272,13 +290,19 @@ def split_order(split: str) -> tuple:
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     """Long summary: dataset, method, split, metric, mean, std, n, stale (any of its runs
-    computed by other code; pooled rows broadcast)."""
-    long = frame.melt(id_vars=["dataset", "method", "split", "seed", "stale"],
+    computed by other code; pooled rows broadcast), null_failed (a membership metric: any of
+    its runs' audits failed its null control)."""
+    flags = sorted(set(NULL_FAILED.values()))
+    long = frame.melt(id_vars=["dataset", "method", "split", "seed", "stale", *flags],
                       value_vars=SCALAR_METRICS, var_name="metric").dropna(subset=["value"])
     long["value"] = long["value"].astype(float) * 100
+    long["null_failed"] = False
+    for metric, flag in NULL_FAILED.items():
+        at = long["metric"] == metric
+        long.loc[at, "null_failed"] = long.loc[at, flag].astype(bool)
     g = long.groupby(["dataset", "method", "split", "metric"])
     out = g.agg(mean=("value", "mean"), std=("value", "std"), n=("value", "count"),
-                stale=("stale", "any")).reset_index()
+                stale=("stale", "any"), null_failed=("null_failed", "any")).reset_index()
     pooled = out[out["split"] == NO_SPLIT]
     expanded = [out[out["split"] != NO_SPLIT]]
     for dataset, rows in pooled.groupby("dataset"):
@@ -308,9 +332,9 @@ def _grids(summary: pd.DataFrame, metrics):
             yield dataset, metric, part, methods, splits
 
 
-def _cell(mean: float, std: float, n, stale: bool = False) -> str:
+def _cell(mean: float, std: float, n, stale: bool = False, null_failed: bool = False) -> str:
     n = int(n)
-    mark = f" {STALE_MARK}" if stale else ""
+    mark = (f" {STALE_MARK}" if stale else "") + (f" {NULL_MARK}" if null_failed else "")
     if n > 1:
         return f"{mean:.1f} ± {std:.1f} (n={n}){mark}"
     return f"{mean:.1f} (n=1){mark}"
@@ -329,11 +353,13 @@ def markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "test {m
             cells = []
             for s in splits:
                 row = part[(part["method"] == method) & (part["split"] == s)]
-                cells.append(_cell(*row[["mean", "std", "n", "stale"]].iloc[0]) if len(row)
-                             else "")
+                cells.append(_cell(*row[["mean", "std", "n", "stale", "null_failed"]].iloc[0])
+                             if len(row) else "")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
     note = f"\n{STALE_NOTE}\n" if summary["stale"].any() else ""
+    if summary.loc[summary["metric"].isin(metrics), "null_failed"].any():
+        note += f"\n{NULL_NOTE}\n"
     return "\n\n".join(blocks) + "\n" + note
 
 
@@ -360,6 +386,8 @@ def latex(summary: pd.DataFrame, metrics=TABLE_METRICS) -> str:
                 text = f"{mean:.1f}" + (rf" $\pm$ {std:.1f}" if n > 1 else "")
                 if row["stale"].iloc[0]:
                     text += r"$^\dagger$"
+                if row["null_failed"].iloc[0]:
+                    text += r"$^\ddagger$"
                 if abs(mean - best[s]) < 1e-9:
                     text = rf"\textbf{{{text}}}"
                 cells.append(f"{text}$^{{{int(n)}}}$")
