@@ -20,16 +20,21 @@ Every audit carries a null control: the same images attacked with the classifier
 a network trained on neither set, but on the members' source (the run's recipe on the other
 half of the validation split, as many epochs as the audited models, at most 20:
 `null_network`). It must read 0.5 within its 95 %
-interval (`Audit.null_holds`; by chance about one seed in twenty will not: the audits of a
-seed share the validation halves and the null's network); if it does not,
+interval (`Audit.null_holds`; where members and non-members are exchangeable, by chance
+about one seed in twenty will not: the audits of a seed share the validation halves and the
+null's network); if it does not,
 members and non-members differ in something besides membership (their source, their
 classes), and the audit says so. A network at its initialisation would be a weaker null: it
 does not see a source (tests/test_privacy.py). Beside it, the excess over the null
 (`excess_over_null`): the audit's AUC minus the null's on the same images, with a paired
-interval; where the null fails (PneumoniaMNIST: docs/protocol.md), it is the number that
-measures membership, and an interval that holds 0 finds no leak beyond the source's effect.
-For the diffusion modules the null is still the classifier attack (a module trained on neither
-set would cost as much as the run's own): their excess compares two attacks, and says less.
+interval: a comparison against one null draw. Where the null fails (PneumoniaMNIST:
+docs/protocol.md), read it beside the AUC: an interval that holds 0 finds no leak beyond what
+a network that never saw the members reads. It is not a clean measure of membership: the
+audited models train on the training split and the null on validation images, so a
+difference between the two splits need not act alike on both (it can cancel, or count twice),
+and its interval leaves out the null network's own training noise. For the diffusion modules
+the null is still the classifier attack (a module trained on neither set would cost as much
+as the run's own): their excess compares two attacks, and says less.
 
 The attacks, one per kind of artefact:
 - Classifiers (weight averaging: each client's trained model of the last round it takes part
@@ -118,7 +123,8 @@ class Audit:
     @property
     def leaks_beyond_null(self) -> bool | None:
         """Whether the audit's AUC exceeds the null control's on the same images, its paired
-        interval above 0 (None: no excess measured, as in audits before 2026-12-05)."""
+        interval above 0 (None: no excess measured, as in audits before 2026-12-05). One null
+        draw: the interval leaves out the null network's training noise (docs/protocol.md)."""
         if self.excess_auc_ci is None:
             return None
         return self.excess_auc_ci[0] > 0
@@ -456,12 +462,13 @@ def excess_over_null(scores: list, null: list, rng: np.random.Generator,
     score pairs per artefact, and its paired 95 % bootstrap interval: each replicate draws the
     images once (as `attack_metrics` does) and weighs both attacks' scores of them alike, so
     what both see (a difference of source between members and non-members, a split's harder
-    images) cancels as far as both see it alike, and what only the audited artefact sees
-    (membership) remains. Drawn after the
-    audit's and the null's own intervals, which stay as they were. A blind baseline's role in
-    Das et al. (2024, "Blind baselines beat membership inference attacks for foundation
-    models"): an attack says nothing about membership unless it beats an attacker that never
-    saw the members."""
+    images) cancels as far as both see it alike. Drawn after the audit's and the null's own
+    intervals, which stay as they were. Beating the null is necessary for a membership claim,
+    not sufficient: Das, Zhang and Tramer (2024, "Blind baselines beat membership inference
+    attacks for foundation models") show attacks that never query the model separating
+    members from shifted non-members; comparing with a reference model's view of the same
+    images is the idea of difficulty calibration (Watson et al., ICLR 2022), here on the
+    AUC, not per image."""
     member_ids = member_ids or _distinct([a for a, _ in scores])
     non_member_ids = non_member_ids or _distinct([b for _, b in scores])
     weights = list(zip(_counts(member_ids, rng), _counts(non_member_ids, rng)))

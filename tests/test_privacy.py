@@ -175,9 +175,17 @@ def test_the_excess_over_the_null_cancels_a_source_effect_and_keeps_a_leak():
     apart = attack_metrics([blind[0]], [blind[1]], rng)["auc_ci"]
     assert hi - lo < 0.5 * ((apart[1] - apart[0]) + (control["auc_ci"][1] - control["auc_ci"][0]))
     excess, (lo, hi) = excess_over_null([leaky], [null], rng)
-    assert lo > 0.1, (excess, lo, hi)
+    assert lo > 0.1 and lo < excess < hi, (excess, lo, hi)  # an interval of the AUC's excess
+    assert excess == pytest.approx(attack_metrics([leaky[0]], [leaky[1]], rng)["auc"]
+                                   - control["auc"])
     same = excess_over_null([null], [null], rng)  # the null against itself: exactly 0
     assert same == (0.0, (0.0, 0.0))
+    # several artefacts sharing non-member images (ids), each paired with its own null: the
+    # null of each against itself is 0 in every replicate, so a misaligned pairing shows
+    two = [(null[0][:150], null[1][:100]), (leaky[0][150:], leaky[1][:100])]
+    ids = ([np.arange(150), np.arange(150, 300)], [np.arange(100), np.arange(100)])
+    assert excess_over_null(two, two, rng, *ids) == (0.0, (0.0, 0.0))
+    assert excess_over_null(two, two[::-1], rng, *ids)[1] != (0.0, 0.0)
     assert Audit("x").leaks_beyond_null is None  # audits before the excess: not measured
 
 

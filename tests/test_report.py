@@ -385,24 +385,29 @@ def test_a_membership_cell_whose_audit_failed_its_null_control_is_marked():
     membership: the table marks its membership cells and says what to read instead; an audit
     whose null holds, and every other metric, are not marked."""
     from bench.methods.privacy import RECEIVED, SHARED, Audit
-    from bench.report.tables import NULL_MARK, markdown, records_frame, summarise
+    from bench.report.tables import NULL_MARK, latex, markdown, records_frame, summarise
 
-    def audited(split, null_ci):
+    def audit(null_ci):
+        return Audit("a", auc=0.57, auc_ci=(0.53, 0.61), null_auc=sum(null_ci) / 2,
+                     null_auc_ci=null_ci, excess_auc=0.01, excess_auc_ci=(-0.02, 0.04))
+
+    def audited(split, shared_null, received_null):
         c, rec = _record("fedavg", split, 0, 0.9)
-        audit = Audit("a", auc=0.57, auc_ci=(0.53, 0.61), null_auc=sum(null_ci) / 2,
-                      null_auc_ci=null_ci, excess_auc=0.01, excess_auc_ci=(-0.02, 0.04))
-        return rec.replace(audit={SHARED: audit, RECEIVED: audit})
+        return rec.replace(audit={SHARED: audit(shared_null), RECEIVED: audit(received_null)})
 
-    records = [audited("silos", (0.49, 0.59)), audited("dirichlet:0.1", (0.53, 0.60))]
+    holds, fails = (0.49, 0.59), (0.53, 0.60)
+    records = [audited("silos", holds, fails), audited("dirichlet:0.1", fails, holds)]
     summary = summarise(records_frame(records))
     table = markdown(summary, ["accuracy", "membership_auc", "membership_auc_received",
                                "membership_excess"])
     rows = [line for line in table.splitlines() if line.startswith("| fedavg")]
     accuracy, shared, received, excess = rows
     assert NULL_MARK not in accuracy and NULL_MARK not in excess
-    for row in (shared, received):  # columns: dirichlet:alpha=0.1, silos
-        dirichlet, silos = row.split("|")[2:4]
-        assert NULL_MARK in dirichlet and NULL_MARK not in silos, row
+    for row, failed in ((shared, "dirichlet"), (received, "silos")):
+        dirichlet, silos = row.split("|")[2:4]  # columns: dirichlet:alpha=0.1, silos
+        assert (NULL_MARK in dirichlet, NULL_MARK in silos) == (failed == "dirichlet",
+                                                                failed == "silos"), row
+    assert r"$^\ddagger$" in latex(summary, ["membership_auc"])
     assert "1.0 (n=1)" in excess  # the excess, in points
     assert "null control failed" in table and "membership_excess" in table
     assert "null control failed" not in markdown(summary, ["accuracy"])

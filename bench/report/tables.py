@@ -124,7 +124,8 @@ NULL_FAILED = {"membership_auc": "shared_null_failed", "membership_tpr": "shared
 NULL_MARK = "‡"
 NULL_NOTE = (f"{NULL_MARK} the audit's null control failed (a network that saw neither set "
              f"separates the same members and non-members): they differ in more than "
-             f"membership; read `membership_excess` (docs/protocol.md, \"Membership inference\")")
+             f"membership; read `membership_excess` beside it (docs/protocol.md, \"Membership "
+             f"inference\", says how far it goes)")
 
 
 def records_frame(records: list[Record], which: str = "selected",
