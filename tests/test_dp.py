@@ -23,7 +23,7 @@ from bench.methods.dp import (RDP_ORDERS, ClippedSum, DPConfig, noise_multiplier
                               poisson_batches, private_gradients, spent)
 from bench.methods.models import build_model
 from bench.methods.privacy import classifier_scores, epsilon_lower_bound
-from bench.report.figures import privacy_utility
+from bench.report.figures import privacy_panels, privacy_utility
 from bench.report.tables import records_frame
 from bench.runner import cached_dataset
 from helpers import stored_records, tiny_overrides
@@ -139,6 +139,9 @@ def test_a_dp_run_records_the_epsilon_its_accountant_spent(tmp_path, capsys, lev
     assert sorted(frame["epsilon"].fillna(-1)) == [-1, rec.dp.epsilon]
     drawn = privacy_utility(frame, "digits", tmp_path / "privacy")
     assert [p.suffix for p in drawn] == [".png", ".pdf"] and drawn[0].stat().st_size > 0
+    # the excess over the audit's null control has its panel where the records hold it
+    assert [m for m, _ in privacy_panels(frame)][-2:] == ["membership_auc", "membership_excess"]
+    assert "membership_excess" not in dict(privacy_panels(frame.assign(membership_excess=None)))
     assert privacy_utility(records_frame([plain]), "digits", tmp_path / "none") == []
 
 

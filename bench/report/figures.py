@@ -275,9 +275,22 @@ def accuracy_against_leakage(frame: pd.DataFrame, dataset: str, path: Path) -> l
         return _save(fig, path)
 
 
+def privacy_panels(part: pd.DataFrame) -> tuple[tuple[str, str], ...]:
+    """The privacy figure's panels (metric, axis label): accuracy, worst-client accuracy, the
+    membership audit's AUC, and where the records hold it the excess over the audit's null
+    control (methods/privacy.py), the one to read where the null fails (PneumoniaMNIST)."""
+    panels = (("accuracy", "test accuracy (%)"),
+              ("worst_client_accuracy", "worst-client accuracy (%)"),
+              ("membership_auc", "membership-inference AUC (%)"))
+    if part["membership_excess"].notna().any():
+        panels += (("membership_excess", "membership AUC minus its null's (points)"),)
+    return panels
+
+
 def privacy_utility(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]:
     """Privacy against utility: test accuracy, worst-client accuracy and the membership
-    audit's AUC against each DP run's target epsilon (methods/dp.py; the epsilon spent is
+    audit's AUC (and its excess over the null control: `privacy_panels`) against each DP
+    run's target epsilon (methods/dp.py; the epsilon spent is
     at most the target: within 0.01 below it for one mechanism, further below where
     mechanisms compose, as in FederatedFactory's local mode; it differs between seeds), the runs without DP at the right ("no
     DP"), mean ± std over seeds; one row of panels per split. Drawn when the dataset has DP
@@ -290,13 +303,11 @@ def privacy_utility(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]
     top = float(part["epsilon_target"].max())
     no_dp = top * 3  # where the runs without DP are drawn
     part["x"] = part["epsilon_target"].fillna(no_dp)
-    panels = (("accuracy", "test accuracy (%)"),
-              ("worst_client_accuracy", "worst-client accuracy (%)"),
-              ("membership_auc", "membership-inference AUC (%)"))
+    panels = privacy_panels(part)
     splits = sorted(part["split"].unique(), key=split_order)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(splits), len(panels), figsize=(13.5, 3.6 * len(splits)),
-                                 squeeze=False)
+        fig, axes = plt.subplots(len(splits), len(panels),
+                                 figsize=(4.5 * len(panels), 3.6 * len(splits)), squeeze=False)
         for row, split in zip(axes, splits):
             here = part[part["split"] == split]
             for ax, (metric, ylabel) in zip(row, panels):
@@ -306,8 +317,9 @@ def privacy_utility(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]
                         continue
                     ax.errorbar(g.index, g["mean"] * 100, yerr=np.nan_to_num(g["std"]) * 100,
                                 marker="o", capsize=3, color=method_color(base), label=base)
-                if metric == "membership_auc":
-                    ax.axhline(50, color="black", linestyle=":", linewidth=1)
+                if metric in ("membership_auc", "membership_excess"):
+                    ax.axhline(50 if metric == "membership_auc" else 0, color="black",
+                               linestyle=":", linewidth=1)
                 ax.set_xscale("log")
                 ticks = sorted(set(part["x"]))
                 ax.set_xticks(ticks)
