@@ -166,13 +166,13 @@ GRIDS: dict[str, Grid] = {
     # modules (server mode, so the modules get the whole target), DP-SGD for DENSE's uploaded
     # classifiers; FederatedFactory under silos only, as in every grid (a module per class held)
     "privacy-oneshot": Grid("FederatedFactory (server mode, silos) and DENSE (silos and "
-                            "Dirichlet 0.1) on digits, without DP and with DP at epsilon 8 "
-                            "and 1, seeds 0-2",
+                            "Dirichlet 0.1) on digits, without DP and with DP at epsilon 8, "
+                            "4 and 1, seeds 0-2",
                             ("digits",), ((("federatedfactory",), ("silos",)),
                                           (("dense",), ("silos", "dirichlet:0.1"))),
                             seeds=(0, 1, 2),
                             overrides=("dp.level=example", "federatedfactory.modes=server"),
-                            epsilons=(8, 1), threads=1, executor="joblib"),
+                            epsilons=(8, 4, 1), threads=1, executor="joblib"),
     # the label-skew view (docs/findings/label_skew.md): who is served (per-client accuracy)
     # and what the shared artefacts leak (membership inference), every method
     "label-skew": Grid("every method on digits under silos and Dirichlet 0.1, seeds 0-2: "
