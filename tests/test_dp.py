@@ -143,6 +143,10 @@ def test_a_dp_run_records_the_epsilon_its_accountant_spent(tmp_path, capsys, lev
     assert [m for m, _ in privacy_panels(frame)][-2:] == ["membership_auc", "membership_excess"]
     assert "membership_excess" not in dict(privacy_panels(frame.assign(membership_excess=None)))
     assert privacy_utility(records_frame([plain]), "digits", tmp_path / "none") == []
+    # a DP run alone (no run of its method without DP beside it) still names its target; a
+    # run without DP alone keeps its bare name
+    assert list(records_frame([rec])["method"]) == [f"fedavg (dp=eps=8 {level})"]
+    assert list(records_frame([plain])["method"]) == ["fedavg"]
 
 
 def test_runs_of_other_dp_settings_never_share_a_table_cell():

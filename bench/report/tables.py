@@ -73,7 +73,9 @@ def variant_settings(records: list[Record]) -> list[dict]:
     """The settings of each record that differ between runs of the same dataset and method
     (so that runs of different settings never share a cell); the client count only where it
     differs within a split (silos sets it to the class count, so it differs between splits
-    of a dataset whose class count is not 10)."""
+    of a dataset whose class count is not 10); and a DP run's target always, so that no
+    table or figure shows a DP run under its method's bare name (its runs without DP say
+    "no DP" where DP runs of the method sit beside them)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         c = r.config
@@ -88,6 +90,8 @@ def variant_settings(records: list[Record]) -> list[dict]:
                           ((c.dataset, c.method, c.split), {"n_clients"})):
             settings = groups[key]
             differing |= {k for k in keys if len({s.get(k) for s in settings}) > 1}
+        if c.dp:
+            differing.add("dp")
         out.append({k: mine.get(k) for k in sorted(differing)})
     return out
 
