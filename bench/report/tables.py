@@ -73,9 +73,10 @@ def variant_settings(records: list[Record]) -> list[dict]:
     """The settings of each record that differ between runs of the same dataset and method
     (so that runs of different settings never share a cell); the client count only where it
     differs within a split (silos sets it to the class count, so it differs between splits
-    of a dataset whose class count is not 10); and a DP run's target always, so that no
-    table or figure shows a DP run under its method's bare name (its runs without DP say
-    "no DP" where DP runs of the method sit beside them)."""
+    of a dataset whose class count is not 10); and a DP run's DP label (target, level, any DP
+    setting not the default) always, so that no table or figure shows a DP run under its
+    method's bare name (its runs without DP say "no DP" where DP runs of the method on the
+    same dataset, any split, sit beside them)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         c = r.config
