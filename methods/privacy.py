@@ -14,7 +14,8 @@ TPR at low FPR, not only AUC) at its own threshold, the lowest that keeps its FP
 below 1 %, with the FPR reached beside it. The headline is the mean over the artefacts
 weighted by their members; no score is compared across artefacts. 95 % intervals from 1,000
 bootstrap replicates that resample images (one validation image scored by several artefacts
-is drawn once for all of them).
+is drawn once for all of them): the AUC's members and non-members, the TPR's members only,
+each artefact's threshold held (`TPR_INTERVAL`).
 
 Every audit carries a null control: the same images attacked with the classifier attack on
 a network trained on neither set, but on the members' source (the run's recipe on the other
@@ -79,7 +80,7 @@ class Audit:
     auc: float | None = None
     auc_ci: tuple[float, float] | None = None  # 95 % bootstrap interval
     tpr_at_1pct_fpr: float | None = None
-    tpr_ci: tuple[float, float] | None = None
+    tpr_ci: tuple[float, float] | None = None  # given the thresholds (TPR_INTERVAL)
     fpr_reached: float | None = None  # the FPR the TPR's threshold reached (<= 1 %)
     members: int = 0
     non_members: int = 0
@@ -111,7 +112,8 @@ class Audit:
         return cls(attack, artefact, **{**metrics, **control,
                                         **{k: tuple(metrics[k]) for k in cls.TUPLES
                                            if k in metrics}},
-                   bootstrap=BOOTSTRAP, settings=settings or {})
+                   bootstrap=BOOTSTRAP, settings={**(settings or {}),
+                                                  "tpr_interval": TPR_INTERVAL})
 
     @property
     def null_holds(self) -> bool | None:
@@ -151,6 +153,9 @@ class Audit:
 MAX_MEMBERS = 256  # per artefact: members (and as many non-members) attacked at most
 BOOTSTRAP = 1000  # replicates: about 25 in each 2.5 % tail
 FPR = 0.01
+# how the TPR's interval is drawn, in every audit's settings (audits without it, before
+# 2026-12-05 evening, resampled the non-members too, and their TPR intervals lean up)
+TPR_INTERVAL = "members resampled, each artefact's threshold held"
 
 
 def attack_metrics(members: list[np.ndarray], non_members: list[np.ndarray],
@@ -160,17 +165,28 @@ def attack_metrics(members: list[np.ndarray], non_members: list[np.ndarray],
     artefact. Each artefact is attacked on its own: its AUC, and its TPR at the lowest
     threshold that keeps its FPR at or below 1 % (`_tpr_at`), so no score is compared across
     artefacts and none needs calibrating. The headline is their mean weighted by the members
-    attacked. 95 % intervals from BOOTSTRAP replicates that resample images: members among the
-    members and non-members among the non-members, an image drawn k times counting k times in
-    every artefact that scored it (`*_ids` name the images, e.g. a validation image that
-    several artefacts score as a non-member; by default no two artefacts share one)."""
+    attacked. 95 % intervals from BOOTSTRAP replicates that resample images: for the AUC,
+    members among the members and non-members among the non-members, an image drawn k times
+    counting k times in every artefact that scored it (`*_ids` name the images, e.g. a
+    validation image that several artefacts score as a non-member; by default no two artefacts
+    share one); for the TPR, the members only, each artefact's threshold held where the point
+    estimate put it: an interval given the thresholds, which leaves out their own sampling
+    error (a bootstrap cannot estimate it from so few non-members), so it is narrower than
+    the whole uncertainty and claims no coverage of the TPR at 1 % FPR of the population."""
     member_ids = member_ids or _distinct(members)
     non_member_ids = non_member_ids or _distinct(non_members)
     ones = [(np.ones((1, len(a))), np.ones((1, len(b)))) for a, b in zip(members, non_members)]
     point = _headline(members, non_members, ones)
-    boot = _headline(members, non_members,
-                     list(zip(_counts(member_ids, rng), _counts(non_member_ids, rng))))
-    lo, hi = np.nanpercentile(np.stack(boot[:2], axis=1), [2.5, 97.5], axis=0)
+    drawn = _counts(member_ids, rng)
+    boot = _headline(members, non_members, list(zip(drawn, _counts(non_member_ids, rng))))
+    # the TPR's replicates keep every non-member once (each artefact's threshold where the
+    # point estimate put it) and resample the members: a threshold set by the top non-member
+    # scores does not bootstrap. Below 100 non-members it is the largest one and a replicate
+    # can only lower it; above, it moves both ways but falls more often, so the TPR still
+    # leans up; the old interval could miss its own estimate (tests/test_privacy.py)
+    held = _headline(members, non_members,
+                     [(w, np.ones((len(w), len(b)))) for w, b in zip(drawn, non_members)])
+    lo, hi = np.nanpercentile(np.stack([boot[0], held[1]], axis=1), [2.5, 97.5], axis=0)
     return {"auc": float(point[0][0]), "auc_ci": [float(lo[0]), float(hi[0])],
             "tpr_at_1pct_fpr": float(point[1][0]), "tpr_ci": [float(lo[1]), float(hi[1])],
             "fpr_reached": float(point[2][0]),
