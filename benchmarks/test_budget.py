@@ -34,7 +34,7 @@ def budget() -> dict:
 def test_the_default_grid_is_within_its_speed_budget(budget):
     work, rate = measure(RESULTS)
     assert set(budget["work"]) <= set(work), "a budgeted phase was not measured"
-    over = check(work, budget)
+    over = check(work, budget, rate)
     assert not over, "\n".join(over + [f"(calibration {rate:.2f} GFLOP/s)"])
 
 
@@ -59,15 +59,29 @@ def test_a_planted_slowdown_in_one_methods_round_fails_the_budget(budget, monkey
     from bench.methods.weight_averaging import WeightAveraging
 
     rate = calibrate()
-    assert not check(_fedavg_silos_work(rate), budget)
+    assert not check(_fedavg_silos_work(rate), budget, rate)
     aggregate = WeightAveraging.aggregate
 
     def slow(self, *args):
         time.sleep(0.1)
         return aggregate(self, *args)
     monkeypatch.setattr(WeightAveraging, "aggregate", slow)
-    over = check(_fedavg_silos_work(rate), budget)
+    over = check(_fedavg_silos_work(rate), budget, rate)
     assert [line.split(":")[0] for line in over] == ["fedavg aggregate"], over
+
+
+def test_the_floor_is_this_machines_seconds_so_a_slower_machine_still_judges_the_plant(budget):
+    """The plant above (0.1 s in each of 15 aggregations: 1.5 s a run) judged on a machine
+    that calibrates at half the budget's rate: 1.5 s there is half the work-equivalents it is
+    at the budget's rate. The floor (1 s) is this machine's seconds, so the phase is still
+    judged; a floor at the budget's rate (floor_seconds x budget["rate"]) let it through,
+    which is how CI missed the plant on a machine calibrating at 22 GFLOP/s against 34."""
+    for rate in (budget["rate"] / 2, budget["rate"], budget["rate"] * 2):
+        planted = {"fedavg aggregate": (1.5 + 0.003) * rate}
+        assert [line.split(":")[0] for line in check(planted, budget, rate)] \
+            == ["fedavg aggregate"], rate
+        # under the floor here (0.9 s a run, budget 0.1): not judged, at any rate
+        assert check({"fedavg aggregate": 0.9 * rate}, budget, rate) == [], rate
 
 
 def test_help_is_within_its_import_budget():
