@@ -75,7 +75,8 @@ def test_the_floor_is_this_machines_seconds_so_a_slower_machine_still_judges_the
     that calibrates at half the budget's rate: 1.5 s there is half the work-equivalents it is
     at the budget's rate. The floor (1 s) is this machine's seconds, so the phase is still
     judged; a floor at the budget's rate (floor_seconds x budget["rate"]) let it through,
-    which is how CI missed the plant on a machine calibrating at 22 GFLOP/s against 34."""
+    which is how CI missed the plant on a machine calibrating under about 22.5 GFLOP/s (the
+    budget's rate: 33.8)."""
     for rate in (budget["rate"] / 2, budget["rate"], budget["rate"] * 2):
         planted = {"fedavg aggregate": (1.5 + 0.003) * rate}
         assert [line.split(":")[0] for line in check(planted, budget, rate)] \
