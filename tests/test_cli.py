@@ -317,7 +317,8 @@ def test_a_fresh_clone_has_a_table_to_show(tmp_path, capsys):
     assert f"{fedavg['expected']:.1f}" in row and "digits: test accuracy" in out
     for args, needle in ((["science"], "is a science reference"),
                          (["paper"], "is a published reference"), (["nope"], "no reference"),
-                         (["smoke", "--on", "val"], "apply to stored runs")):
+                         (["smoke", "--on", "val"], "apply to stored runs"),
+                         (["smoke", "--also", "elsewhere"], "apply to stored runs")):
         assert main(["table", "--reference", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err

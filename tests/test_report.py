@@ -411,3 +411,75 @@ def test_a_membership_cell_whose_audit_failed_its_null_control_is_marked():
     assert "1.0 (n=1)" in excess  # the excess, in points
     assert "null control failed" in table and "membership_excess" in table
     assert "null control failed" not in markdown(summary, ["accuracy"])
+
+
+def _split_store(tmp_path, seeds_here=(0, 1), seeds_there=(2,)):
+    """The fixture's FedAvg and FederatedFactory runs under silos, seeds split between two
+    results folders (as when seeds ran on two machines)."""
+    folders = []
+    for name, seeds in (("here", seeds_here), ("there", seeds_there)):
+        s = RecordStore(tmp_path / name)
+        for seed in seeds:
+            s.write(_record("fedavg", "silos", seed, _acc("fedavg", "silos", seed))[1])
+            grid = (np.random.default_rng(seed).random((100, 134)) * 255).astype(np.uint8)
+            s.write(_record("federatedfactory", "silos", seed, 0.0,
+                            variants={"server": 0.95 + 0.01 * seed, "local": 0.97})[1],
+                    {"samples": grid})
+        folders.append(s.root)
+    return folders
+
+
+def test_runs_of_several_folders_make_one_table(tmp_path, capsys):
+    """`--also` joins another folder's runs to --out's: seeds 0-1 in one folder and seed 2 in
+    another give the cell the one folder of all three gives (30.0 ± 1.0, n=3), and the
+    tables are written under --out only."""
+    here, there = _split_store(tmp_path)
+    assert main(["table", "--out", str(here)]) == 0
+    assert "29.5 ± 0.7 (n=2)" in capsys.readouterr().out  # seeds 0 and 1 alone
+    assert main(["table", "--out", str(here), "--also", str(there)]) == 0
+    out, err = capsys.readouterr()
+    assert "30.0 ± 1.0 (n=3)" in out
+    assert f"4 from {here}, 2 from {there}" in err
+    assert (here / "tables").is_dir() and not (there / "tables").exists()
+    assert "versions of the code" not in err  # one code: no warning
+
+
+def test_a_run_stored_in_two_folders_is_refused(tmp_path, capsys):
+    """The same run (config, so run id) in two folders would count twice, raising n and
+    shrinking the std: refused with one line and exit 2, and nothing is written; --also
+    naming --out itself, or a folder with no runs, is refused the same way."""
+    here, there = _split_store(tmp_path, seeds_there=(1, 2))
+    assert main(["table", "--out", str(here), "--also", str(there)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seed 1" in err[0] and "stored under both" in err[0], err
+    assert not (here / "tables").exists()
+    for also, says in ((here, "is the --out folder itself"),
+                       (tmp_path / "nowhere", "no results folder there")):
+        assert main(["report", "--out", str(here), "--also", str(also)]) == 2
+        assert says in capsys.readouterr().err
+    assert not (here / "report").exists()
+
+
+def test_a_cell_mixing_runs_of_different_code_is_said(tmp_path, capsys):
+    """A seed computed by older code (another fingerprint) in the other folder: the table
+    still means over it, and a warning names the cell and the two fingerprints."""
+    here, there = _split_store(tmp_path, seeds_there=())
+    c, rec = _record("fedavg", "silos", 2, _acc("fedavg", "silos", 2))
+    old = dataclasses.replace(rec.provenance, code="0ld" * 8)
+    RecordStore(there).write(rec.replace(provenance=old))
+    assert main(["table", "--out", str(here), "--also", str(there)]) == 0
+    out, err = capsys.readouterr()
+    assert "30.0 ± 1.0 (n=3)" in out
+    mixed = [line for line in err.splitlines() if "versions of the code" in line]
+    assert len(mixed) == 1 and "fedavg on digits silos" in mixed[0] and "0ld0ld0l" in mixed[0]
+
+
+@pytest.mark.slow
+def test_report_finds_a_runs_images_in_the_folder_that_holds_it(tmp_path):
+    """The sample grids of seed 2's FederatedFactory run lie in the --also folder, beside its
+    record: the report draws them from there."""
+    here, there = _split_store(tmp_path)
+    assert main(["report", "--out", str(here), "--also", str(there),
+                 "--metrics", "accuracy"]) == 0
+    names = {p.name for p in (here / "report" / "figures").glob("*.png")}
+    assert {f"digits_silos_s{seed}_federatedfactory_samples.png" for seed in range(3)} <= names

@@ -110,12 +110,57 @@ def progress_factory(tqdm):
     return progress
 
 
-def stored(out: str) -> list[Record]:
-    records = RecordStore(out, warn=say).all_records()
+def also_option(sp) -> None:
+    sp.add_argument("--also", action="append", default=[], metavar="DIR",
+                    help="another results folder whose runs join those of --out, repeatable: "
+                         "seeds or settings run on other machines or in other sessions; "
+                         "what is written goes under --out")
+
+
+def stored(out: str, also: list[str] = ()) -> list[Record]:
+    """The valid records under `out` and under each folder of `also`. A run (one config, so
+    one run id) stored in two of the folders is refused: counted twice it would raise a
+    cell's n and shrink its std."""
+    records, where = [], {}
+    for i, folder in enumerate((out, *also)):
+        if i and Path(folder).resolve() == Path(out).resolve():
+            raise DataError(f"--also {folder} is the --out folder itself; name another one")
+        if i and not (Path(folder) / "runs").is_dir():
+            raise DataError(f"--also {folder}: no results folder there (it has no runs/); "
+                            f"name a folder that `python -m bench run --out` wrote")
+        for r in RecordStore(folder, warn=say).all_records():
+            if r.run_id in where:
+                raise DataError(
+                    f"run {r.run_id[:8]} ({r.method} on {r.config.dataset}, {r.config.split}, "
+                    f"seed {r.config.seed}) is stored under both {where[r.run_id]} and "
+                    f"{folder}; keep one copy, or leave one of the folders out")
+            where[r.run_id] = folder
+            records.append(r)
     if not records:
-        raise DataError(f"no stored runs under {out}; run `python -m bench run` first "
-                        f"(`python -m bench table --reference smoke` shows what it prints)")
+        raise DataError(f"no stored runs under {', '.join((out, *also))}; run `python -m bench "
+                        f"run` first (`python -m bench table --reference smoke` shows what it "
+                        f"prints)")
+    if also:
+        say(f"{len(records)} runs: " + ", ".join(
+            f"{sum(1 for f in where.values() if f == folder)} from {folder}"
+            for folder in (out, *also)))
+    warn_mixed_code(records)
     return records
+
+
+def warn_mixed_code(records: list[Record]) -> None:
+    """One line per table cell whose runs were computed by different code (their records'
+    code fingerprints differ): a mean over them mixes versions, which a reader should know."""
+    cells: dict[tuple, set] = {}
+    for r in records:
+        c = r.config
+        cells.setdefault((c.dataset, r.method, c.split), set()).add(r.provenance.code)
+    for (dataset, method, split), codes in sorted(cells.items()):
+        if len(codes) > 1:
+            say(f"warning: the runs of {method} on {dataset} {split} were computed by "
+                f"{len(codes)} versions of the code (fingerprints "
+                f"{', '.join(sorted(c[:8] for c in codes))}); `python -m bench run` recomputes "
+                f"the stale ones in their folder")
 
 
 def print_tables(records: list[Record], out: Path, name: str, final: bool = False,

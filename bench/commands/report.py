@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import HELP
-from .common import UsageError, csv, out_option, say, stored, warn_useless_samples
+from .common import (UsageError, also_option, csv, out_option, say, stored,
+                     warn_useless_samples)
 
 
 def add_parser(sub) -> None:
@@ -19,6 +20,7 @@ def add_parser(sub) -> None:
                         help="tables of the setting best on validation where a sweep ran "
                              "several (as `bench table --tune`); figures keep every run")
     out_option(report)
+    also_option(report)
 
 
 def main(args) -> int:
@@ -47,7 +49,7 @@ def _report(args) -> int:
     bad = [m for m in args.metrics if m not in SCALAR_METRICS]
     if bad:
         raise UsageError(f"--metrics {','.join(bad)}: valid choices: {', '.join(SCALAR_METRICS)}")
-    records = stored(args.out)
+    records = stored(args.out, args.also)
     folder = Path(args.out) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     if args.tune:
@@ -65,7 +67,8 @@ def _report(args) -> int:
     quality = quality_markdown(quality_frame(records))
     if quality:
         write_text(folder / "sample_quality.md", quality)
-    figures = all_figures(records, RecordStore(args.out, warn=say), folder / "figures")
+    stores = [RecordStore(f, warn=say) for f in (args.out, *args.also)]
+    figures = all_figures(records, stores, folder / "figures")
     print(markdown(summary, args.metrics) + (f"\n{chosen}" if chosen else "")
           + (f"\n{quality}" if quality else ""))
     warn_useless_samples(records)

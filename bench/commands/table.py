@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..datasets.base import DataError
 from . import HELP
-from .common import csv, out_option, print_tables, stored
+from .common import also_option, csv, out_option, print_tables, stored
 
 
 def add_parser(sub) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
                             "lr=0.01,0.1), keep the setting with the best mean validation score "
                             "and say which won; test numbers take no part")
     out_option(table)
+    also_option(table)
 
     table.add_argument("--runs", action="store_true",
                        help="list the individual runs (ids, seeds) instead of the summary")
@@ -33,11 +34,12 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     if args.reference:
         return _reference_table(args)
-    records = [r for r in stored(args.out)
+    records = [r for r in stored(args.out, args.also)
                if (not args.datasets or r.config.dataset in args.datasets)
                and (not args.methods or r.method in args.methods)]
     if not records:
-        raise DataError(f"no stored runs under {args.out} match --datasets / --methods")
+        raise DataError(f"no stored runs under {', '.join((args.out, *args.also))} match "
+                        f"--datasets / --methods")
     if args.runs:
         from ..report.tables import FRAME_ONLY, records_frame, tune_on_validation
 
@@ -60,9 +62,10 @@ def _reference_table(args) -> int:
     from ..config import ConfigError
     from ..report.check import load_reference
 
-    if args.final or args.runs or args.tune or args.on != "test":
+    if args.final or args.runs or args.tune or args.also or args.on != "test":
         raise ConfigError("--reference shows the test numbers a reference expects; --final, "
-                          "--runs, --tune and --on apply to stored runs: drop them or --reference")
+                          "--runs, --tune, --also and --on apply to stored runs: drop them or "
+                          "--reference")
     ref = load_reference(args.reference)
     cells = pd.DataFrame(ref.get("cells", []))
     if ref.get("layer") != "tripwire" or cells.empty:

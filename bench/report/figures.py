@@ -472,10 +472,10 @@ def _tag(split: str) -> str:
     return split.replace(":", "_").replace("=", "").replace(".", "p")
 
 
-def all_figures(records: list[Record], store, out: Path,
+def all_figures(records: list[Record], stores, out: Path,
                 metrics=("accuracy", "auroc")) -> list[Path]:
-    """Every figure the stored records allow, under `out`; `store`: the RecordStore that holds
-    them (their images lie beside them, wherever the store puts a dataset's records)."""
+    """Every figure the stored records allow, under `out`; `stores`: the RecordStores that
+    hold them (a run's images lie beside its record, in the store that holds it)."""
     from ..datasets.registry import folder_name
 
     from .tables import records_frame
@@ -509,8 +509,9 @@ def all_figures(records: list[Record], store, out: Path,
         samples = r.artifacts.get("samples")
         excluded = c.method_params.get("exclude_clients")
         if samples and not excluded:
-            image = store.path(c).with_name(samples)
-            if image.exists():
+            image = next((s.path(c).with_name(samples) for s in stores
+                          if s.path(c).exists()), None)
+            if image is not None and image.exists():
                 written += sample_grid(r, image, out / f"{tag}_{r.method}_samples")
         if r.unlearning is not None:
             written += unlearning(r, out / f"{tag}_unlearning_{r.run_id[:8]}")
