@@ -483,3 +483,29 @@ def test_report_finds_a_runs_images_in_the_folder_that_holds_it(tmp_path):
                  "--metrics", "accuracy"]) == 0
     names = {p.name for p in (here / "report" / "figures").glob("*.png")}
     assert {f"digits_silos_s{seed}_federatedfactory_samples.png" for seed in range(3)} <= names
+
+
+def test_error_bars_stay_inside_the_metrics_range(tmp_path, monkeypatch):
+    """Mean ± std over three seeds of 0, 0 and 30 % reads 10 ± 17: the bar stops at 0 % (no
+    run can score below it) and keeps its upper arm; a bar inside the range is the plain std,
+    and one seed (no std) draws none. Drawn: the silos bars of such a cell reach no lower
+    than 0 %."""
+    from matplotlib.collections import LineCollection
+
+    from bench.report import figures
+    from bench.report.tables import records_frame
+
+    below, above = figures.spread([10.0, 50.0, 95.0, 40.0], [17.32, 5.0, 10.0, float("nan")])
+    assert below.tolist() == [10.0, 5.0, 10.0, 0.0]
+    assert above.round(2).tolist() == [17.32, 5.0, 5.0, 0.0]
+    assert figures.spread([-2.0], [5.0], lo=-100).tolist() == [[5.0], [5.0]]  # points: no clip
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or [])
+    frame = records_frame([_record("fedavg", "silos", seed, acc)[1]
+                           for seed, acc in enumerate((0.0, 0.0, 0.3))])
+    figures.silos_bars(frame, "digits", "accuracy", tmp_path / "bars")
+    (ax,) = drawn[0].axes
+    ys = [y for c in ax.collections if isinstance(c, LineCollection)
+          for segment in c.get_segments() for _, y in segment]
+    assert ys and min(ys) == pytest.approx(0.0) and max(ys) == pytest.approx(10 + 17.32, abs=0.01)

@@ -35,6 +35,16 @@ def _known_labels() -> list[str]:
             for v in cls.capabilities.variants]
 
 
+def spread(mean, std, lo: float = 0.0, hi: float = 100.0) -> np.ndarray:
+    """Mean ± std over seeds as error-bar lengths (row 0 below, row 1 above the mean), clipped
+    to the metric's range [lo, hi] (%): with few seeds a bounded metric's std reaches past it
+    (0, 0 and 30 % read 10 ± 17), and a bar down to -7 % would draw a value no run can have.
+    A missing std (one seed) draws no bar."""
+    mean = np.asarray(mean, dtype=float)
+    std = np.nan_to_num(np.asarray(std, dtype=float))
+    return np.vstack([mean - np.clip(mean - std, lo, hi), np.clip(mean + std, lo, hi) - mean])
+
+
 def _reference() -> str | None:
     """The method drawn as the reference line: the first whose result does not depend on the
     split (`Capabilities.uses_split` False: the pooled data)."""
@@ -85,10 +95,10 @@ def heterogeneity(frame: pd.DataFrame, dataset: str, metric: str, path: Path) ->
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for method, rows in part.groupby("method", sort=False):
             g = rows.groupby("x")[metric].agg(["mean", "std"]).reset_index().sort_values("x")
-            g["std"] = g["std"].fillna(0) * 100
+            below, above = spread(g["mean"] * 100, g["std"] * 100)
             c = method_color(method)
             ax.plot(g["x"], g["mean"] * 100, marker="o", color=c, label=method)
-            ax.fill_between(g["x"], g["mean"] * 100 - g["std"], g["mean"] * 100 + g["std"],
+            ax.fill_between(g["x"], g["mean"] * 100 - below, g["mean"] * 100 + above,
                             color=c, alpha=0.2, linewidth=0)
         if len(ref):
             m, s = ref[metric].mean() * 100, (ref[metric].std() if len(ref) > 1 else 0) * 100
@@ -121,7 +131,8 @@ def silos_bars(frame: pd.DataFrame, dataset: str, metric: str, path: Path) -> li
                         for m in g["method"]]).sort_values("_rank").drop(columns="_rank")
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        ax.bar(range(len(g)), g["mean"] * 100, yerr=g["std"].fillna(0) * 100, capsize=3,
+        ax.bar(range(len(g)), g["mean"] * 100, yerr=spread(g["mean"] * 100, g["std"] * 100),
+               capsize=3,
                color=[method_color(m) for m in g["method"]])
         for i, (mean, n) in enumerate(zip(g["mean"], g["count"])):
             ax.text(i, mean * 100 + 1, f"{mean * 100:.1f}\n(n={n})", ha="center", va="bottom",
@@ -177,9 +188,9 @@ def convergence(records: list[Record], dataset: str, split: str, metric: str,
                 a.plot(s.index, s["mean"], style, color=c,
                        label=f"{method} ({part})" if part == "test" else None)
                 if part == "test":
-                    a.fill_between(s.index, s["mean"] - s["std"].fillna(0),
-                                   s["mean"] + s["std"].fillna(0), color=c, alpha=0.15,
-                                   linewidth=0)
+                    below, above = spread(s["mean"], s["std"])
+                    a.fill_between(s.index, s["mean"] - below, s["mean"] + above, color=c,
+                                   alpha=0.15, linewidth=0)
             t = g[g["part"] == "test"].groupby("bytes")["value"].mean()
             b.plot(t.index / 1e6, t.values, "-", color=c, label=method)
         if oneshot:  # one star per variant: mean over seeds
@@ -259,8 +270,10 @@ def accuracy_against_leakage(frame: pd.DataFrame, dataset: str, path: Path) -> l
             for method, row in g.iterrows():
                 ax.errorbar(row[("membership_auc", "mean")] * 100,
                             row[("accuracy", "mean")] * 100,
-                            xerr=np.nan_to_num(row[("membership_auc", "std")]) * 100,
-                            yerr=np.nan_to_num(row[("accuracy", "std")]) * 100,
+                            xerr=spread([row[("membership_auc", "mean")] * 100],
+                                        [row[("membership_auc", "std")] * 100]),
+                            yerr=spread([row[("accuracy", "mean")] * 100],
+                                        [row[("accuracy", "std")] * 100]),
                             marker="o", capsize=3, color=method_color(method), label=method)
             ax.axvline(50, color="black", linestyle=":", linewidth=1)
             ax.set_xlabel("membership-inference AUC (%), 50: the attack fails")
@@ -293,7 +306,7 @@ def privacy_utility(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]
     run's target epsilon (methods/dp.py; the epsilon spent is
     at most the target: within 0.01 below it for one mechanism, further below where
     mechanisms compose, as in FederatedFactory's local mode; it differs between seeds), the runs without DP at the right ("no
-    DP"), mean ± std over seeds; one row of panels per split. Drawn when the dataset has DP
+    DP"), mean ± std over seeds (the bars clipped to the metric's range: `spread`); one row of panels per split. Drawn when the dataset has DP
     runs."""
     part = frame[(frame["dataset"] == dataset) & (frame["split"] != NO_SPLIT)].copy()
     if part.empty or part["epsilon"].isna().all():
@@ -315,7 +328,9 @@ def privacy_utility(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]
                     g = runs.groupby("x")[metric].agg(["mean", "std"]).sort_index()
                     if g["mean"].isna().all():
                         continue
-                    ax.errorbar(g.index, g["mean"] * 100, yerr=np.nan_to_num(g["std"]) * 100,
+                    lo = -100.0 if metric == "membership_excess" else 0.0  # points, or %
+                    ax.errorbar(g.index, g["mean"] * 100,
+                                yerr=spread(g["mean"] * 100, g["std"] * 100, lo=lo),
                                 marker="o", capsize=3, color=method_color(base), label=base)
                 if metric in ("membership_auc", "membership_excess"):
                     ax.axhline(50 if metric == "membership_auc" else 0, color="black",
@@ -452,7 +467,8 @@ def sweep(records: list[Record], dataset: str, split: str, path: Path) -> list[P
                 lo, hi = int(g["count"].min()), int(g["count"].max())
                 seeds = lo if lo == hi else f"{lo}-{hi}"
                 name = label(method, variant)
-                ax.errorbar(g["x"], g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3,
+                ax.errorbar(g["x"], g["mean"], yerr=spread(g["mean"], g["std"]), marker="o",
+                            capsize=3,
                             color=method_color(name), label=f"{name} (seeds: {seeds})")
             xs = sorted({r.config.method_params[param] for r in group})
             if min(xs) > 0:
