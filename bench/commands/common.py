@@ -144,23 +144,7 @@ def stored(out: str, also: list[str] = ()) -> list[Record]:
         say(f"{len(records)} runs: " + ", ".join(
             f"{sum(1 for f in where.values() if f == folder)} from {folder}"
             for folder in (out, *also)))
-    warn_mixed_code(records)
     return records
-
-
-def warn_mixed_code(records: list[Record]) -> None:
-    """One line per table cell whose runs were computed by different code (their records'
-    code fingerprints differ): a mean over them mixes versions, which a reader should know."""
-    cells: dict[tuple, set] = {}
-    for r in records:
-        c = r.config
-        cells.setdefault((c.dataset, r.method, c.split), set()).add(r.provenance.code)
-    for (dataset, method, split), codes in sorted(cells.items()):
-        if len(codes) > 1:
-            say(f"warning: the runs of {method} on {dataset} {split} were computed by "
-                f"{len(codes)} versions of the code (fingerprints "
-                f"{', '.join(sorted(c[:8] for c in codes))}); `python -m bench run` recomputes "
-                f"the stale ones in their folder")
 
 
 def print_tables(records: list[Record], out: Path, name: str, final: bool = False,
