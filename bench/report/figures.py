@@ -351,7 +351,7 @@ def privacy_utility(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]
                 handles.setdefault(label, handle)
         axes[0][-1].legend(handles.values(), handles.keys(), fontsize=8, loc="upper left",
                            bbox_to_anchor=(1.02, 1.0))
-        fig.subplots_adjust(right=1 - 1.8 / fig.get_figwidth(), hspace=0.45, wspace=0.3,
+        fig.subplots_adjust(right=1 - 1.8 / fig.get_figwidth(), hspace=0.45, wspace=0.38,
                             top=1 - 0.75 / fig.get_figheight())
         fig.suptitle(f"{dataset}: privacy against utility (DP at the level each run records)")
         return _save(fig, path)
