@@ -440,22 +440,30 @@ def test_runs_of_several_folders_make_one_table(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "30.0 ± 1.0 (n=3)" in out
     assert f"4 from {here}, 2 from {there}" in err
-    assert (here / "tables").is_dir() and not (there / "tables").exists()
+    assert (here / "tables" / "summary_selected.md").read_text().startswith(
+        f"Runs of {here}, {there} (`--also`).")  # a joined table says so where it is written
+    assert not (there / "tables").exists()
 
 
-def test_a_run_stored_in_two_folders_is_refused(tmp_path, capsys):
+def test_a_run_stored_in_two_folders_is_refused(tmp_path, capsys, monkeypatch):
     """The same run (config, so run id) in two folders would count twice, raising n and
-    shrinking the std: refused with one line and exit 2, and nothing is written; --also
-    naming --out itself, or a folder with no runs, is refused the same way."""
+    shrinking the std: refused with one line and exit 2, and nothing is written. A folder
+    named twice however written (trailing slash, relative path), or a folder with no runs, is
+    refused the same way."""
     here, there = _split_store(tmp_path, seeds_there=(1, 2))
     assert main(["table", "--out", str(here), "--also", str(there)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "seed 1" in err[0] and "stored under both" in err[0], err
     assert not (here / "tables").exists()
-    for also, says in ((here, "is the --out folder itself"),
-                       (tmp_path / "nowhere", "no results folder there")):
-        assert main(["report", "--out", str(here), "--also", str(also)]) == 2
-        assert says in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for also, says in (([f"{here}/"], "names the --out folder again"),
+                       (["here"], "names the --out folder again"),
+                       ([str(there), "there/"], f"names {there} again"),
+                       (["empty"], "no results folder there")):
+        assert main(["report", "--out", str(here), *[a for d in also for a in ("--also", d)]]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], (also, err)
     assert not (here / "report").exists()
 
 

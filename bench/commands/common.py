@@ -121,13 +121,17 @@ def stored(out: str, also: list[str] = ()) -> list[Record]:
     """The valid records under `out` and under each folder of `also`. A run (one config, so
     one run id) stored in two of the folders is refused: counted twice it would raise a
     cell's n and shrink its std."""
-    records, where = [], {}
+    seen = {}
     for i, folder in enumerate((out, *also)):
-        if i and Path(folder).resolve() == Path(out).resolve():
-            raise DataError(f"--also {folder} is the --out folder itself; name another one")
+        first = seen.setdefault(Path(folder).resolve(), i)
+        if first != i:
+            again = "the --out folder" if first == 0 else also[first - 1]
+            raise DataError(f"--also {folder} names {again} again; name each folder once")
         if i and not (Path(folder) / "runs").is_dir():
             raise DataError(f"--also {folder}: no results folder there (it has no runs/); "
                             f"name a folder that `python -m bench run --out` wrote")
+    records, where = [], {}
+    for folder in (out, *also):
         for r in RecordStore(folder, warn=say).all_records():
             if r.run_id in where:
                 raise DataError(
@@ -147,8 +151,14 @@ def stored(out: str, also: list[str] = ()) -> list[Record]:
     return records
 
 
+def joined(out: str, also: list[str]) -> str:
+    """The line that heads tables read from several folders (`--also`), so that a table
+    written under --out says it holds other folders' runs too; "" for --out alone."""
+    return f"Runs of {', '.join((out, *also))} (`--also`).\n\n" if also else ""
+
+
 def print_tables(records: list[Record], out: Path, name: str, final: bool = False,
-                  on: str = "test", tune: bool = False) -> None:
+                  on: str = "test", tune: bool = False, head: str = "") -> None:
     from ..report.tables import (
         choices_markdown,
         markdown,
@@ -166,7 +176,7 @@ def print_tables(records: list[Record], out: Path, name: str, final: bool = Fals
         frame, choices = records_frame(records, which, on), None
     summary = summarise(frame)
     round_name = "final round" if final else "validation-selected round"
-    text = markdown(summary, title=f"{on} {{metric}} (%), {round_name}")
+    text = head + markdown(summary, title=f"{on} {{metric}} (%), {round_name}")
     if tune:
         text += "\n" + (choices_markdown(choices) or "No cell holds runs of more than one "
                          "setting: nothing to tune.\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import HELP
-from .common import (UsageError, also_option, csv, out_option, say, stored,
+from .common import (UsageError, also_option, csv, joined, out_option, say, stored,
                      warn_useless_samples)
 
 
@@ -61,8 +61,8 @@ def _report(args) -> int:
         frame, chosen = records_frame(records), ""
     summary = summarise(frame)
     write_text(folder / "summary.csv", summary.to_csv(index=False))
-    write_text(folder / "tables.md", markdown(summary, args.metrics) + (
-        f"\n{chosen}" if chosen else ""))
+    write_text(folder / "tables.md", joined(args.out, args.also) + markdown(
+        summary, args.metrics) + (f"\n{chosen}" if chosen else ""))
     write_text(folder / "tables.tex", latex(summary, args.metrics))
     quality = quality_markdown(quality_frame(records))
     if quality:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..datasets.base import DataError
 from . import HELP
-from .common import also_option, csv, out_option, print_tables, stored
+from .common import also_option, csv, joined, out_option, print_tables, stored
 
 
 def add_parser(sub) -> None:
@@ -50,7 +50,7 @@ def main(args) -> int:
         print(frame.sort_values(["dataset", "method", "split", "seed"]).to_string(index=False))
         return 0
     print_tables(records, Path(args.out), "summary", final=args.final, on=args.on,
-                 tune=args.tune)
+                 tune=args.tune, head=joined(args.out, args.also))
     return 0
 
 

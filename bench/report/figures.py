@@ -42,7 +42,9 @@ def spread(mean, std, lo: float = 0.0, hi: float = 100.0) -> np.ndarray:
     A missing std (one seed) draws no bar."""
     mean = np.asarray(mean, dtype=float)
     std = np.nan_to_num(np.asarray(std, dtype=float))
-    return np.vstack([mean - np.clip(mean - std, lo, hi), np.clip(mean + std, lo, hi) - mean])
+    # never negative, even for a mean a rounding error outside the range (matplotlib refuses)
+    return np.maximum(np.vstack([mean - np.clip(mean - std, lo, hi),
+                                 np.clip(mean + std, lo, hi) - mean]), 0.0)
 
 
 def _reference() -> str | None:
@@ -104,7 +106,8 @@ def heterogeneity(frame: pd.DataFrame, dataset: str, metric: str, path: Path) ->
             m, s = ref[metric].mean() * 100, (ref[metric].std() if len(ref) > 1 else 0) * 100
             ax.axhline(m, color="black", linestyle="--", linewidth=1.2,
                        label=f"{reference} (pooled data)")
-            ax.axhspan(m - s, m + s, color="black", alpha=0.08, linewidth=0)
+            (below,), (above,) = spread([m], [s])
+            ax.axhspan(m - below, m + above, color="black", alpha=0.08, linewidth=0)
         ax.set_xscale("log")
         ticks = [lo, *alphas, hi]
         ax.set_xticks(ticks)
