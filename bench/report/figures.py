@@ -306,11 +306,11 @@ def privacy_panels(part: pd.DataFrame) -> tuple[tuple[str, str], ...]:
 def privacy_utility(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]:
     """Privacy against utility: test accuracy, worst-client accuracy and the membership
     audit's AUC (and its excess over the null control: `privacy_panels`) against each DP
-    run's target epsilon (methods/dp.py; the epsilon spent is
-    at most the target: within 0.01 below it for one mechanism, further below where
-    mechanisms compose, as in FederatedFactory's local mode; it differs between seeds), the runs without DP at the right ("no
-    DP"), mean ± std over seeds (the bars clipped to the metric's range: `spread`); one row of panels per split. Drawn when the dataset has DP
-    runs."""
+    run's target epsilon (methods/dp.py; the epsilon spent is at most the target: within
+    0.01 below it for one mechanism, further below where mechanisms compose, as in
+    FederatedFactory's local mode; it differs between seeds), the runs without DP at the
+    right ("no DP"), mean ± std over seeds (the bars clipped to the metric's range:
+    `spread`); one row of panels per split. Drawn when the dataset has DP runs."""
     part = frame[(frame["dataset"] == dataset) & (frame["split"] != NO_SPLIT)].copy()
     if part.empty or part["epsilon"].isna().all():
         return []
