@@ -443,6 +443,15 @@ def test_runs_of_several_folders_make_one_table(tmp_path, capsys):
     assert (here / "tables" / "summary_selected.md").read_text().startswith(
         f"Runs of {here}, {there} (`--also`).")  # a joined table says so where it is written
     assert not (there / "tables").exists()
+    # the count says what the table holds: runs left out by --methods are not counted
+    assert main(["table", "--out", str(here), "--also", str(there), "--methods", "fedavg"]) == 0
+    assert f"2 from {here}, 1 from {there}" in capsys.readouterr().err
+    # the runs one by one say which folder holds each
+    assert main(["table", "--out", str(here), "--also", str(there), "--runs",
+                 "--methods", "fedavg"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(row[-1], row[3]) for row in rows] == [(str(here), "0"), (str(here), "1"),
+                                                   (str(there), "2")], rows
 
 
 def test_a_run_stored_in_two_folders_is_refused(tmp_path, capsys, monkeypatch):

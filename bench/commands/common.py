@@ -117,10 +117,12 @@ def also_option(sp) -> None:
                          "what is written goes under --out")
 
 
-def stored(out: str, also: list[str] = ()) -> list[Record]:
-    """The valid records under `out` and under each folder of `also`. A run (one config, so
-    one run id) stored in two of the folders is refused: counted twice it would raise a
-    cell's n and shrink its std."""
+def stored(out: str, also: list[str] = (), datasets=None,
+           methods=None) -> tuple[list[Record], dict[str, str]]:
+    """The valid records under `out` and under each folder of `also`, of `datasets` and
+    `methods` where given (None: all). A run (one config, so one run id) stored in two of the
+    folders is refused: counted twice it would raise a cell's n and shrink its std. Also
+    returned: the folder each record was read from, by run id."""
     seen = {}
     for i, folder in enumerate((out, *also)):
         first = seen.setdefault(Path(folder).resolve(), i)
@@ -144,11 +146,16 @@ def stored(out: str, also: list[str] = ()) -> list[Record]:
         raise DataError(f"no stored runs under {', '.join((out, *also))}; run `python -m bench "
                         f"run` first (`python -m bench table --reference smoke` shows what it "
                         f"prints)")
+    records = [r for r in records if (not datasets or r.config.dataset in datasets)
+               and (not methods or r.method in methods)]
+    if not records:
+        raise DataError(f"no stored runs under {', '.join((out, *also))} match "
+                        f"--datasets / --methods")
     if also:
         say(f"{len(records)} runs: " + ", ".join(
-            f"{sum(1 for f in where.values() if f == folder)} from {folder}"
+            f"{sum(1 for r in records if where[r.run_id] == folder)} from {folder}"
             for folder in (out, *also)))
-    return records
+    return records, where
 
 
 def joined(out: str, also: list[str]) -> str:

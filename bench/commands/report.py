@@ -49,7 +49,7 @@ def _report(args) -> int:
     bad = [m for m in args.metrics if m not in SCALAR_METRICS]
     if bad:
         raise UsageError(f"--metrics {','.join(bad)}: valid choices: {', '.join(SCALAR_METRICS)}")
-    records = stored(args.out, args.also)
+    records, _ = stored(args.out, args.also)
     folder = Path(args.out) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     if args.tune:

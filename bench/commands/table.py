@@ -34,12 +34,7 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     if args.reference:
         return _reference_table(args)
-    records = [r for r in stored(args.out, args.also)
-               if (not args.datasets or r.config.dataset in args.datasets)
-               and (not args.methods or r.method in args.methods)]
-    if not records:
-        raise DataError(f"no stored runs under {', '.join((args.out, *args.also))} match "
-                        f"--datasets / --methods")
+    records, where = stored(args.out, args.also, args.datasets, args.methods)
     if args.runs:
         from ..report.tables import FRAME_ONLY, records_frame, tune_on_validation
 
@@ -47,6 +42,8 @@ def main(args) -> int:
         frame = tune_on_validation(records, which, args.on)[0] if args.tune else \
             records_frame(records, which, args.on)
         frame = frame.drop(columns=FRAME_ONLY)
+        if args.also:  # which folder holds each run, so that one can be found and rerun
+            frame["folder"] = frame["run_id"].map(where)
         print(frame.sort_values(["dataset", "method", "split", "seed"]).to_string(index=False))
         return 0
     print_tables(records, Path(args.out), "summary", final=args.final, on=args.on,
